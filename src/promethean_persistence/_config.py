@@ -1,0 +1,388 @@
+"""StoreConfig: explicit settings beat environment variables, which beat defaults (SPEC §5).
+
+Keys are accepted in snake_case, lowerCamelCase and the seed's own names. Secrets are
+``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
+
+from . import _registry
+from ._errors import ConfigurationError, SemanticStoreError
+
+__all__ = ["StoreConfig"]
+
+# The seed's names that are not plain camelCase spellings of ours.
+_ALIASES = {
+    "vector_flush_interval": "vector_flush_interval_ms",
+    "vector_retry_delay": "vector_retry_delay_ms",
+    "vector_timeout": "vector_timeout_ms",
+    "consistency_mode": "consistency",
+    "dual_write_consistency": "consistency",
+    "idle_timeout_millis": "idle_timeout",
+    "user": "username",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SQLiteConfig(_Section):
+    path: str | None = None  #: defaults to ``<home>/store.db``
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    busy_timeout_ms: int = Field(30_000, ge=0)
+
+
+class PoolConfig(_Section):
+    min: int = Field(1, ge=0)
+    max: int = Field(10, ge=1)
+    idle_timeout: float = Field(300.0, ge=0)  #: seconds
+
+
+class PostgresConfig(_Section):
+    host: str = "localhost"
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = "promethean"
+    username: str | None = None
+    password: SecretStr | None = None
+    dsn: SecretStr | None = None
+    pool: PoolConfig = PoolConfig()
+
+
+class HNSWConfig(_Section):
+    m: int = Field(16, ge=2)
+    ef_construction: int = Field(64, ge=4)
+    ef_search: int = Field(40, ge=1)
+
+
+class PgvectorConfig(_Section):
+    dsn: SecretStr | None = None
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    database: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    hnsw: HNSWConfig = HNSWConfig()
+
+
+class MongoConfig(_Section):
+    uri: SecretStr = SecretStr("mongodb://localhost:27017")
+    database: str = "database"
+    options: dict[str, Any] = {}
+
+
+class ChromaConfig(_Section):
+    url: str | None = None
+    path: str | None = None
+    collection: str | None = None
+    embedding_function: Any = None  #: accepted for seed compatibility; we always embed ourselves
+
+
+class QdrantConfig(_Section):
+    url: str | None = None
+    path: str | None = None
+    api_key: SecretStr | None = None
+    collection: str | None = None
+
+
+class PineconeConfig(_Section):
+    api_key: SecretStr | None = None
+    environment: str | None = None
+    index_name: str | None = None
+    host: str | None = None
+    namespace: str | None = None
+    batch_size: int = Field(100, ge=1, le=1000)
+
+
+class LocalVectorConfig(_Section):
+    path: str | None = None  #: defaults to the SQLite file at ``<home>/store.db``
+
+
+class OllamaConfig(_Section):
+    url: str = "http://localhost:11434"
+    timeout: float = Field(60.0, gt=0)
+
+
+class OpenAIConfig(_Section):
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    dimensions: int | None = Field(None, ge=1)
+
+
+class HashingConfig(_Section):
+    dimensions: int = Field(256, ge=8, le=65536)
+
+
+class StoreConfig(BaseModel):
+    """Settings of a SemanticStore.
+
+    >>> StoreConfig(primaryDriver="memory", vector_driver="memory").primary_driver
+    'memory'
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    primary_driver: str = "sqlite"
+    vector_driver: str = "local"
+    embedding_driver: str = "local"
+    embedding_function: str | None = None  #: model name; each driver has a default
+    consistency: Literal["strict", "eventual"] = "eventual"
+    dual_write_enabled: bool = True
+    supports_images: bool | None = None  #: None = what the embedder declares
+    agent_name: str = "duck"
+    home: str = "./.semantic-store"
+    vector_batch_size: int = Field(64, ge=1, le=10_000)
+    vector_flush_interval_ms: int = Field(0, ge=0)
+    vector_max_retries: int = Field(3, ge=0)
+    vector_retry_delay_ms: int = Field(2000, ge=0)
+    vector_timeout_ms: int = Field(10_000, gt=0)
+    max_text_bytes: int = Field(1_048_576, ge=1)
+
+    sqlite: SQLiteConfig = SQLiteConfig()
+    postgresql: PostgresConfig = PostgresConfig()
+    pgvector: PgvectorConfig = PgvectorConfig()
+    mongodb: MongoConfig = MongoConfig()
+    chromadb: ChromaConfig = ChromaConfig()
+    qdrant: QdrantConfig = QdrantConfig()
+    pinecone: PineconeConfig = PineconeConfig()
+    local: LocalVectorConfig = LocalVectorConfig()
+    ollama: OllamaConfig = OllamaConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+    hashing: HashingConfig = HashingConfig()
+
+    @field_validator("primary_driver")
+    @classmethod
+    def _primary(cls, v: str) -> str:
+        return _registry.check("primary", v)
+
+    @field_validator("vector_driver")
+    @classmethod
+    def _vector(cls, v: str) -> str:
+        return _registry.check("vector", v)
+
+    @field_validator("embedding_driver")
+    @classmethod
+    def _embedding(cls, v: str) -> str:
+        return _registry.check("embedding", v)
+
+    @field_validator("consistency", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("agent_name")
+    @classmethod
+    def _agent(cls, v: str) -> str:
+        if not v or any(ord(c) < 32 for c in v):
+            raise ValueError("must be a non-empty name without control characters")
+        return v
+
+    # -- construction -----------------------------------------------------------------
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**_normalise(data, type(self)))
+        except PydanticValidationError as exc:
+            raise _config_error(exc, type(self)) from None
+
+    @classmethod
+    def resolve(
+        cls, config: StoreConfig | Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> StoreConfig:
+        """Merge ``config`` over the environment over the defaults."""
+        merged = _deep_merge(from_env(os.environ if env is None else env), _explicit(config))
+        return cls(**merged)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
+        """Settings from environment variables (SPEC §5) over the defaults."""
+        return cls.resolve(None, env)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], profile: str | None = None) -> StoreConfig:
+        """Read a TOML file; ``[profiles.NAME]`` tables override its top-level keys.
+
+        Only the keys the file sets count as explicit, so environment variables still fill
+        the rest when the result is passed to ``SemanticStore.create``.
+        """
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"Cannot read config file {str(path)!r}: {exc}") from exc
+        profiles = data.pop("profiles", {})
+        if profile is not None:
+            if profile not in profiles:
+                known = ", ".join(sorted(profiles)) or "none"
+                raise ConfigurationError(
+                    f"Profile {profile!r} not found in {str(path)!r}; profiles: {known}"
+                )
+            data = _deep_merge(_normalise(data, cls), _normalise(profiles[profile], cls))
+        return cls(**data)
+
+    # -- derived values --------------------------------------------------------------
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.sqlite.path or str(Path(self.home) / "store.db")
+
+    def collection_name(self, name: str) -> str:
+        """The physical collection name: ``{agent_name}_{name}``, as the original."""
+        return f"{self.agent_name}_{name}"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with every secret shown as ``'**********'``."""
+        return self.model_dump(mode="json")
+
+
+def _snake(key: str) -> str:
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+    return _ALIASES.get(snake, snake)
+
+
+def _normalise(data: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """snake_case every key known to ``model`` (recursively), keeping unknown keys for errors."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _snake(key) if isinstance(key, str) else key
+        field = model.model_fields.get(name)
+        if field is None:
+            out[key] = value
+            continue
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, Mapping):
+            value = _normalise(value, sub)
+        out[name] = value
+    return out
+
+
+def _explicit(config: StoreConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, StoreConfig):
+        return config.model_dump(exclude_unset=True)
+    if isinstance(config, Mapping):
+        return _normalise(config, StoreConfig)
+    raise ConfigurationError(
+        f"config must be a StoreConfig, a mapping or None, got {type(config).__name__}"
+    )
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_ENV_SCALARS = {
+    "PRIMARY_DRIVER": "primary_driver",
+    "VECTOR_DRIVER": "vector_driver",
+    "EMBEDDING_DRIVER": "embedding_driver",
+    "EMBEDDING_FUNCTION": "embedding_function",
+    "AGENT_NAME": "agent_name",
+    "SEMANTIC_STORE_HOME": "home",
+    "VECTOR_BATCH_SIZE": "vector_batch_size",
+    "VECTOR_FLUSH_INTERVAL_MS": "vector_flush_interval_ms",
+    "VECTOR_MAX_RETRIES": "vector_max_retries",
+    "VECTOR_RETRY_DELAY_MS": "vector_retry_delay_ms",
+    "VECTOR_TIMEOUT_MS": "vector_timeout_ms",
+}
+_ENV_SECTIONS = {
+    "SQLITE_PATH": ("sqlite", "path"),
+    "POSTGRES_HOST": ("postgresql", "host"),
+    "POSTGRES_PORT": ("postgresql", "port"),
+    "POSTGRES_DATABASE": ("postgresql", "database"),
+    "POSTGRES_USERNAME": ("postgresql", "username"),
+    "POSTGRES_PASSWORD": ("postgresql", "password"),
+    "POSTGRES_DSN": ("postgresql", "dsn"),
+    "PGVECTOR_DSN": ("pgvector", "dsn"),
+    "MONGODB_URI": ("mongodb", "uri"),
+    "MONGODB_DATABASE": ("mongodb", "database"),
+    "CHROMA_URL": ("chromadb", "url"),
+    "CHROMA_PATH": ("chromadb", "path"),
+    "QDRANT_URL": ("qdrant", "url"),
+    "QDRANT_API_KEY": ("qdrant", "api_key"),
+    "QDRANT_PATH": ("qdrant", "path"),
+    "PINECONE_API_KEY": ("pinecone", "api_key"),
+    "PINECONE_ENVIRONMENT": ("pinecone", "environment"),
+    "PINECONE_INDEX_NAME": ("pinecone", "index_name"),
+    "PINECONE_HOST": ("pinecone", "host"),
+    "OLLAMA_URL": ("ollama", "url"),
+    "OPENAI_BASE_URL": ("openai", "base_url"),
+    "OPENAI_API_KEY": ("openai", "api_key"),
+}
+ENV_VARS = (
+    *_ENV_SCALARS,
+    *_ENV_SECTIONS,
+    "CONSISTENCY_MODE",
+    "DUAL_WRITE_CONSISTENCY",
+    "DUAL_WRITE_ENABLED",
+)
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The config keys set by environment variables (empty values count as unset)."""
+    out: dict[str, Any] = {}
+    for var, key in _ENV_SCALARS.items():
+        if env.get(var):
+            out[key] = env[var]
+    for var, (section, key) in _ENV_SECTIONS.items():
+        if env.get(var):
+            out.setdefault(section, {})[key] = env[var]
+    consistency = env.get("CONSISTENCY_MODE") or env.get("DUAL_WRITE_CONSISTENCY")
+    if consistency:
+        out["consistency"] = consistency
+    if env.get("DUAL_WRITE_ENABLED"):
+        out["dual_write_enabled"] = env["DUAL_WRITE_ENABLED"].strip().lower() != "false"
+    return out
+
+
+def _config_error(exc: PydanticValidationError, model: type[BaseModel]) -> SemanticStoreError:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, SemanticStoreError):
+            return cause  # UnknownDriverError from a driver-name validator
+        if err["type"] == "extra_forbidden":
+            hint = _closest(err["loc"], model)
+            problems.append(f"unknown key {loc!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        else:
+            shown = "***" if _is_secret(err["loc"]) else repr(err.get("input"))[:80]
+            problems.append(f"{loc}: {err['msg']} (got {shown})")
+    return ConfigurationError("Invalid configuration: " + "; ".join(problems), operation="config")
+
+
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    return any(str(p) in ("password", "api_key", "apiKey", "dsn", "uri") for p in loc)
+
+
+def _closest(loc: tuple[Any, ...], model: type[BaseModel]) -> str | None:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        sub = field.annotation if field else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return None
+        model = sub
+    names = list(model.model_fields)
+    match = difflib.get_close_matches(_snake(str(loc[-1])), names, n=1, cutoff=0.6)
+    return match[0] if match else None

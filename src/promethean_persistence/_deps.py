@@ -1,0 +1,22 @@
+"""Optional dependencies are imported at first use and fail with the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ._errors import MissingDependencyError
+
+
+def require(module: str, *, extra: str, driver: str) -> ModuleType:
+    """Import ``module`` or raise MissingDependencyError naming ``pip install '...[extra]'``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name and exc.name != module and not module.startswith(exc.name + "."):
+            raise  # the package is there but broken: keep the real cause
+        raise MissingDependencyError(
+            f"The {driver!r} driver needs the {module.split('.')[0]!r} package, which is not "
+            f"installed. Install it with: pip install 'promethean-persistence[{extra}]'",
+            driver=driver,
+        ) from None

@@ -1,0 +1,172 @@
+"""Validation of incoming entries (SPEC §2): a rejected entry raises ValidationError naming
+the field, and nothing is written."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import date, datetime, timezone
+from typing import Any
+
+from ._errors import ValidationError
+from ._types import Record
+
+MANAGED_KEYS = frozenset(
+    {"vectorStatus", "vectorWriteSuccess", "vectorWriteError", "vectorWriteTimestamp"}
+)
+MAX_ID_LENGTH = 512
+MAX_DEPTH = 32
+# JavaScript's Date range, so every stored timestamp stays readable by the original package.
+MAX_EPOCH_MS = 8_640_000_000_000_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def content_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _invalid(field: str, message: str) -> ValidationError:
+    return ValidationError(f"{field}: {message}", field=field, operation="insert")
+
+
+def to_epoch_ms(value: Any, field: str) -> int:
+    """Epoch ms from int/float ms, a datetime (naive = UTC) or an ISO-8601 string."""
+    if isinstance(value, bool):
+        raise _invalid(field, "a boolean is not a timestamp")
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _invalid(field, f"timestamp must be finite, got {value!r}")
+        ms = int(value)
+    elif isinstance(value, datetime):
+        ms = _datetime_ms(value)
+    elif isinstance(value, date):
+        ms = _datetime_ms(datetime(value.year, value.month, value.day))
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise _invalid(
+                field, f"unparsable timestamp {value[:64]!r}; use epoch ms, a datetime or ISO-8601"
+            ) from None
+        ms = _datetime_ms(parsed)
+    else:
+        raise _invalid(
+            field, f"expected epoch ms, a datetime or an ISO-8601 string, got {type(value).__name__}"
+        )
+    if abs(ms) > MAX_EPOCH_MS:
+        raise _invalid(field, f"timestamp {ms} is out of range")
+    return ms
+
+
+def _datetime_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def to_json_value(value: Any, field: str, depth: int = 0) -> Any:
+    """A JSON-compatible copy of ``value``; datetimes become ISO text."""
+    if depth > MAX_DEPTH:
+        raise _invalid(field, f"nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (str, bool, int)):
+        if isinstance(value, str):
+            _check_text(value, field)
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _invalid(field, f"NaN and Infinity are not allowed, got {value!r}")
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _invalid(field, f"keys must be strings, got {key!r}")
+            out[key] = to_json_value(item, f"{field}.{key}", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(item, f"{field}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise _invalid(field, f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _check_text(value: str, field: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid(field, "text contains invalid unicode (lone surrogates)") from None
+
+
+def validate_id(value: Any, field: str = "id") -> str:
+    if not isinstance(value, str):
+        raise _invalid(field, f"id must be a str, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise _invalid(field, f"id must be 1-{MAX_ID_LENGTH} characters, got {len(value)}")
+    _check_text(value, field)
+    return value
+
+
+def build_record(
+    entry: Any,
+    *,
+    text_key: str,
+    time_key: str,
+    max_text_bytes: int,
+    now: int | None = None,
+) -> Record:
+    """Validate one input entry and return the Record to store (vector state not yet set)."""
+    if not isinstance(entry, Mapping):
+        raise _invalid("entry", f"an entry must be a mapping, got {type(entry).__name__}")
+    entry_id = validate_id(entry["id"]) if entry.get("id") is not None else str(uuid.uuid4())
+
+    if text_key not in entry:
+        raise _invalid(text_key, f"missing text field {text_key!r}")
+    text = entry[text_key]
+    if not isinstance(text, str):
+        raise _invalid(text_key, f"text must be a str, got {type(text).__name__}")
+    _check_text(text, text_key)
+    size = len(text.encode("utf-8"))
+    if size > max_text_bytes:
+        raise _invalid(text_key, f"text is {size} bytes; the limit (max_text_bytes) is {max_text_bytes}")
+
+    raw_meta = entry.get("metadata")
+    if raw_meta is None:
+        raw_meta = {}
+    if not isinstance(raw_meta, Mapping):
+        raise _invalid("metadata", f"metadata must be a mapping, got {type(raw_meta).__name__}")
+    metadata = to_json_value({k: v for k, v in raw_meta.items() if k not in MANAGED_KEYS}, "metadata")
+
+    raw_time = entry.get(time_key)
+    field = time_key
+    if raw_time is None and raw_meta.get("timeStamp") is not None:
+        raw_time, field = raw_meta["timeStamp"], "metadata.timeStamp"
+    timestamp = (now if now is not None else now_ms()) if raw_time is None else to_epoch_ms(raw_time, field)
+
+    extra = to_json_value(
+        {k: v for k, v in entry.items() if k not in ("id", "metadata", text_key, time_key)},
+        "entry",
+    )
+    return Record(
+        id=entry_id,
+        text=text,
+        timestamp=timestamp,
+        metadata=metadata,
+        extra=extra,
+        content_hash=content_hash(text),
+    )
+
+
+def check_limit(limit: Any, field: str = "limit") -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError(f"{field} must be an int >= 1, got {limit!r}", field=field)
+    return limit

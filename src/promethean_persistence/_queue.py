@@ -1,0 +1,268 @@
+"""The vector write queue: group commit of embed + upsert/delete calls.
+
+A batch starts as soon as the vector side is idle; writes that arrive meanwhile join the
+next batch (up to ``vector_batch_size``). A lone write never waits for a timer unless
+``vector_flush_interval_ms`` asks for one. Each write's outcome is recorded in the primary
+store (its outbox fields) before the caller's future resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._entries import now_ms
+from ._errors import BackendUnavailable, EmbeddingError, SemanticStoreError
+from ._types import Record, VectorState
+from .drivers.base import Embedder, PrimaryDriver, VectorDriver
+
+log = logging.getLogger("promethean_persistence.queue")
+
+MAX_BACKOFF_MS = 300_000
+
+
+@dataclass(eq=False)
+class Job:
+    """One vector write: ``upsert`` a record (re-embedding it or not) or ``delete`` an id."""
+
+    kind: Literal["upsert", "delete"]
+    id: str
+    record: Record | None = None
+    embed: bool = True
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def backoff_ms(attempts: int, base_ms: int) -> int:
+    """Exponential backoff with jitter: base * 2^(attempts-1), capped, scaled by 0.5-1.0."""
+    delay = min(base_ms * 2 ** max(attempts - 1, 0), MAX_BACKOFF_MS)
+    return int(delay * random.uniform(0.5, 1.0))
+
+
+class VectorWriteQueue:
+    def __init__(
+        self,
+        *,
+        primary: PrimaryDriver,
+        vector: VectorDriver,
+        embedder: Embedder,
+        vector_metadata: Callable[[Record], Mapping[str, Any]],
+        batch_size: int,
+        flush_interval_ms: int,
+        max_retries: int,
+        retry_delay_ms: int,
+        timeout_ms: int,
+        enabled: bool,
+        collection: str,
+        images: bool = False,
+    ) -> None:
+        self.primary = primary
+        self.vector = vector
+        self.embedder = embedder
+        self.vector_metadata = vector_metadata
+        self.batch_size = batch_size
+        self.flush_interval_ms = flush_interval_ms
+        self.max_retries = max_retries
+        self.retry_delay_ms = retry_delay_ms
+        self.timeout_ms = timeout_ms
+        self.enabled = enabled
+        self.collection = collection
+        self.images = images  #: embed ``metadata.type == "image"`` entries with embed_images
+        self._jobs: deque[Job] = deque()
+        self._runner: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._processing = False
+        self._failed_ids: set[str] = set()
+        self.total_written = 0
+        self.total_failed = 0
+        self.batches = 0
+        self.last_flush_at: int | None = None
+        self.embed_calls = 0
+
+    # -- public --------------------------------------------------------------------------
+
+    def submit(self, jobs: list[Job]) -> None:
+        self._jobs.extend(jobs)
+        self._idle.clear()
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"vector-queue:{self.collection}")
+
+    async def flush(self) -> None:
+        """Wait until every submitted write had its attempt."""
+        await self._idle.wait()
+
+    async def close(self, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("vector queue of %s: %d writes left pending at close", self.collection, len(self._jobs))
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for job in self._jobs:  # still durable as pending records; the next open resumes them
+            if not job.future.done():
+                job.future.set_exception(BackendUnavailable("store closed before the vector write ran"))
+        self._jobs.clear()
+        self._idle.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "queue_length": len(self._jobs),
+            "processing": self._processing,
+            "pending": len(self._jobs) + (1 if self._processing else 0),
+            "failed": len(self._failed_ids),
+            "total_written": self.total_written,
+            "total_failed": self.total_failed,
+            "batches": self.batches,
+            "last_flush_at": self.last_flush_at,
+            "config": {
+                "batch_size": self.batch_size,
+                "flush_interval_ms": self.flush_interval_ms,
+                "max_retries": self.max_retries,
+                "retry_delay_ms": self.retry_delay_ms,
+                "enabled": self.enabled,
+            },
+        }
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self._jobs:
+                if self.flush_interval_ms and len(self._jobs) < self.batch_size:
+                    await asyncio.sleep(self.flush_interval_ms / 1000)
+                batch = [self._jobs.popleft() for _ in range(min(self.batch_size, len(self._jobs)))]
+                self._processing = True
+                try:
+                    await self._process(batch)
+                except BaseException as exc:  # never leave a caller waiting
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(exc if isinstance(exc, Exception) else BackendUnavailable("cancelled"))
+                    if not isinstance(exc, Exception):
+                        raise
+                    log.exception("vector queue of %s: batch failed unexpectedly", self.collection)
+                finally:
+                    self._processing = False
+        finally:
+            if not self._jobs:
+                self._idle.set()
+
+    async def _timed(self, awaitable, what: str):
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout_ms / 1000)
+        except asyncio.TimeoutError:
+            raise BackendUnavailable(f"{what} timed out after {self.timeout_ms} ms", operation=what) from None
+
+    async def _process(self, batch: list[Job]) -> None:
+        started = time.perf_counter()
+        latest: dict[str, Job] = {}
+        for job in batch:  # a later write of the same id supersedes an earlier one
+            latest[job.id] = job
+        upserts = [j for j in latest.values() if j.kind == "upsert"]
+        full = [j for j in upserts if j.embed]
+        meta_only = [j for j in upserts if not j.embed]
+        deletes = [j.id for j in latest.values() if j.kind == "delete"]
+
+        outcomes: dict[str, BaseException | None] = {}
+        if full:
+            outcomes.update(dict.fromkeys((j.id for j in full), await self._upsert(full, embed=True)))
+        if meta_only:
+            error = await self._upsert(meta_only, embed=False)
+            if error is not None:  # the vector may be gone: fall back to a full write
+                error = await self._upsert(meta_only, embed=True)
+            outcomes.update(dict.fromkeys((j.id for j in meta_only), error))
+        if deletes:
+            error = None
+            try:
+                await self._timed(self.vector.delete(deletes), "vector delete")
+            except Exception as exc:  # noqa: BLE001 - recorded per job
+                error = exc
+            outcomes.update(dict.fromkeys(deletes, error))
+
+        await self._record(upserts, outcomes)
+        self.batches += 1
+        self.last_flush_at = now_ms()
+        log.debug("vector batch of %d in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
+        for job in batch:
+            error = outcomes.get(job.id)
+            if job.future.done():
+                continue
+            if error is None:
+                job.future.set_result(None)
+            else:
+                job.future.set_exception(error)
+
+    async def _upsert(self, jobs: list[Job], *, embed: bool) -> BaseException | None:
+        records = [j.record for j in jobs]
+        try:
+            vectors = None
+            if embed:
+                self.embed_calls += 1
+                try:
+                    vectors = await self._timed(self._embed(records), "embed")
+                except SemanticStoreError:
+                    raise
+                except Exception as exc:
+                    raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
+            metadata = [self.vector_metadata(r) for r in records]
+            await self._timed(self.vector.upsert([r.id for r in records], vectors, metadata), "vector upsert")
+        except Exception as exc:  # noqa: BLE001 - recorded per job
+            return exc
+        return None
+
+    async def _embed(self, records: list[Record]):
+        if not self.images:
+            return await self.embedder.embed([r.text for r in records])
+        is_image = [r.metadata.get("type") == "image" for r in records]
+        texts = [r.text for r, img in zip(records, is_image) if not img]
+        images = [r.text for r, img in zip(records, is_image) if img]
+        text_vectors = iter(await self.embedder.embed(texts) if texts else [])
+        image_vectors = iter(await self.embedder.embed_images(images) if images else [])
+        return [next(image_vectors) if img else next(text_vectors) for img in is_image]
+
+    async def _record(self, upserts: list[Job], outcomes: dict[str, BaseException | None]) -> None:
+        now = now_ms()
+        states = []
+        for job in upserts:
+            record = job.record
+            error = outcomes.get(job.id)
+            attempts = record.vector_attempts + 1
+            if error is None:
+                self.total_written += 1
+                self._failed_ids.discard(job.id)
+                states.append(
+                    VectorState(job.id, record.version, "synced", attempts, None, None, now, now, self.embedder.model)
+                )
+            else:
+                self.total_failed += 1
+                self._failed_ids.add(job.id)
+                retry = attempts <= self.max_retries
+                states.append(
+                    VectorState(
+                        job.id,
+                        record.version,
+                        "failed",
+                        attempts,
+                        _describe(error),
+                        now + backoff_ms(attempts, self.retry_delay_ms) if retry else None,
+                        now,
+                    )
+                )
+        if not states:
+            return
+        try:
+            await self.primary.set_vector_state(states)
+        except Exception:  # the records stay pending and are resumed later
+            log.exception("vector queue of %s: could not record vector state", self.collection)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text[:2000]

@@ -1,0 +1,78 @@
+"""Driver registry: names map to "module:Class" strings, imported only when used.
+
+Third-party packages add drivers through the entry-point groups
+``promethean_persistence.primary``, ``promethean_persistence.vector`` and
+``promethean_persistence.embedding``; ``register()`` does the same at run time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Literal
+
+from ._errors import UnknownDriverError
+
+Kind = Literal["primary", "vector", "embedding"]
+KINDS: tuple[Kind, ...] = ("primary", "vector", "embedding")
+
+_P = "promethean_persistence.drivers"
+_BUILTIN: dict[Kind, dict[str, str]] = {
+    "primary": {
+        "memory": f"{_P}.primary.memory:MemoryPrimary",
+        "sqlite": f"{_P}.primary.sqlite:SQLitePrimary",
+    },
+    "vector": {
+        "memory": f"{_P}.vector.memory:MemoryVector",
+        "local": f"{_P}.vector.local:LocalVector",
+    },
+    "embedding": {
+        "hashing": f"{_P}.embedding.hashing:HashingEmbedder",
+    },
+}
+_REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: Kind, name: str, target: str | type) -> None:
+    """Register a driver class (or a ``"module:Class"`` string) under ``name``."""
+    _REGISTERED[kind][name] = target
+
+
+def _entry_points(kind: Kind) -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=f"promethean_persistence.{kind}")}
+
+
+def known(kind: Kind) -> list[str]:
+    """Every driver name available for ``kind``, sorted."""
+    return sorted({*_BUILTIN[kind], *_REGISTERED[kind], *_entry_points(kind)})
+
+
+def check(kind: Kind, name: str) -> str:
+    """Return ``name`` if a driver is registered under it, else raise with a hint."""
+    if name in _BUILTIN[kind] or name in _REGISTERED[kind] or ":" in name:
+        return name
+    names = known(kind)
+    if name in names:
+        return name
+    hint = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise UnknownDriverError(
+        f"Unknown {kind} driver {name!r}{suggestion} Known {kind} drivers: {', '.join(names)}",
+        driver=name,
+    )
+
+
+def load(kind: Kind, name: str) -> type:
+    """Return the driver class registered as ``name``; its module is imported only now."""
+    check(kind, name)
+    target = (
+        _REGISTERED[kind].get(name)
+        or _BUILTIN[kind].get(name)
+        or _entry_points(kind).get(name)
+        or name  # "package.module:Class" escape hatch
+    )
+    if isinstance(target, type):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,559 @@
+"""SemanticStore: one async API over a primary store and a vector store (SPEC §1-4)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from . import _filters, _registry
+from ._config import StoreConfig
+from ._entries import build_record, check_limit, now_ms, to_epoch_ms, validate_id
+from ._errors import (
+    DocumentNotFound,
+    EmbeddingMismatchError,
+    SemanticStoreError,
+    ValidationError,
+    VectorWriteError,
+)
+from ._queue import Job, VectorWriteQueue, backoff_ms
+from ._types import Manifest, Record
+from .drivers.base import Embedder, PrimaryDriver, VectorDriver
+
+__all__ = ["DualStoreManager", "SemanticStore", "SemanticStoreFactory"]
+
+log = logging.getLogger("promethean_persistence")
+_ID_CHUNK = 500
+
+
+class SemanticStore:
+    """Documents in a primary store, their embeddings in a vector store, kept consistent.
+
+    >>> store = await SemanticStore.create("notes", config={"primaryDriver": "memory",
+    ...     "vectorDriver": "memory", "embeddingDriver": "hashing"})
+    >>> id_ = await store.insert({"text": "hello world"})
+    >>> [e["text"] for e in await store.get_most_relevant("hello")]
+    ['hello world']
+    >>> await store.cleanup()
+    """
+
+    def __init__(
+        self,
+        name: str,
+        text_key: str,
+        time_key: str,
+        config: StoreConfig,
+        primary: PrimaryDriver,
+        vector: VectorDriver,
+        embedder: Embedder,
+    ) -> None:
+        self.base_name = name
+        self.name = config.collection_name(name)  #: ``{agent_name}_{name}``, as the original
+        self.text_key = text_key
+        self.time_key = time_key
+        self.config = config
+        self.primary = primary
+        self.vector = vector
+        self.embedder = embedder
+        self.supports_images = (
+            embedder.supports_images if config.supports_images is None else config.supports_images
+        ) and hasattr(embedder, "embed_images")
+        self._closed = False
+        self._queue = VectorWriteQueue(
+            primary=primary,
+            vector=vector,
+            embedder=embedder,
+            vector_metadata=lambda r: r.metadata,
+            batch_size=config.vector_batch_size,
+            flush_interval_ms=config.vector_flush_interval_ms,
+            max_retries=config.vector_max_retries,
+            retry_delay_ms=config.vector_retry_delay_ms,
+            timeout_ms=config.vector_timeout_ms,
+            enabled=config.dual_write_enabled,
+            images=self.supports_images,
+            collection=self.name,
+        )
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"SemanticStore(name={self.name!r}, primary={c.primary_driver!r}, "
+            f"vector={c.vector_driver!r}, embedding={self.embedder.model!r}, consistency={c.consistency!r})"
+        )
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    async def create(
+        cls,
+        name: str,
+        text_key: str = "text",
+        time_key: str = "createdAt",
+        config: StoreConfig | Mapping[str, Any] | None = None,
+    ) -> SemanticStore:
+        """Open (creating if needed) the store ``name``; config beats env beats defaults."""
+        for field, value in (("name", name), ("text_key", text_key), ("time_key", time_key)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationError(f"{field} must be a non-empty str, got {value!r}", field=field)
+        if text_key == time_key:
+            raise ValidationError("text_key and time_key must differ", field="time_key")
+        resolved = StoreConfig.resolve(config)
+        collection = resolved.collection_name(name)
+        opened: list[Any] = []
+        try:
+            embedder = _registry.load("embedding", resolved.embedding_driver).from_config(resolved)
+            opened.append(embedder)
+            primary = _registry.load("primary", resolved.primary_driver).from_config(resolved, collection)
+            await primary.open()
+            opened.append(primary)
+            vector = _registry.load("vector", resolved.vector_driver).from_config(resolved, collection)
+            await vector.open()
+            opened.append(vector)
+            store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
+            await store._check_manifest()
+        except BaseException:
+            for driver in reversed(opened):
+                try:
+                    await driver.aclose()
+                except Exception:  # noqa: BLE001 - keep the original error
+                    log.exception("closing %r after a failed open", driver)
+            raise
+        return store
+
+    def _manifest(self) -> Manifest:
+        return Manifest(self.config.embedding_driver, self.embedder.model, self.embedder.dimensions)
+
+    async def _check_manifest(self) -> None:
+        mine = self._manifest()
+        stored = await self.primary.get_manifest()
+        if stored is None:
+            await self.primary.set_manifest(mine)
+            return
+        if (stored.embedding_model, stored.dimensions) != (mine.embedding_model, mine.dimensions):
+            raise EmbeddingMismatchError(
+                f"Collection {self.name!r} was built with embedding model {stored.embedding_model!r} "
+                f"({stored.dimensions} dimensions); this store uses {mine.embedding_model!r} "
+                f"({mine.dimensions}). Use the same model, or migrate the store to re-embed it.",
+                operation="open",
+            )
+
+    async def __aenter__(self) -> SemanticStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cleanup()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SemanticStoreError(f"Store {self.name!r} is closed", operation="use")
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def insert(self, entry: Mapping[str, Any]) -> str:
+        """Validate and store one entry; return its id (SPEC §4 write path)."""
+        return (await self.insert_many([entry]))[0]
+
+    add_entry = insert
+
+    async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Store entries in batches; ids come back in input order. All-or-nothing if strict."""
+        self._check_open()
+        if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
+            raise ValidationError("insert_many takes a sequence of entries", field="entries")
+        now = now_ms()
+        records = [
+            build_record(
+                e, text_key=self.text_key, time_key=self.time_key,
+                max_text_bytes=self.config.max_text_bytes, now=now,
+            )
+            for e in entries
+        ]
+        if not records:
+            return []
+        unique = list({r.id: r for r in records}.values())  # the last write of an id wins
+        previous = await self.primary.get([r.id for r in unique])
+        jobs = [self._prepare(record, prev, now) for record, prev in zip(unique, previous)]
+        await self.primary.put(unique)
+        jobs = [j for j in jobs if j is not None]
+        errors = await self._run_jobs(jobs)
+        if errors and self.config.consistency == "strict":
+            await self._undo(unique, previous)
+            first = next(iter(errors.values()))
+            ids = ", ".join(list(errors)[:5])
+            raise VectorWriteError(
+                f"Vector store write failed for {len(errors)} of {len(unique)} entries ({ids}): {first}; "
+                "nothing was stored",
+                operation="insert",
+                document_id=next(iter(errors)),
+            ) from first
+        return [r.id for r in records]
+
+    def _prepare(self, record: Record, prev: Record | None, now: int) -> Job | None:
+        """Set the record's version and vector state; return the vector job it needs."""
+        record.version = prev.version + 1 if prev else 1
+        record.vector_updated_at = now
+        is_image = record.metadata.get("type") == "image"
+        if not self.config.dual_write_enabled or record.is_empty or (is_image and not self.supports_images):
+            record.vector_status = "skipped"
+            had_vector = prev is not None and prev.vector_status != "skipped"
+            return Job("delete", record.id) if had_vector else None
+        record.vector_status = "pending"
+        # Leased to this process until its own attempt is over, so no worker claims it twice.
+        record.vector_next_at = now + 2 * self.config.vector_timeout_ms
+        same_vector = (
+            prev is not None
+            and prev.vector_status == "synced"
+            and prev.content_hash == record.content_hash
+            and prev.embedding_model == self.embedder.model
+        )
+        if same_vector:
+            record.embedding_model = prev.embedding_model
+            record.vector_synced_at = prev.vector_synced_at
+        return Job("upsert", record.id, record, embed=not same_vector)
+
+    async def _run_jobs(self, jobs: list[Job]) -> dict[str, BaseException]:
+        """Queue the jobs and wait (bounded) for their first attempt; return failures by id."""
+        if not jobs:
+            return {}
+        self._queue.submit(jobs)
+        futures = [j.future for j in jobs]
+        done, _ = await asyncio.wait(futures, timeout=self.config.vector_timeout_ms / 1000)
+        errors: dict[str, BaseException] = {}
+        for job in jobs:
+            if job.future in done:
+                if job.future.exception() is not None:
+                    errors[job.id] = job.future.exception()
+            else:
+                job.future.add_done_callback(_consume)
+                errors[job.id] = VectorWriteError(
+                    f"vector write still running after {self.config.vector_timeout_ms} ms",
+                    operation="insert",
+                    document_id=job.id,
+                )
+        if errors and self.config.consistency == "eventual":
+            for id_, error in errors.items():
+                log.warning("vector write for %s in %s deferred: %s", id_, self.name, error)
+        return errors
+
+    async def _undo(self, records: list[Record], previous: list[Record | None]) -> None:
+        """Strict mode: put back what was there before, then re-sync the vector side."""
+        restore = []
+        gone = []
+        for record, prev in zip(records, previous):
+            if prev is None:
+                gone.append(record.id)
+            else:
+                restore.append(prev.copy(version=record.version + 1))
+        if gone:
+            await self.primary.delete(gone)
+        if restore:
+            await self.primary.put(restore)
+        reconcile = [Job("delete", i) for i in gone] + [
+            Job("upsert", r.id, r.copy(vector_attempts=0), embed=True)
+            for r in restore
+            if r.vector_status != "skipped"
+        ]
+        for job in reconcile:
+            job.future.add_done_callback(_consume)
+        if reconcile:
+            self._queue.submit(reconcile)
+
+    async def delete(self, id_: str) -> bool:
+        """Delete an entry and its vector; True if it existed (a missing id is not an error)."""
+        self._check_open()
+        validate_id(id_)
+        existed = bool(await self.primary.delete([id_]))
+        if existed or self.config.dual_write_enabled:
+            await self._run_jobs([Job("delete", id_)])
+        return existed
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(self, id_: str) -> dict[str, Any] | None:
+        """The entry with this id, or None."""
+        return (await self.get_many([id_]))[0]
+
+    async def get_many(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Entries aligned with ``ids``; None where missing."""
+        self._check_open()
+        if isinstance(ids, str) or not isinstance(ids, Sequence):
+            raise ValidationError("get_many takes a sequence of ids", field="ids")
+        for i in ids:
+            validate_id(i)
+        records = await self.primary.get(list(ids))
+        return [r.to_entry() if r else None for r in records]
+
+    async def get_most_recent(
+        self,
+        limit: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        order: str = "desc",
+        since: Any = None,
+        until: Any = None,
+        include_empty: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The newest entries first (``order="asc"`` for oldest first), ties broken by id."""
+        self._check_open()
+        limit = check_limit(limit)
+        if order not in ("asc", "desc"):
+            raise ValidationError(f"order must be 'asc' or 'desc', got {order!r}", field="order")
+        records = await self.primary.most_recent(
+            limit,
+            _filters.parse(filter),
+            order=order,  # type: ignore[arg-type]
+            since=None if since is None else to_epoch_ms(since, "since"),
+            until=None if until is None else to_epoch_ms(until, "until"),
+            include_empty=bool(include_empty),
+        )
+        return [r.to_entry() for r in records]
+
+    async def get_most_relevant(
+        self,
+        query_texts: str | Sequence[str],
+        limit: int = 10,
+        where: Mapping[str, Any] | None = None,
+        *,
+        min_score: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Entries most similar to any query, best first, each with ``score``."""
+        self._check_open()
+        limit = check_limit(limit)
+        queries = [query_texts] if isinstance(query_texts, str) else query_texts
+        if not isinstance(queries, Sequence) or not all(isinstance(q, str) for q in queries):
+            raise ValidationError("query_texts must be a str or a list of str", field="query_texts")
+        node = _filters.parse(where)
+        queries = [q for q in dict.fromkeys(queries) if q.strip()]
+        if not queries:
+            return []
+        vectors = await self.embedder.embed(queries)
+        k = limit
+        while True:
+            hits = await asyncio.gather(*(self.vector.query(v, k, node) for v in vectors))
+            best: dict[str, float] = {}
+            for hit in (h for per_query in hits for h in per_query):
+                if hit.score > best.get(hit.id, float("-inf")):
+                    best[hit.id] = hit.score
+            results = await self._rank(best, limit, min_score)
+            exhausted = all(len(h) < k for h in hits)
+            if len(results) >= limit or exhausted:
+                return results
+            k *= 4
+
+    async def _rank(self, best: dict[str, float], limit: int, min_score: float | None) -> list[dict[str, Any]]:
+        ids = sorted(best, key=lambda i: (-best[i], i))
+        if min_score is not None:
+            ids = [i for i in ids if best[i] >= min_score]
+        records = await self.primary.get(ids)
+        results: list[dict[str, Any]] = []
+        seen_texts: set[str] = set()
+        for record in records:
+            if record is None or record.text in seen_texts:  # orphan vector, or same text
+                continue
+            seen_texts.add(record.text)
+            entry = record.to_entry()
+            entry["score"] = best[record.id]
+            results.append(entry)
+            if len(results) == limit:
+                break
+        return results
+
+    async def count(self) -> int:
+        """Number of entries in the primary store."""
+        self._check_open()
+        return await self.primary.count()
+
+    async def iter_entries(self, batch_size: int = 500) -> AsyncIterator[dict[str, Any]]:
+        """Every entry once, in ascending id order, read ``batch_size`` at a time."""
+        self._check_open()
+        batch_size = check_limit(batch_size, "batch_size")
+        async for batch in self.primary.iterate(batch_size):
+            for record in batch:
+                yield record.to_entry()
+
+    # -- consistency ----------------------------------------------------------------------
+
+    async def _existing(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            found |= await self.vector.existing(ids[start : start + _ID_CHUNK])
+        return found
+
+    async def check_consistency(self, id_: str) -> dict[str, Any]:
+        """Whether the entry and its vector exist, asking the vector store itself."""
+        self._check_open()
+        validate_id(id_)
+        [record] = await self.primary.get([id_])
+        has_vector = bool(await self.vector.existing([id_]))
+        return {
+            "has_document": record is not None,
+            "has_vector": has_vector,
+            "vector_status": record.vector_status if record else None,
+            "vector_write_success": record.to_entry()["metadata"]["vectorWriteSuccess"] if record else None,
+            "vector_write_error": record.vector_error if record else None,
+        }
+
+    async def _records(self, limit: int | None) -> AsyncIterator[list[Record]]:
+        if limit is None:
+            async for batch in self.primary.iterate(_ID_CHUNK):
+                yield batch
+        else:
+            yield await self.primary.most_recent(check_limit(limit), include_empty=True)
+
+    async def _scan(self, limit: int | None) -> dict[str, Any]:
+        """Classify records against the vector store's actual contents."""
+        report: dict[str, Any] = {
+            "total_documents": 0, "consistent_documents": 0, "inconsistent_documents": 0,
+            "missing_vectors": 0, "pending": 0, "failed": 0, "skipped": 0,
+            "stale_vectors": 0, "orphaned_vectors": 0, "vector_write_failures": [],
+        }
+        ids: dict[str, list[Record]] = {k: [] for k in ("missing", "failed", "stale", "pending", "unwanted")}
+        record_ids: set[str] = set()
+        model = self.embedder.model
+        async for batch in self._records(limit):
+            present = await self._existing([r.id for r in batch])
+            for r in batch:
+                if limit is None:
+                    record_ids.add(r.id)
+                has = r.id in present
+                report["total_documents"] += 1
+                ok = False
+                if r.vector_status == "skipped":
+                    report["skipped"] += 1
+                    ok = not has
+                    if has:
+                        report["stale_vectors"] += 1
+                        ids["unwanted"].append(r)
+                elif r.vector_status == "synced":
+                    if not has:
+                        report["missing_vectors"] += 1
+                        ids["missing"].append(r)
+                    elif r.embedding_model != model:
+                        report["stale_vectors"] += 1
+                        ids["stale"].append(r)
+                    else:
+                        ok = True
+                elif r.vector_status == "pending":
+                    report["pending"] += 1
+                    ids["pending"].append(r)
+                else:
+                    report["failed"] += 1
+                    ids["failed"].append(r)
+                    report["vector_write_failures"].append(
+                        {"id": r.id, "error": r.vector_error, "timestamp": r.vector_updated_at,
+                         "attempts": r.vector_attempts}
+                    )
+                report["consistent_documents"] += ok
+        report["inconsistent_documents"] = report["total_documents"] - report["consistent_documents"]
+        orphans: list[str] = []
+        if limit is None:
+            async for vector_ids in self.vector.iter_ids(_ID_CHUNK):
+                orphans += [i for i in vector_ids if i not in record_ids]
+            report["orphaned_vectors"] = len(orphans)
+        return {"report": report, "ids": ids, "orphans": orphans}
+
+    async def get_consistency_report(self, limit: int | None = 100) -> dict[str, Any]:
+        """Check the ``limit`` newest entries (all if None) against the vector store."""
+        self._check_open()
+        return (await self._scan(limit))["report"]
+
+    async def repair(self, dry_run: bool = False) -> dict[str, Any]:
+        """Re-queue missing, failed, stale and stuck vectors; delete orphan vectors."""
+        self._check_open()
+        await self._queue.flush()
+        scan = await self._scan(None)
+        ids, orphans = scan["ids"], scan["orphans"]
+        requeue = ids["missing"] + ids["failed"] + ids["stale"] + ids["pending"]
+        if not dry_run:
+            jobs = [Job("upsert", r.id, r.copy(vector_attempts=0), embed=True) for r in requeue]
+            jobs += [Job("delete", i) for i in orphans + [r.id for r in ids["unwanted"]]]
+            for job in jobs:
+                job.future.add_done_callback(_consume)
+            if jobs:
+                self._queue.submit(jobs)
+        return {
+            "dry_run": dry_run,
+            "missing": len(ids["missing"]),
+            "failed": len(ids["failed"]),
+            "stale": len(ids["stale"]) + len(ids["unwanted"]),
+            "pending": len(ids["pending"]),
+            "requeued": len(requeue),
+            "orphans_deleted": len(orphans) + len(ids["unwanted"]),
+            "requeued_ids": [r.id for r in requeue],
+            "deleted_ids": orphans + [r.id for r in ids["unwanted"]],
+        }
+
+    async def retry_vector_write(self, id_: str, max_retries: int = 3) -> bool:
+        """Write this entry's vector now, up to ``max_retries`` attempts; True on success."""
+        self._check_open()
+        validate_id(id_)
+        for attempt in range(1, max(max_retries, 0) + 1):
+            [record] = await self.primary.get([id_])
+            if record is None:
+                break
+            if record.vector_status == "skipped":
+                return True
+            if not await self._run_jobs([Job("upsert", id_, record, embed=True)]):
+                return True
+            if attempt < max_retries:
+                await asyncio.sleep(backoff_ms(attempt, self.config.vector_retry_delay_ms) / 1000)
+        if (await self.primary.get([id_]))[0] is None:
+            raise DocumentNotFound(f"No entry with id {id_!r}", operation="retry_vector_write", document_id=id_)
+        return False
+
+    # -- queue and lifecycle --------------------------------------------------------------
+
+    def get_queue_stats(self) -> dict[str, Any]:
+        """Counters and settings of this store's vector write queue."""
+        return self._queue.stats()
+
+    get_chroma_queue_stats = get_queue_stats
+
+    async def flush(self) -> None:
+        """Wait until every queued vector write had its attempt."""
+        await self._queue.flush()
+
+    async def drop(self) -> None:
+        """Delete this store's data in both backends (the store stays usable, empty)."""
+        self._check_open()
+        await self._queue.flush()
+        await self.primary.drop()
+        await self.vector.drop()
+        await self.primary.set_manifest(self._manifest())
+
+    async def cleanup(self) -> None:
+        """Flush (bounded by vector_timeout_ms), stop this store's queue, close its drivers."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._queue.close(timeout=self.config.vector_timeout_ms / 1000)
+        for driver in (self.vector, self.primary, self.embedder):
+            try:
+                await driver.aclose()
+            except Exception:  # noqa: BLE001 - close the others anyway
+                log.exception("closing %r", driver)
+
+    close = cleanup
+
+
+def _consume(future: asyncio.Future) -> None:
+    """Retrieve a background job's outcome so asyncio does not report it as lost."""
+    if not future.cancelled():
+        future.exception()
+
+
+class SemanticStoreFactory:
+    """The seed's factory: ``SemanticStoreFactory.create(name, text_key, time_key, config)``."""
+
+    @staticmethod
+    async def create(
+        name: str,
+        text_key: str = "text",
+        time_key: str = "createdAt",
+        config: StoreConfig | Mapping[str, Any] | None = None,
+    ) -> SemanticStore:
+        return await SemanticStore.create(name, text_key, time_key, config)
+
+
+DualStoreManager = SemanticStore

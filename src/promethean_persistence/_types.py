@@ -1,0 +1,94 @@
+"""Plain data passed between the store and its drivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+VectorStatus = Literal["pending", "synced", "failed", "skipped"]
+VECTOR_STATUSES: tuple[VectorStatus, ...] = ("pending", "synced", "failed", "skipped")
+SCHEMA_VERSION = 1
+
+
+@dataclass(slots=True)
+class Record:
+    """One entry as the primary store keeps it: the document and its vector state (the outbox)."""
+
+    id: str
+    text: str
+    timestamp: int  #: epoch milliseconds
+    metadata: dict[str, Any] = field(default_factory=dict)  #: caller metadata only
+    extra: dict[str, Any] = field(default_factory=dict)  #: other top-level input fields
+    version: int = 1  #: bumped by every write; state updates apply only to their version
+    vector_status: VectorStatus = "pending"
+    vector_attempts: int = 0
+    vector_error: str | None = None
+    vector_next_at: int | None = None  #: when the worker may try again (epoch ms)
+    vector_updated_at: int | None = None  #: last change of the vector state (epoch ms)
+    vector_synced_at: int | None = None  #: last successful vector write (epoch ms)
+    content_hash: str = ""  #: hash of the text that the vector must represent
+    embedding_model: str | None = None  #: model that produced the stored vector
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.text.strip()
+
+    def copy(self, **changes: Any) -> Record:
+        return replace(self, **changes)
+
+    def to_entry(self) -> dict[str, Any]:
+        """The dict every read returns (SPEC §1)."""
+        status = self.vector_status
+        meta = dict(self.metadata)
+        meta["vectorStatus"] = status
+        meta["vectorWriteSuccess"] = True if status == "synced" else False if status == "failed" else None
+        meta["vectorWriteError"] = self.vector_error
+        meta["vectorWriteTimestamp"] = self.vector_synced_at if status == "synced" else None
+        return {"id": self.id, "text": self.text, "timestamp": self.timestamp, "metadata": meta}
+
+
+@dataclass(slots=True, frozen=True)
+class VectorState:
+    """A change of one record's vector state, applied only if the record is still ``version``."""
+
+    id: str
+    version: int
+    status: VectorStatus
+    attempts: int
+    error: str | None
+    next_at: int | None
+    updated_at: int
+    synced_at: int | None = None
+    embedding_model: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class VectorHit:
+    """One nearest-neighbour result: higher ``score`` is more similar (cosine similarity)."""
+
+    id: str
+    score: float
+
+
+@dataclass(slots=True, frozen=True)
+class Manifest:
+    """What a collection was built with; reopening with another embedder is refused."""
+
+    embedding_driver: str
+    embedding_model: str
+    dimensions: int
+    metric: str = "cosine"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "embedding_driver": self.embedding_driver,
+            "embedding_model": self.embedding_model,
+            "dimensions": self.dimensions,
+            "metric": self.metric,
+            "schema_version": self.schema_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

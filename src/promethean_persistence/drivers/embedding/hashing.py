@@ -1,0 +1,62 @@
+"""Deterministic hashed bag-of-words embedder. NOT semantic: for tests and demos only.
+
+Texts sharing words (and word pieces) get similar vectors, so lexical overlap ranks first;
+synonyms do not. Same input, same vector, in every process (blake2b, not hash()).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Test-only embedder: hashed word and character-trigram counts, L2-normalised."""
+
+    name: ClassVar[str] = "hashing"
+    supports_images = False
+
+    def __init__(self, dimensions: int = 256) -> None:
+        self.dimensions = dimensions
+        self.model = f"hashing-v1-{dimensions}"
+
+    @classmethod
+    def from_config(cls, config) -> HashingEmbedder:
+        return cls(config.hashing.dimensions)
+
+    def _features(self, text: str) -> list[tuple[int, float]]:
+        out = []
+        for word in _TOKEN.findall(text.lower()):
+            out.append((word, 1.0))
+            padded = f"#{word}#"
+            out.extend((padded[i : i + 3], 0.25) for i in range(len(padded) - 2))
+        return [(self._bucket(f), w) for f, w in out]
+
+    def _bucket(self, feature: str) -> int:
+        digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
+
+    def embed_one(self, text: str) -> np.ndarray:
+        vector = np.zeros(self.dimensions, dtype=np.float32)
+        for bucket, weight in self._features(text):
+            sign = 1.0 if bucket >> 63 else -1.0
+            vector[bucket % self.dimensions] += sign * weight
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0:  # no word characters: a fixed unit vector, still deterministic
+            vector[self._bucket(text) % self.dimensions] = 1.0
+            return vector
+        return vector / norm
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return np.stack([self.embed_one(t) for t in texts])
+
+    async def aclose(self) -> None:
+        pass

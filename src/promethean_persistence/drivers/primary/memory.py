@@ -1,0 +1,118 @@
+"""In-process primary store. Each instance is its own empty database (for tests and demos)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar
+
+from ..._filters import Node, evaluate
+from ..._types import Manifest, Record, VectorState
+from ..base import Order
+
+
+def _filterable(record: Record) -> dict:
+    return {**record.metadata, "vectorStatus": record.vector_status}
+
+
+class MemoryPrimary:
+    """Primary driver keeping records in a dict; nothing survives the process."""
+
+    name: ClassVar[str] = "memory"
+
+    def __init__(self, collection: str = "memory") -> None:
+        self.collection = collection
+        self._records: dict[str, Record] = {}
+        self._manifest: Manifest | None = None
+
+    @classmethod
+    def from_config(cls, config, collection: str) -> MemoryPrimary:
+        return cls(collection)
+
+    async def open(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def put(self, records: Sequence[Record]) -> None:
+        for record in copy.deepcopy(list(records)):
+            self._records[record.id] = record
+
+    async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        return [copy.deepcopy(self._records.get(i)) for i in ids]
+
+    async def delete(self, ids: Sequence[str]) -> list[str]:
+        return [i for i in dict.fromkeys(ids) if self._records.pop(i, None) is not None]
+
+    async def most_recent(
+        self,
+        limit: int,
+        where: Node | None = None,
+        *,
+        order: Order = "desc",
+        since: int | None = None,
+        until: int | None = None,
+        include_empty: bool = False,
+    ) -> list[Record]:
+        rows = [
+            r
+            for r in self._records.values()
+            if (include_empty or not r.is_empty)
+            and (since is None or r.timestamp >= since)
+            and (until is None or r.timestamp <= until)
+            and evaluate(where, _filterable(r))
+        ]
+        rows.sort(key=lambda r: (r.timestamp, r.id), reverse=order == "desc")
+        return copy.deepcopy(rows[:limit])
+
+    async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        ids = sorted(i for i in self._records if after is None or i > after)
+        for start in range(0, len(ids), batch_size):
+            batch = [self._records.get(i) for i in ids[start : start + batch_size]]
+            yield copy.deepcopy([r for r in batch if r is not None])
+
+    async def count(self, where: Node | None = None) -> int:
+        if where is None:
+            return len(self._records)
+        return sum(1 for r in self._records.values() if evaluate(where, _filterable(r)))
+
+    async def claim(self, limit: int, now: int, lease_ms: int) -> list[Record]:
+        due = [
+            r
+            for r in self._records.values()
+            if (r.vector_status == "pending" and (r.vector_next_at is None or r.vector_next_at <= now))
+            or (r.vector_status == "failed" and r.vector_next_at is not None and r.vector_next_at <= now)
+        ]
+        due.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
+        for r in due[:limit]:
+            r.vector_next_at = now + lease_ms
+        return copy.deepcopy(due[:limit])
+
+    async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        applied = 0
+        for s in states:
+            r = self._records.get(s.id)
+            if r is None or r.version != s.version:
+                continue
+            r.vector_status = s.status
+            r.vector_attempts = s.attempts
+            r.vector_error = s.error
+            r.vector_next_at = s.next_at
+            r.vector_updated_at = s.updated_at
+            if s.synced_at is not None:
+                r.vector_synced_at = s.synced_at
+            if s.embedding_model is not None:
+                r.embedding_model = s.embedding_model
+            applied += 1
+        return applied
+
+    async def get_manifest(self) -> Manifest | None:
+        return self._manifest
+
+    async def set_manifest(self, manifest: Manifest) -> None:
+        self._manifest = manifest
+
+    async def drop(self) -> None:
+        self._records.clear()
+        self._manifest = None

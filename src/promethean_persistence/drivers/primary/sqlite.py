@@ -1,0 +1,295 @@
+"""SQLite primary store: one file, one table per collection, WAL, metadata as JSON text
+queried with SQLite's JSON functions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+from ..._errors import BackendRejected
+from ..._filters import Node
+from ..._types import SCHEMA_VERSION, Manifest, Record, VectorState
+from .._sqlite import SQLiteConnection, filter_sql, quote
+from ..base import Order
+
+CATALOG = "_semantic_store_collections"
+_COLUMNS = (
+    "id, text, timestamp, metadata, extra, version, vector_status, vector_attempts, vector_error, "
+    "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model"
+)
+_FILTER_COLUMNS = {"vectorStatus": "vector_status"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _row(record: Record) -> tuple:
+    return (
+        record.id,
+        record.text,
+        record.timestamp,
+        int(record.is_empty),
+        _dumps(record.metadata),
+        _dumps(record.extra),
+        record.version,
+        record.vector_status,
+        record.vector_attempts,
+        record.vector_error,
+        record.vector_next_at,
+        record.vector_updated_at,
+        record.vector_synced_at,
+        record.content_hash,
+        record.embedding_model,
+    )
+
+
+def _record(row: tuple) -> Record:
+    return Record(
+        id=row[0],
+        text=row[1],
+        timestamp=row[2],
+        metadata=json.loads(row[3]),
+        extra=json.loads(row[4]),
+        version=row[5],
+        vector_status=row[6],
+        vector_attempts=row[7],
+        vector_error=row[8],
+        vector_next_at=row[9],
+        vector_updated_at=row[10],
+        vector_synced_at=row[11],
+        content_hash=row[12],
+        embedding_model=row[13],
+    )
+
+
+class SQLitePrimary:
+    """Primary driver on a SQLite file (stdlib sqlite3, one connection on its own thread)."""
+
+    name: ClassVar[str] = "sqlite"
+
+    def __init__(self, path: str, collection: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000):
+        self.path = path
+        self.collection = collection
+        self._table = quote(collection)
+        self._db = SQLiteConnection(path, driver=self.name, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+
+    @classmethod
+    def from_config(cls, config, collection: str) -> SQLitePrimary:
+        s = config.sqlite
+        return cls(config.sqlite_path, collection, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms)
+
+    def __repr__(self) -> str:
+        return f"SQLitePrimary(path={self.path!r}, collection={self.collection!r})"
+
+    async def open(self) -> None:
+        await self._db.open()
+        await self._db.run(self._db.transaction, self._create, operation="open")
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        t = self._table
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {CATALOG} (collection TEXT PRIMARY KEY, "
+            "schema_version INTEGER NOT NULL, manifest TEXT)"
+        )
+        row = conn.execute(f"SELECT schema_version FROM {CATALOG} WHERE collection = ?", (self.collection,)).fetchone()
+        if row and row[0] > SCHEMA_VERSION:
+            raise BackendRejected(
+                f"Collection {self.collection!r} in {self.path!r} has schema version {row[0]}; "
+                f"this version of promethean-persistence reads up to {SCHEMA_VERSION}. Upgrade the package.",
+                driver=self.name,
+                operation="open",
+            )
+        if row is None:
+            conn.execute(
+                f"INSERT INTO {CATALOG} (collection, schema_version) VALUES (?, ?)",
+                (self.collection, SCHEMA_VERSION),
+            )
+        conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {t} (
+                id TEXT NOT NULL UNIQUE,
+                text TEXT NOT NULL,
+                timestamp INTEGER NOT NULL,
+                is_empty INTEGER NOT NULL,
+                metadata TEXT NOT NULL,
+                extra TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                vector_status TEXT NOT NULL,
+                vector_attempts INTEGER NOT NULL,
+                vector_error TEXT,
+                vector_next_at INTEGER,
+                vector_updated_at INTEGER,
+                vector_synced_at INTEGER,
+                content_hash TEXT NOT NULL,
+                embedding_model TEXT)"""
+        )
+        idx = quote(f"{self.collection}__time")
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (timestamp, id)")
+        idx = quote(f"{self.collection}__outbox")
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) "
+            "WHERE vector_status IN ('pending', 'failed')"
+        )
+
+    async def aclose(self) -> None:
+        await self._db.close()
+
+    async def put(self, records: Sequence[Record]) -> None:
+        rows = [_row(r) for r in records]
+        sql = (
+            f"INSERT OR REPLACE INTO {self._table} (id, text, timestamp, is_empty, metadata, extra, version, "
+            "vector_status, vector_attempts, vector_error, vector_next_at, vector_updated_at, "
+            "vector_synced_at, content_hash, embedding_model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )
+        await self._db.run(self._db.transaction, lambda c: c.executemany(sql, rows), operation="put")
+
+    async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        ids = list(ids)
+
+        def fetch() -> dict[str, Record]:
+            found: dict[str, Record] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in self._db.conn.execute(
+                    f"SELECT {_COLUMNS} FROM {self._table} WHERE id IN ({marks})", chunk
+                ):
+                    found[row[0]] = _record(row)
+            return found
+
+        found = await self._db.run(fetch, operation="get") if ids else {}
+        return [found.get(i) for i in ids]
+
+    async def delete(self, ids: Sequence[str]) -> list[str]:
+        ids = list(dict.fromkeys(ids))
+
+        def remove(conn: sqlite3.Connection) -> list[str]:
+            gone = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                gone += [r[0] for r in conn.execute(f"DELETE FROM {self._table} WHERE id IN ({marks}) RETURNING id", chunk)]
+            return gone
+
+        return await self._db.run(self._db.transaction, remove, operation="delete") if ids else []
+
+    def _where(self, where: Node | None, clauses: list[str], params: list[Any]) -> None:
+        if where is not None:
+            sql, p = filter_sql(where, columns=_FILTER_COLUMNS)
+            clauses.append(sql)
+            params.extend(p)
+
+    async def most_recent(
+        self,
+        limit: int,
+        where: Node | None = None,
+        *,
+        order: Order = "desc",
+        since: int | None = None,
+        until: int | None = None,
+        include_empty: bool = False,
+    ) -> list[Record]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if not include_empty:
+            clauses.append("is_empty = 0")
+        if since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("timestamp <= ?")
+            params.append(until)
+        self._where(where, clauses, params)
+        direction = "DESC" if order == "desc" else "ASC"
+        sql = (
+            f"SELECT {_COLUMNS} FROM {self._table}"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + f" ORDER BY timestamp {direction}, id {direction} LIMIT ?"
+        )
+        params.append(limit)
+        rows = await self._db.run(lambda: self._db.conn.execute(sql, params).fetchall(), operation="most_recent")
+        return [_record(r) for r in rows]
+
+    async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        sql = f"SELECT {_COLUMNS} FROM {self._table} WHERE id > ? ORDER BY id LIMIT ?"
+        last = "" if after is None else after
+        while True:
+            rows = await self._db.run(
+                lambda: self._db.conn.execute(sql, (last, batch_size)).fetchall(), operation="iterate"
+            )
+            if not rows:
+                return
+            yield [_record(r) for r in rows]
+            last = rows[-1][0]
+
+    async def count(self, where: Node | None = None) -> int:
+        clauses: list[str] = []
+        params: list[Any] = []
+        self._where(where, clauses, params)
+        sql = f"SELECT COUNT(*) FROM {self._table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        return await self._db.run(lambda: self._db.conn.execute(sql, params).fetchone()[0], operation="count")
+
+    async def claim(self, limit: int, now: int, lease_ms: int) -> list[Record]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM {self._table} WHERE "
+            "(vector_status = 'pending' AND (vector_next_at IS NULL OR vector_next_at <= ?)) OR "
+            "(vector_status = 'failed' AND vector_next_at IS NOT NULL AND vector_next_at <= ?) "
+            "ORDER BY vector_updated_at, timestamp, id LIMIT ?"
+        )
+
+        def claim(conn: sqlite3.Connection) -> list[Record]:
+            records = [_record(r) for r in conn.execute(sql, (now, now, limit))]
+            conn.executemany(
+                f"UPDATE {self._table} SET vector_next_at = ? WHERE id = ?",
+                [(now + lease_ms, r.id) for r in records],
+            )
+            for r in records:
+                r.vector_next_at = now + lease_ms
+            return records
+
+        return await self._db.run(self._db.transaction, claim, operation="claim")
+
+    async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        sql = (
+            f"UPDATE {self._table} SET vector_status = ?, vector_attempts = ?, vector_error = ?, "
+            "vector_next_at = ?, vector_updated_at = ?, "
+            "vector_synced_at = COALESCE(?, vector_synced_at), "
+            "embedding_model = COALESCE(?, embedding_model) WHERE id = ? AND version = ?"
+        )
+        rows = [
+            (s.status, s.attempts, s.error, s.next_at, s.updated_at, s.synced_at, s.embedding_model, s.id, s.version)
+            for s in states
+        ]
+
+        def apply(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(sql, rows)
+            return conn.total_changes - before
+
+        return await self._db.run(self._db.transaction, apply, operation="set_vector_state") if rows else 0
+
+    async def get_manifest(self) -> Manifest | None:
+        row = await self._db.run(
+            lambda: self._db.conn.execute(
+                f"SELECT manifest FROM {CATALOG} WHERE collection = ?", (self.collection,)
+            ).fetchone(),
+            operation="get_manifest",
+        )
+        return Manifest.from_dict(json.loads(row[0])) if row and row[0] else None
+
+    async def set_manifest(self, manifest: Manifest) -> None:
+        data = _dumps(manifest.to_dict())
+        await self._db.run(
+            self._db.transaction,
+            lambda c: c.execute(f"UPDATE {CATALOG} SET manifest = ? WHERE collection = ?", (data, self.collection)),
+            operation="set_manifest",
+        )
+
+    async def drop(self) -> None:
+        def drop(conn: sqlite3.Connection) -> None:
+            conn.execute(f"DELETE FROM {self._table}")
+            conn.execute(f"UPDATE {CATALOG} SET manifest = NULL WHERE collection = ?", (self.collection,))
+
+        await self._db.run(self._db.transaction, drop, operation="drop")
