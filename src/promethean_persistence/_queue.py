@@ -158,7 +158,9 @@ class VectorWriteQueue:
         try:
             return await asyncio.wait_for(awaitable, self.timeout_ms / 1000)
         except asyncio.TimeoutError:
-            raise BackendUnavailable(f"{what} timed out after {self.timeout_ms} ms", operation=what) from None
+            error = BackendUnavailable(f"{what} timed out after {self.timeout_ms} ms", operation=what)
+            error.timed_out = True  # the backend may still have applied the write
+            raise error from None
 
     async def _process(self, batch: list[Job]) -> None:
         started = time.perf_counter()

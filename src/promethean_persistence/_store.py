@@ -93,21 +93,35 @@ class SemanticStore:
         config: StoreConfig | Mapping[str, Any] | None = None,
     ) -> SemanticStore:
         """Open (creating if needed) the store ``name``; config beats env beats defaults."""
-        for field, value in (("name", name), ("text_key", text_key), ("time_key", time_key)):
-            if not isinstance(value, str) or not value.strip():
-                raise ValidationError(f"{field} must be a non-empty str, got {value!r}", field=field)
-        if text_key == time_key:
-            raise ValidationError("text_key and time_key must differ", field="time_key")
+        _check_names(name, text_key, time_key)
         resolved = StoreConfig.resolve(config)
         collection = resolved.collection_name(name)
-        opened: list[Any] = []
+        embedder = _registry.load("embedding", resolved.embedding_driver).from_config(resolved)
+        primary = _registry.load("primary", resolved.primary_driver).from_config(resolved, collection)
+        vector = _registry.load("vector", resolved.vector_driver).from_config(resolved, collection)
+        return await cls.from_drivers(
+            name, text_key, time_key, primary=primary, vector=vector, embedder=embedder, config=resolved
+        )
+
+    @classmethod
+    async def from_drivers(
+        cls,
+        name: str,
+        text_key: str = "text",
+        time_key: str = "createdAt",
+        *,
+        primary: PrimaryDriver,
+        vector: VectorDriver,
+        embedder: Embedder,
+        config: StoreConfig | Mapping[str, Any] | None = None,
+    ) -> SemanticStore:
+        """Open a store on driver instances you built yourself (custom clients, test doubles)."""
+        _check_names(name, text_key, time_key)
+        resolved = config if isinstance(config, StoreConfig) else StoreConfig.resolve(config)
+        opened: list[Any] = [embedder]
         try:
-            embedder = _registry.load("embedding", resolved.embedding_driver).from_config(resolved)
-            opened.append(embedder)
-            primary = _registry.load("primary", resolved.primary_driver).from_config(resolved, collection)
             await primary.open()
             opened.append(primary)
-            vector = _registry.load("vector", resolved.vector_driver).from_config(resolved, collection)
             await vector.open()
             opened.append(vector)
             store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
@@ -178,7 +192,9 @@ class SemanticStore:
         jobs = [j for j in jobs if j is not None]
         errors = await self._run_jobs(jobs)
         if errors and self.config.consistency == "strict":
-            await self._undo(unique, previous)
+            # An explicit failure left the vector side as it was; anything else may have landed.
+            untouched = {i for i, e in errors.items() if not getattr(e, "timed_out", False)}
+            await self._undo(unique, previous, untouched)
             first = next(iter(errors.values()))
             ids = ", ".join(list(errors)[:5])
             raise VectorWriteError(
@@ -226,18 +242,20 @@ class SemanticStore:
                     errors[job.id] = job.future.exception()
             else:
                 job.future.add_done_callback(_consume)
-                errors[job.id] = VectorWriteError(
+                errors[job.id] = error = VectorWriteError(
                     f"vector write still running after {self.config.vector_timeout_ms} ms",
                     operation="insert",
                     document_id=job.id,
                 )
+                error.timed_out = True
         if errors and self.config.consistency == "eventual":
             for id_, error in errors.items():
                 log.warning("vector write for %s in %s deferred: %s", id_, self.name, error)
         return errors
 
-    async def _undo(self, records: list[Record], previous: list[Record | None]) -> None:
-        """Strict mode: put back what was there before, then re-sync the vector side."""
+    async def _undo(self, records: list[Record], previous: list[Record | None], untouched: set[str]) -> None:
+        """Strict mode: put back what was there before. Vectors whose write may have landed
+        (it timed out, or it succeeded as part of a failed call) are re-synced to match."""
         restore = []
         gone = []
         for record, prev in zip(records, previous):
@@ -249,10 +267,10 @@ class SemanticStore:
             await self.primary.delete(gone)
         if restore:
             await self.primary.put(restore)
-        reconcile = [Job("delete", i) for i in gone] + [
+        reconcile = [Job("delete", i) for i in gone if i not in untouched] + [
             Job("upsert", r.id, r.copy(vector_attempts=0), embed=True)
             for r in restore
-            if r.vector_status != "skipped"
+            if r.vector_status != "skipped" and r.id not in untouched
         ]
         for job in reconcile:
             job.future.add_done_callback(_consume)
@@ -535,6 +553,14 @@ class SemanticStore:
                 log.exception("closing %r", driver)
 
     close = cleanup
+
+
+def _check_names(name: Any, text_key: Any, time_key: Any) -> None:
+    for field, value in (("name", name), ("text_key", text_key), ("time_key", time_key)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValidationError(f"{field} must be a non-empty str, got {value!r}", field=field)
+    if text_key == time_key:
+        raise ValidationError("text_key and time_key must differ", field="time_key")
 
 
 def _consume(future: asyncio.Future) -> None:

@@ -82,11 +82,17 @@ class SQLiteConnection:
         return self._conn
 
     def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Call on the connection thread: run ``fn`` inside BEGIN IMMEDIATE ... COMMIT."""
+        """Call on the connection thread: run ``fn`` inside BEGIN IMMEDIATE ... COMMIT.
+
+        ``fn`` must not return a cursor: freeing it on another thread would touch the
+        connection concurrently.
+        """
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            if isinstance(result, sqlite3.Cursor):
+                result = None
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -1,0 +1,228 @@
+"""``semantic-store``: each command is one library call on one store.
+
+Exit codes: 0 success, 1 failure, 2 usage error (bad arguments, configuration or input).
+Errors are one line unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from ._config import StoreConfig
+from ._errors import ConfigurationError, SemanticStoreError, ValidationError
+from ._store import SemanticStore
+
+
+class _Ctx:
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def _config(ctx: _Ctx) -> StoreConfig | None:
+    if ctx.config_file:
+        return StoreConfig.from_file(ctx.config_file, ctx.profile)
+    if ctx.profile:
+        raise click.UsageError("--profile needs --config FILE")
+    return None
+
+
+def _run(ctx: click.Context, call: Callable[[SemanticStore], Awaitable[Any]], show: Callable[[Any], None]) -> None:
+    """Open the store, make one library call, print its result, close the store."""
+    opts: _Ctx = ctx.obj
+
+    async def go() -> Any:
+        store = await SemanticStore.create(opts.store, opts.text_key, opts.time_key, _config(opts))
+        try:
+            return await call(store)
+        finally:
+            await store.cleanup()
+
+    try:
+        result = asyncio.run(go())
+    except (ValidationError, ConfigurationError) as exc:
+        _fail(opts, exc, 2)
+    except SemanticStoreError as exc:
+        _fail(opts, exc, 1)
+    if opts.json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    else:
+        show(result)
+
+
+def _fail(opts: _Ctx, exc: BaseException, code: int) -> None:
+    if opts.debug:
+        raise exc
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(code)
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(entries: list[dict[str, Any]], score: bool = False) -> None:
+    if not entries:
+        click.echo("(no entries)")
+        return
+    for e in entries:
+        text = " ".join(e["text"].split())
+        text = text if len(text) <= 80 else text[:77] + "..."
+        lead = f"{e['score']:.3f}  " if score else ""
+        click.echo(f"{lead}{_when(e['timestamp'])}  {e['id']}  {text}")
+
+
+def _json_arg(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "store", default=lambda: os.environ.get("SEMANTIC_STORE_NAME", "default"),
+              show_default="$SEMANTIC_STORE_NAME or 'default'", help="Store (collection) name.")
+@click.option("--text-key", default="text", show_default=True)
+@click.option("--time-key", default="createdAt", show_default=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--profile", help="Profile in the config file ([profiles.NAME]).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="promethean-persistence")
+@click.pass_context
+def cli(ctx: click.Context, store, text_key, time_key, config_file, profile, as_json, debug) -> None:
+    """Semantic store: documents in a primary database, embeddings in a vector database."""
+    ctx.obj = _Ctx(store=store, text_key=text_key, time_key=time_key, config_file=config_file,
+                   profile=profile, json=as_json, debug=debug)
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--id", "id_", help="Entry id (default: a new UUID); an existing id is replaced.")
+@click.option("--metadata", "-m", help="Metadata as a JSON object.")
+@click.option("--timestamp", help="Epoch ms or ISO-8601 (default: now).")
+@click.pass_context
+def insert(ctx, text, id_, metadata, timestamp) -> None:
+    """Insert one entry and print its id."""
+    o = ctx.obj
+    entry: dict[str, Any] = {o.text_key: text}
+    if id_ is not None:
+        entry["id"] = id_
+    if metadata is not None:
+        entry["metadata"] = _json_arg(metadata, "--metadata")
+    if timestamp is not None:
+        entry[o.time_key] = int(timestamp) if timestamp.lstrip("-").isdigit() else timestamp
+    _run(ctx, lambda s: s.insert(entry), click.echo)
+
+
+@cli.command()
+@click.argument("id_", metavar="ID")
+@click.pass_context
+def get(ctx, id_) -> None:
+    """Print one entry; exit 1 if there is none."""
+
+    async def call(store: SemanticStore):
+        entry = await store.get(id_)
+        if entry is None:
+            raise SemanticStoreError(f"No entry with id {id_!r}", operation="get")
+        return entry
+
+    _run(ctx, call, lambda e: click.echo(json.dumps(e, ensure_ascii=False, indent=2)))
+
+
+@cli.command()
+@click.argument("limit", type=click.IntRange(min=1), default=10)
+@click.option("--filter", "filter_", help="Metadata filter as JSON.")
+@click.option("--asc", is_flag=True, help="Oldest first.")
+@click.option("--since", help="Epoch ms or ISO-8601, inclusive.")
+@click.option("--until", help="Epoch ms or ISO-8601, inclusive.")
+@click.option("--include-empty", is_flag=True)
+@click.pass_context
+def recent(ctx, limit, filter_, asc, since, until, include_empty) -> None:
+    """Print the newest entries."""
+    where = _json_arg(filter_, "--filter")
+    since_v = int(since) if since and since.isdigit() else since
+    until_v = int(until) if until and until.isdigit() else until
+    _run(
+        ctx,
+        lambda s: s.get_most_recent(limit, where, order="asc" if asc else "desc", since=since_v,
+                                    until=until_v, include_empty=include_empty),
+        _table,
+    )
+
+
+@cli.command()
+@click.argument("queries", nargs=-1, required=True)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--where", help="Metadata filter as JSON.")
+@click.option("--min-score", type=float)
+@click.pass_context
+def search(ctx, queries, limit, where, min_score) -> None:
+    """Print the entries most similar to QUERIES."""
+    where_v = _json_arg(where, "--where")
+    _run(ctx, lambda s: s.get_most_relevant(list(queries), limit, where_v, min_score=min_score),
+         lambda r: _table(r, score=True))
+
+
+@cli.command()
+@click.argument("id_", metavar="ID")
+@click.pass_context
+def delete(ctx, id_) -> None:
+    """Delete one entry and its vector."""
+    _run(ctx, lambda s: s.delete(id_), lambda existed: click.echo("deleted" if existed else "not found"))
+
+
+@cli.command()
+@click.pass_context
+def count(ctx) -> None:
+    """Print the number of entries."""
+    _run(ctx, lambda s: s.count(), click.echo)
+
+
+def _show_mapping(data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, list):
+            click.echo(f"{key}: {len(value)}")
+            for item in value[:20]:
+                click.echo(f"  {item}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--all", "whole", is_flag=True, help="Check the whole store (finds orphan vectors).")
+@click.pass_context
+def report(ctx, limit, whole) -> None:
+    """Print the consistency report between the primary and vector stores."""
+    _run(ctx, lambda s: s.get_consistency_report(None if whole else limit), _show_mapping)
+
+
+@cli.command()
+@click.pass_context
+def stats(ctx) -> None:
+    """Print the vector write queue statistics."""
+
+    async def call(store: SemanticStore):
+        return store.get_queue_stats()
+
+    _run(ctx, call, _show_mapping)
+
+
+def main() -> None:
+    cli(prog_name="semantic-store")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Conformance suites shipped with the package, so third-party drivers can prove they keep
+the same contract. Subclass a suite in your tests and provide its fixture:
+
+* ``PrimaryDriverSuite`` needs ``primary`` (an opened, empty PrimaryDriver);
+* ``VectorDriverSuite`` needs ``vector`` (an opened, empty VectorDriver);
+* ``EmbedderSuite`` needs ``embedder``;
+* ``StoreSuite`` needs ``make_store``: ``await make_store(**config_overrides)`` returns an
+  open SemanticStore on the drivers under test (closed by the fixture).
+
+The suites use pytest and pytest-asyncio (``asyncio_mode = "auto"``).
+"""
+
+from .embedding import EmbedderSuite
+from .faults import FaultyEmbedder, FaultyVector
+from .primary import PrimaryDriverSuite
+from .store import StoreSuite
+from .vector import VectorDriverSuite
+
+__all__ = [
+    "EmbedderSuite",
+    "FaultyEmbedder",
+    "FaultyVector",
+    "PrimaryDriverSuite",
+    "StoreSuite",
+    "VectorDriverSuite",
+]

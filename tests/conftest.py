@@ -1,0 +1,91 @@
+"""Driver matrix: every conformance suite runs against every driver that exists."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from promethean_persistence import StoreConfig
+from promethean_persistence._config import ENV_VARS
+from promethean_persistence.testing.store import open_store
+
+# No test may pick up drivers or settings from the developer's environment.
+for _var in ENV_VARS:
+    os.environ.pop(_var, None)
+
+PRIMARY = ["memory", "sqlite"]
+VECTOR = ["memory", "local"]
+EMBEDDING = ["hashing"]
+STORES = [
+    pytest.param(("memory", "memory"), id="memory+memory"),
+    pytest.param(("sqlite", "local"), id="sqlite+local"),
+    pytest.param(("sqlite", "memory"), id="sqlite+memory"),
+]
+
+
+def base_config(tmp_path, primary: str, vector: str, **overrides) -> dict:
+    return {
+        "primary_driver": primary,
+        "vector_driver": vector,
+        "embedding_driver": "hashing",
+        "home": str(tmp_path / "home"),
+        "vector_retry_delay_ms": 10,
+        **overrides,
+    }
+
+
+@pytest.fixture(params=PRIMARY)
+async def primary(request, tmp_path):
+    from promethean_persistence import _registry
+
+    cfg = StoreConfig(**base_config(tmp_path, request.param, "memory"))
+    driver = _registry.load("primary", request.param).from_config(cfg, f"t_{uuid.uuid4().hex[:8]}")
+    await driver.open()
+    yield driver
+    await driver.aclose()
+
+
+@pytest.fixture(params=VECTOR)
+async def vector(request, tmp_path):
+    from promethean_persistence import _registry
+
+    cfg = StoreConfig(**base_config(tmp_path, "memory", request.param))
+    driver = _registry.load("vector", request.param).from_config(cfg, f"t_{uuid.uuid4().hex[:8]}")
+    await driver.open()
+    yield driver
+    await driver.aclose()
+
+
+@pytest.fixture(params=EMBEDDING)
+async def embedder(request, tmp_path):
+    from promethean_persistence import _registry
+
+    cfg = StoreConfig(**base_config(tmp_path, "memory", "memory", embedding_driver=request.param))
+    driver = _registry.load("embedding", request.param).from_config(cfg)
+    yield driver
+    await driver.aclose()
+
+
+@pytest.fixture(params=STORES)
+async def make_store(request, tmp_path):
+    primary, vector = request.param
+    opened = []
+
+    async def make(name: str = "suite", *, faults: bool = False, **overrides):
+        store = await open_store(name, base_config(tmp_path, primary, vector, **overrides), faults=faults)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.cleanup()
+
+
+@pytest.fixture
+def env_home(tmp_path, monkeypatch):
+    """Environment for stores created with config=None: embedded default on tmp_path."""
+    monkeypatch.setenv("SEMANTIC_STORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMBEDDING_DRIVER", "hashing")
+    return tmp_path / "home"

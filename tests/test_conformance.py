@@ -1,0 +1,24 @@
+"""The shipped conformance suites, run against every driver (see conftest.py)."""
+
+from promethean_persistence.testing import (
+    EmbedderSuite,
+    PrimaryDriverSuite,
+    StoreSuite,
+    VectorDriverSuite,
+)
+
+
+class TestPrimaryDrivers(PrimaryDriverSuite):
+    pass
+
+
+class TestVectorDrivers(VectorDriverSuite):
+    pass
+
+
+class TestEmbedders(EmbedderSuite):
+    pass
+
+
+class TestStore(StoreSuite):
+    pass
