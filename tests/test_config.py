@@ -1,0 +1,177 @@
+"""StoreConfig (SPEC §5): key spellings, env precedence, TOML profiles, secrets, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from promethean_persistence import (
+    ConfigurationError,
+    MissingDependencyError,
+    SemanticStore,
+    StoreConfig,
+    UnknownDriverError,
+)
+from promethean_persistence._deps import require
+
+
+def test_defaults_follow_the_spec():
+    c = StoreConfig.resolve(None, env={})
+    assert (c.primary_driver, c.vector_driver, c.embedding_driver) == ("sqlite", "local", "local")
+    assert (c.consistency, c.dual_write_enabled, c.agent_name) == ("eventual", True, "duck")
+    assert (c.vector_batch_size, c.vector_flush_interval_ms, c.vector_max_retries) == (64, 0, 3)
+    assert (c.vector_retry_delay_ms, c.vector_timeout_ms) == (2000, 10000)
+    assert c.sqlite_path.endswith(".semantic-store/store.db")
+    assert c.mongodb.uri.get_secret_value() == "mongodb://localhost:27017" and c.mongodb.database == "database"
+    assert (c.postgresql.host, c.postgresql.port) == ("localhost", 5432)
+    assert c.ollama.url == "http://localhost:11434"
+    assert c.collection_name("thoughts") == "duck_thoughts"
+
+
+def test_camel_snake_and_seed_spellings_are_equal():
+    camel = StoreConfig(
+        primaryDriver="memory", vectorDriver="memory", dualWriteEnabled=False, vectorBatchSize=10,
+        vectorFlushInterval=1000, vectorMaxRetries=5, supportsImages=True,
+        postgresql={"host": "db", "port": 5433, "username": "u", "password": "pw", "pool": {"idleTimeoutMillis": 30}},
+        pinecone={"apiKey": "k", "indexName": "idx", "environment": "us-west1-gcp"},
+    )
+    snake = StoreConfig(
+        primary_driver="memory", vector_driver="memory", dual_write_enabled=False, vector_batch_size=10,
+        vector_flush_interval_ms=1000, vector_max_retries=5, supports_images=True,
+        postgresql={"host": "db", "port": 5433, "username": "u", "password": "pw", "pool": {"idle_timeout": 30}},
+        pinecone={"api_key": "k", "index_name": "idx", "environment": "us-west1-gcp"},
+    )
+    assert camel == snake
+    assert camel.vector_flush_interval_ms == 1000 and camel.postgresql.pool.idle_timeout == 30
+
+
+def test_environment_variables(monkeypatch):
+    env = {
+        "PRIMARY_DRIVER": "memory", "VECTOR_DRIVER": "memory", "EMBEDDING_DRIVER": "hashing",
+        "EMBEDDING_FUNCTION": "nomic-embed-text", "DUAL_WRITE_CONSISTENCY": "strict",
+        "DUAL_WRITE_ENABLED": "FALSE", "AGENT_NAME": "bot", "VECTOR_BATCH_SIZE": "8",
+        "POSTGRES_HOST": "pg", "POSTGRES_PORT": "6543", "POSTGRES_PASSWORD": "s3cret",
+        "MONGODB_URI": "mongodb://m:27017", "CHROMA_URL": "http://c:8000", "SQLITE_PATH": "/tmp/x.db",
+        "PINECONE_API_KEY": "pk", "OLLAMA_URL": "http://o:11434", "SEMANTIC_STORE_HOME": "/tmp/h",
+    }
+    c = StoreConfig.resolve(None, env=env)
+    assert (c.primary_driver, c.vector_driver, c.embedding_driver) == ("memory", "memory", "hashing")
+    assert (c.consistency, c.dual_write_enabled, c.agent_name, c.vector_batch_size) == ("strict", False, "bot", 8)
+    assert (c.postgresql.host, c.postgresql.port) == ("pg", 6543)
+    assert c.postgresql.password.get_secret_value() == "s3cret"
+    assert c.chromadb.url == "http://c:8000" and c.sqlite_path == "/tmp/x.db" and c.home == "/tmp/h"
+    assert StoreConfig.resolve(None, env={"CONSISTENCY_MODE": "strict", "DUAL_WRITE_CONSISTENCY": "eventual"}).consistency == "strict"
+    assert StoreConfig.resolve(None, env={"DUAL_WRITE_ENABLED": "no"}).dual_write_enabled is True  # only "false"
+
+
+def test_explicit_config_beats_env():
+    env = {"PRIMARY_DRIVER": "memory", "CONSISTENCY_MODE": "strict", "POSTGRES_HOST": "envhost", "POSTGRES_PORT": "1111"}
+    c = StoreConfig.resolve({"consistency": "eventual", "postgresql": {"port": 2222}}, env=env)
+    assert c.consistency == "eventual" and c.primary_driver == "memory"
+    assert (c.postgresql.host, c.postgresql.port) == ("envhost", 2222)  # sections merge key by key
+    c2 = StoreConfig.resolve(StoreConfig(dual_write_enabled=True), env={"DUAL_WRITE_ENABLED": "false"})
+    assert c2.dual_write_enabled is True
+
+
+def test_from_file_with_profiles(tmp_path, monkeypatch):
+    path = tmp_path / "stores.toml"
+    path.write_text(
+        """
+primaryDriver = "memory"
+vectorDriver = "memory"
+embedding_driver = "hashing"
+
+[profiles.staging]
+consistency = "strict"
+[profiles.staging.postgresql]
+host = "staging-db"
+
+[profiles.production]
+primary_driver = "sqlite"
+vector_batch_size = 128
+"""
+    )
+    base = StoreConfig.from_file(path)
+    assert base.primary_driver == "memory" and base.consistency == "eventual"
+    staging = StoreConfig.from_file(path, "staging")
+    assert staging.consistency == "strict" and staging.postgresql.host == "staging-db" and staging.vector_driver == "memory"
+    prod = StoreConfig.from_file(path, "production")
+    assert prod.primary_driver == "sqlite" and prod.vector_batch_size == 128
+    with pytest.raises(ConfigurationError, match="staging, production|production, staging"):
+        StoreConfig.from_file(path, "nope")
+    with pytest.raises(ConfigurationError):
+        StoreConfig.from_file(tmp_path / "missing.toml")
+    # keys the file does not set still come from the environment
+    resolved = StoreConfig.resolve(staging, env={"AGENT_NAME": "fromenv", "CONSISTENCY_MODE": "eventual"})
+    assert resolved.agent_name == "fromenv" and resolved.consistency == "strict"
+
+
+def test_secrets_are_never_printed():
+    c = StoreConfig(postgresql={"password": "hunter2", "dsn": "postgresql://u:hunter2@h/db"},
+                    pinecone={"api_key": "pc-key-123"}, qdrant={"apiKey": "qd-key"}, openai={"api_key": "sk-abc"})
+    for text in (repr(c), str(c), str(c.redacted()), c.model_dump_json()):
+        for secret in ("hunter2", "pc-key-123", "qd-key", "sk-abc"):
+            assert secret not in text
+    with pytest.raises(ConfigurationError) as info:
+        StoreConfig(postgresql={"password": ["hunter2-in-a-list"]})
+    assert "hunter2" not in str(info.value) and "postgresql.password" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"consistency": "sometimes"}, "consistency"),
+        ({"vector_batch_size": 0}, "vector_batch_size"),
+        ({"vectorTimeoutMs": -1}, "vector_timeout_ms"),
+        ({"vector_batch_size": "many"}, "vector_batch_size"),
+        ({"postgresql": {"port": 70000}}, "postgresql.port"),
+        ({"primary_drivr": "memory"}, "primary_driver"),
+        ({"postgresql": {"hots": "x"}}, "host"),
+        ({"agent_name": ""}, "agent_name"),
+    ],
+)
+def test_invalid_values_name_the_key(bad, needle):
+    with pytest.raises(ConfigurationError) as info:
+        StoreConfig(**bad)
+    assert needle in str(info.value)
+
+
+def test_invalid_consistency_lists_accepted_values():
+    with pytest.raises(ConfigurationError) as info:
+        StoreConfig(consistency="sometimes")
+    assert "strict" in str(info.value) and "eventual" in str(info.value)
+
+
+def test_invalid_env_value_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="vector_batch_size"):
+        StoreConfig.resolve(None, env={"VECTOR_BATCH_SIZE": "lots"})
+
+
+@pytest.mark.parametrize(
+    "kind, name, hint",
+    [("primary_driver", "sqlit", "sqlite"), ("vector_driver", "memroy", "memory"), ("embedding_driver", "hashin", "hashing")],
+)
+def test_unknown_driver_suggests_the_closest(kind, name, hint):
+    with pytest.raises(UnknownDriverError) as info:
+        StoreConfig(**{kind: name})
+    assert f"did you mean {hint!r}" in str(info.value)
+    assert isinstance(info.value, ConfigurationError)
+
+
+async def test_bad_config_stores_nothing(tmp_path):
+    with pytest.raises(UnknownDriverError):
+        await SemanticStore.create("t", config={"primaryDriver": "sqlite", "vectorDriver": "pineapple", "home": str(tmp_path)})
+    with pytest.raises(ConfigurationError):
+        await SemanticStore.create("t", config={"primaryDriver": "sqlite", "vectorBatchSize": -5, "home": str(tmp_path)})
+    assert not (tmp_path / "store.db").exists()
+
+
+def test_missing_dependency_names_the_extra():
+    with pytest.raises(MissingDependencyError) as info:
+        require("definitely_not_installed_pkg", extra="qdrant", driver="qdrant")
+    assert "pip install 'promethean-persistence[qdrant]'" in str(info.value)
+    assert isinstance(info.value, ImportError) and isinstance(info.value, ConfigurationError)
+
+
+def test_config_type_is_checked():
+    with pytest.raises(ConfigurationError):
+        StoreConfig.resolve(42)  # type: ignore[arg-type]

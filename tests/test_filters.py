@@ -1,0 +1,181 @@
+"""The filter language: parsing errors, and every driver agreeing with the reference
+evaluator on random data and random filters (hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from promethean_persistence import ValidationError
+from promethean_persistence._filters import evaluate, parse
+from promethean_persistence._types import Record
+from promethean_persistence.drivers.primary.memory import MemoryPrimary
+from promethean_persistence.drivers.primary.sqlite import SQLitePrimary
+from promethean_persistence.drivers.vector.local import LocalVector
+from promethean_persistence.drivers.vector.memory import MemoryVector
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "type",
+        ["a"],
+        {"$where": "x"},
+        {"k": {"$regex": "a"}},
+        {"k": {"$in": "abc"}},
+        {"k": {"$exists": 1}},
+        {"k": {"$gt": True}},
+        {"k": {"$lt": None}},
+        {"k": [1, 2]},
+        {"k": {"nested": 1}},
+        {"k": {}},
+        {"$and": []},
+        {"$or": {"a": 1}},
+        {"": 1},
+        {"a..b": 1},
+        {'a"b': 1},
+        {"k": float("nan")},
+        {"k": {"$eq": object()}},
+        {1: "x"},
+    ],
+)
+def test_malformed_filters_raise_validation_error(bad):
+    with pytest.raises(ValidationError) as info:
+        parse(bad)
+    assert info.value.field == "filter"
+
+
+def test_empty_filter_matches_everything():
+    assert parse(None) is None and parse({}) is None
+    assert evaluate(parse({}), {"a": 1})
+
+
+@pytest.mark.parametrize(
+    "spec, meta, expected",
+    [
+        ({"a": 1}, {"a": 1.0}, True),
+        ({"a": 1}, {"a": True}, False),
+        ({"a": True}, {"a": 1}, False),
+        ({"a": "1"}, {"a": 1}, False),
+        ({"a": None}, {}, True),
+        ({"a": None}, {"a": None}, True),
+        ({"a": {"$ne": 1}}, {}, True),
+        ({"a": {"$nin": [1]}}, {}, True),
+        ({"a": {"$gt": 1}}, {"a": "2"}, False),
+        ({"a": {"$exists": True}}, {"a": None}, True),
+        ({"a.b.c": 3}, {"a": {"b": {"c": 3}}}, True),
+        ({"a.b": 3}, {"a": [3]}, False),
+        ({"a": {"$gte": "b"}}, {"a": "ba"}, True),
+    ],
+)
+def test_reference_semantics(spec, meta, expected):
+    assert evaluate(parse(spec), meta) is expected
+
+
+# -- property: every driver returns what the reference evaluator returns ---------------------
+
+KEYS = ["a", "b", "c.d"]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from([-1.5, 0.0, 2.5]),
+    st.sampled_from(["", "x", "y", "xy", "é"]),
+)
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    return out
+
+
+metadata = st.dictionaries(st.sampled_from(KEYS), scalars, max_size=3).map(_nest)
+ordered = st.one_of(st.integers(-3, 3), st.sampled_from([-1.5, 2.5]), st.sampled_from(["", "x", "xy", "y"]))
+comparison = st.one_of(
+    scalars,
+    st.fixed_dictionaries({"$eq": scalars}),
+    st.fixed_dictionaries({"$ne": scalars}),
+    st.fixed_dictionaries({"$gt": ordered}),
+    st.fixed_dictionaries({"$gte": ordered}),
+    st.fixed_dictionaries({"$lt": ordered}),
+    st.fixed_dictionaries({"$lte": ordered}),
+    st.fixed_dictionaries({"$in": st.lists(scalars, max_size=3)}),
+    st.fixed_dictionaries({"$nin": st.lists(scalars, max_size=3)}),
+    st.fixed_dictionaries({"$exists": st.booleans()}),
+)
+leaf = st.dictionaries(st.sampled_from(KEYS), comparison, min_size=1, max_size=2)
+filters = st.recursive(
+    leaf,
+    lambda inner: st.one_of(
+        st.fixed_dictionaries({"$and": st.lists(inner, min_size=1, max_size=3)}),
+        st.fixed_dictionaries({"$or": st.lists(inner, min_size=1, max_size=3)}),
+    ),
+    max_leaves=6,
+)
+
+
+class _Drivers:
+    """One instance of every driver, reused across hypothesis examples (fresh collection each)."""
+
+    def __init__(self, tmp: str) -> None:
+        self.tmp = tmp
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def fresh(self):
+        name = f"p_{uuid.uuid4().hex[:8]}"
+        drivers = [
+            MemoryPrimary(name),
+            SQLitePrimary(f"{self.tmp}/filters.db", name, synchronous="OFF"),
+            MemoryVector(name),
+            LocalVector(f"{self.tmp}/filters.db", name, synchronous="OFF"),
+        ]
+        for d in drivers:
+            self.run(d.open())
+        return drivers
+
+
+@pytest.fixture(scope="module")
+def all_drivers(tmp_path_factory):
+    d = _Drivers(str(tmp_path_factory.mktemp("filters")))
+    yield d
+    d.loop.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(metas=st.lists(metadata, min_size=1, max_size=12), specs=st.lists(filters, min_size=1, max_size=4))
+def test_every_driver_matches_the_reference(all_drivers, metas, specs):
+    run = all_drivers.run
+    mem_p, sql_p, mem_v, loc_v = all_drivers.fresh()
+    ids = [f"id{i:02d}" for i in range(len(metas))]
+    records = [Record(id=i, text=f"t {i}", timestamp=k, metadata=m, content_hash="h") for k, (i, m) in enumerate(zip(ids, metas))]
+    vectors = np.eye(len(ids), 16, dtype=np.float32) + 0.01
+    for p in (mem_p, sql_p):
+        run(p.put(records))
+    for v in (mem_v, loc_v):
+        run(v.upsert(ids, vectors, metas))
+    for spec in specs:
+        node = parse(spec)
+        expected = sorted(i for i, m in zip(ids, metas) if evaluate(node, m))
+        for p in (mem_p, sql_p):
+            got = sorted(r.id for r in run(p.most_recent(100, node)))
+            assert got == expected, (p.name, spec, metas)
+        for v in (mem_v, loc_v):
+            got = sorted(h.id for h in run(v.query(vectors[0], 100, node)))
+            assert got == expected, (v.name, spec, metas)
+    for d in (mem_p, sql_p, mem_v, loc_v):
+        run(d.drop())
+        run(d.aclose())
