@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ._entries import now_ms
 from ._errors import BackendUnavailable, EmbeddingError, SemanticStoreError
-from ._types import Record, VectorState
+from ._types import TOMBSTONE_VERSION, Record, VectorState
 from .drivers.base import Embedder, PrimaryDriver, VectorDriver
 
 log = logging.getLogger("promethean_persistence.queue")
@@ -29,7 +29,9 @@ MAX_BACKOFF_MS = 300_000
 
 @dataclass(eq=False)
 class Job:
-    """One vector write: ``upsert`` a record (re-embedding it or not) or ``delete`` an id."""
+    """One vector write: ``upsert`` a record (re-embedding it or not) or ``delete`` an id.
+
+    A delete carrying a tombstone record records its outcome in the outbox too."""
 
     kind: Literal["upsert", "delete"]
     id: str
@@ -188,7 +190,7 @@ class VectorWriteQueue:
                 error = exc
             outcomes.update(dict.fromkeys(deletes, error))
 
-        await self._record(upserts, outcomes)
+        await self._record(upserts + [j for j in latest.values() if j.kind == "delete" and j.record], outcomes)
         self.batches += 1
         self.last_flush_at = now_ms()
         log.debug("vector batch of %d in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
@@ -229,14 +231,23 @@ class VectorWriteQueue:
         image_vectors = iter(await self.embedder.embed_images(images) if images else [])
         return [next(image_vectors) if img else next(text_vectors) for img in is_image]
 
-    async def _record(self, upserts: list[Job], outcomes: dict[str, BaseException | None]) -> None:
+    async def _record(self, jobs: list[Job], outcomes: dict[str, BaseException | None]) -> None:
         now = now_ms()
         states = []
-        for job in upserts:
+        for job in jobs:
             record = job.record
             error = outcomes.get(job.id)
             attempts = record.vector_attempts + 1
-            if error is None:
+            if record.version == TOMBSTONE_VERSION:  # deletes are retried until they succeed
+                states.append(
+                    VectorState(job.id, TOMBSTONE_VERSION, "deleted", attempts, None, None, now)
+                    if error is None
+                    else VectorState(
+                        job.id, TOMBSTONE_VERSION, "deleting", attempts, _describe(error),
+                        now + backoff_ms(attempts, self.retry_delay_ms), now,
+                    )
+                )
+            elif error is None:
                 self.total_written += 1
                 self._failed_ids.discard(job.id)
                 states.append(
@@ -261,7 +272,7 @@ class VectorWriteQueue:
             return
         try:
             await self.primary.set_vector_state(states)
-        except Exception:  # the records stay pending and are resumed later
+        except Exception:  # the outbox keeps them pending; they are resumed later
             log.exception("vector queue of %s: could not record vector state", self.collection)
 
 

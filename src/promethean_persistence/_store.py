@@ -10,6 +10,7 @@ from typing import Any
 from . import _filters, _registry
 from ._config import StoreConfig
 from ._entries import build_record, check_limit, now_ms, to_epoch_ms, validate_id
+from ._group import GroupCommit
 from ._errors import (
     DocumentNotFound,
     EmbeddingMismatchError,
@@ -19,6 +20,7 @@ from ._errors import (
 )
 from ._queue import Job, VectorWriteQueue, backoff_ms
 from ._types import Manifest, Record
+from ._worker import OutboxWorker
 from .drivers.base import Embedder, PrimaryDriver, VectorDriver
 
 __all__ = ["DualStoreManager", "SemanticStore", "SemanticStoreFactory"]
@@ -74,6 +76,13 @@ class SemanticStore:
             images=self.supports_images,
             collection=self.name,
         )
+        #: how long an item handed to this process's queue is kept from other claimers
+        self._lease_ms = 2 * config.vector_timeout_ms + 10_000
+        self._worker = OutboxWorker(
+            primary, self._queue, lease_ms=self._lease_ms,
+            poll_ms=max(50, min(1000, config.vector_retry_delay_ms)),
+        )
+        self._writer = GroupCommit(primary.put)
 
     def __repr__(self) -> str:
         c = self.config
@@ -126,6 +135,8 @@ class SemanticStore:
             opened.append(vector)
             store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
             await store._check_manifest()
+            if resolved.dual_write_enabled:
+                store._worker.start()  # resumes what a crashed or slow process left pending
         except BaseException:
             for driver in reversed(opened):
                 try:
@@ -186,10 +197,10 @@ class SemanticStore:
         if not records:
             return []
         unique = list({r.id: r for r in records}.values())  # the last write of an id wins
-        previous = await self.primary.get([r.id for r in unique])
-        jobs = [self._prepare(record, prev, now) for record, prev in zip(unique, previous)]
-        await self.primary.put(unique)
-        jobs = [j for j in jobs if j is not None]
+        for record in unique:
+            self._set_initial_state(record, now)
+        previous = await self._writer.put(unique)
+        jobs = [j for j in (self._job_for(r, p) for r, p in zip(unique, previous)) if j is not None]
         errors = await self._run_jobs(jobs)
         if errors and self.config.consistency == "strict":
             # An explicit failure left the vector side as it was; anything else may have landed.
@@ -205,27 +216,26 @@ class SemanticStore:
             ) from first
         return [r.id for r in records]
 
-    def _prepare(self, record: Record, prev: Record | None, now: int) -> Job | None:
-        """Set the record's version and vector state; return the vector job it needs."""
-        record.version = prev.version + 1 if prev else 1
+    def _set_initial_state(self, record: Record, now: int) -> None:
         record.vector_updated_at = now
         is_image = record.metadata.get("type") == "image"
         if not self.config.dual_write_enabled or record.is_empty or (is_image and not self.supports_images):
             record.vector_status = "skipped"
-            had_vector = prev is not None and prev.vector_status != "skipped"
-            return Job("delete", record.id) if had_vector else None
+            return
         record.vector_status = "pending"
         # Leased to this process until its own attempt is over, so no worker claims it twice.
-        record.vector_next_at = now + 2 * self.config.vector_timeout_ms
+        record.vector_next_at = now + self._lease_ms
+
+    def _job_for(self, record: Record, prev: Record | None) -> Job | None:
+        """The vector write a freshly stored record needs, given the one it replaced."""
+        if record.vector_status == "skipped":
+            return Job("delete", record.id) if prev is not None and prev.vector_status != "skipped" else None
         same_vector = (
             prev is not None
             and prev.vector_status == "synced"
             and prev.content_hash == record.content_hash
             and prev.embedding_model == self.embedder.model
         )
-        if same_vector:
-            record.embedding_model = prev.embedding_model
-            record.vector_synced_at = prev.vector_synced_at
         return Job("upsert", record.id, record, embed=not same_vector)
 
     async def _run_jobs(self, jobs: list[Job]) -> dict[str, BaseException]:
@@ -233,8 +243,7 @@ class SemanticStore:
         if not jobs:
             return {}
         self._queue.submit(jobs)
-        futures = [j.future for j in jobs]
-        done, _ = await asyncio.wait(futures, timeout=self.config.vector_timeout_ms / 1000)
+        done, _ = await asyncio.wait([j.future for j in jobs], timeout=self.config.vector_timeout_ms / 1000)
         errors: dict[str, BaseException] = {}
         for job in jobs:
             if job.future in done:
@@ -256,18 +265,17 @@ class SemanticStore:
     async def _undo(self, records: list[Record], previous: list[Record | None], untouched: set[str]) -> None:
         """Strict mode: put back what was there before. Vectors whose write may have landed
         (it timed out, or it succeeded as part of a failed call) are re-synced to match."""
-        restore = []
-        gone = []
-        for record, prev in zip(records, previous):
-            if prev is None:
-                gone.append(record.id)
-            else:
-                restore.append(prev.copy(version=record.version + 1))
-        if gone:
-            await self.primary.delete(gone)
+        now = now_ms()
+        gone = [r.id for r, prev in zip(records, previous) if prev is None]
+        restore = [prev for prev in previous if prev is not None]
+        touched = [i for i in gone if i not in untouched]
+        if touched:  # their vector may exist: a tombstone makes sure it goes
+            await self.primary.delete(touched, tombstone_at=now + self._lease_ms)
+        if len(touched) < len(gone):
+            await self.primary.delete([i for i in gone if i in untouched])
         if restore:
-            await self.primary.put(restore)
-        reconcile = [Job("delete", i) for i in gone if i not in untouched] + [
+            await self._writer.put(restore)  # a new version: late state updates cannot touch it
+        reconcile = [Job("delete", i, Record.tombstone(i, None, now)) for i in touched] + [
             Job("upsert", r.id, r.copy(vector_attempts=0), embed=True)
             for r in restore
             if r.vector_status != "skipped" and r.id not in untouched
@@ -278,12 +286,16 @@ class SemanticStore:
             self._queue.submit(reconcile)
 
     async def delete(self, id_: str) -> bool:
-        """Delete an entry and its vector; True if it existed (a missing id is not an error)."""
+        """Delete an entry and its vector; True if it existed (a missing id is not an error).
+
+        If the vector delete fails, a tombstone in the outbox keeps retrying it."""
         self._check_open()
         validate_id(id_)
-        existed = bool(await self.primary.delete([id_]))
-        if existed or self.config.dual_write_enabled:
-            await self._run_jobs([Job("delete", id_)])
+        now = now_ms()
+        tombstone_at = now + self._lease_ms if self.config.dual_write_enabled else None
+        existed = bool(await self.primary.delete([id_], tombstone_at=tombstone_at))
+        if existed and tombstone_at is not None:
+            await self._run_jobs([Job("delete", id_, Record.tombstone(id_, tombstone_at, now))])
         return existed
 
     # -- reads ----------------------------------------------------------------------------
@@ -529,7 +541,16 @@ class SemanticStore:
     get_chroma_queue_stats = get_queue_stats
 
     async def flush(self) -> None:
-        """Wait until every queued vector write had its attempt."""
+        """Wait until every queued vector write had its attempt, then give everything still
+        outstanding in the outbox (pending writes, failed writes with retries left,
+        tombstones) one attempt now, without waiting for its retry time."""
+        self._check_open()
+        await self._queue.flush()
+        if not self.config.dual_write_enabled:
+            return
+        attempted: set[str] = set()
+        while ran := await self._worker.run_once(force=True, skip=attempted):
+            attempted.update(ran)
         await self._queue.flush()
 
     async def drop(self) -> None:
@@ -545,6 +566,7 @@ class SemanticStore:
         if self._closed:
             return
         self._closed = True
+        await self._worker.stop()
         await self._queue.close(timeout=self.config.vector_timeout_ms / 1000)
         for driver in (self.vector, self.primary, self.embedder):
             try:

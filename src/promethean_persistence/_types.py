@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-VectorStatus = Literal["pending", "synced", "failed", "skipped"]
-VECTOR_STATUSES: tuple[VectorStatus, ...] = ("pending", "synced", "failed", "skipped")
+VectorStatus = Literal["pending", "synced", "failed", "skipped", "deleting", "deleted"]
+#: statuses an entry can show; "deleting"/"deleted" only exist on tombstones in the outbox
+VECTOR_STATUSES = ("pending", "synced", "failed", "skipped")
+TOMBSTONE_VERSION = 0
 SCHEMA_VERSION = 1
 
 
@@ -32,6 +34,14 @@ class Record:
     @property
     def is_empty(self) -> bool:
         return not self.text.strip()
+
+    @classmethod
+    def tombstone(cls, id_: str, next_at: int | None, now: int, attempts: int = 0, error: str | None = None) -> Record:
+        """The outbox entry of a deleted record whose vector must still be deleted."""
+        return cls(
+            id=id_, text="", timestamp=0, version=TOMBSTONE_VERSION, vector_status="deleting",
+            vector_attempts=attempts, vector_error=error, vector_next_at=next_at, vector_updated_at=now,
+        )
 
     def copy(self, **changes: Any) -> Record:
         return replace(self, **changes)

@@ -81,23 +81,36 @@ class SQLiteConnection:
         assert self._conn is not None, "connection is closed"
         return self._conn
 
-    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def transaction(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
         """Call on the connection thread: run ``fn`` inside BEGIN IMMEDIATE ... COMMIT.
 
+        ``durable=False`` commits without waiting for the disk (synchronous=NORMAL) for
+        writes that may be lost in a power cut without harm (vector state, leases): in WAL
+        mode a later durable commit still persists them, in order.
         ``fn`` must not return a cursor: freeing it on another thread would touch the
         connection concurrently.
         """
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        relax = not durable and self._synchronous in ("FULL", "EXTRA")
+        if relax:
+            conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            result = fn(conn)
-            if isinstance(result, sqlite3.Cursor):
-                result = None
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                if isinstance(result, sqlite3.Cursor):
+                    result = None
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if relax:
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return result
+
+    def quick_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self.transaction(fn, durable=False)
 
 
 def json_path(path: tuple[str, ...]) -> str:

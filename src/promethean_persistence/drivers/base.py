@@ -33,14 +33,19 @@ class PrimaryDriver(Protocol):
     async def open(self) -> None: ...
     async def aclose(self) -> None: ...
 
-    async def put(self, records: Sequence[Record]) -> None:
-        """Insert or replace ``records`` atomically (all or none)."""
+    async def put(self, records: Sequence[Record]) -> list[Record | None]:
+        """Insert or replace ``records`` atomically (all or none) and return what each
+        replaced. Sets each record's ``version`` to the replaced one's + 1 (1 if new) and
+        removes tombstones of these ids, in the same transaction."""
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         """Records aligned with ``ids``; None where missing."""
 
-    async def delete(self, ids: Sequence[str]) -> list[str]:
-        """Delete ``ids``; return the ones that existed. Missing ids are not an error."""
+    async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        """Delete ``ids``; return the ones that existed. Missing ids are not an error.
+
+        With ``tombstone_at``, each deleted record leaves a tombstone (its vector must be
+        deleted too) that ``claim`` hands out from that time on, in the same transaction."""
 
     async def most_recent(
         self,
@@ -59,11 +64,16 @@ class PrimaryDriver(Protocol):
 
     async def count(self, where: Node | None = None) -> int: ...
 
-    async def claim(self, limit: int, now: int, lease_ms: int) -> list[Record]:
-        """Pending records and failed records whose retry is due (oldest first), leased."""
+    async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        """Vector work that is due by ``due_by`` (default ``now``), least recently touched
+        first, leased until ``now + lease_ms`` so no other claimer takes it meanwhile:
+        pending records, failed records with a retry time, and tombstones (returned as
+        records with ``vector_status="deleting"``, version 0)."""
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
-        """Apply each state whose record still has that version; return how many applied."""
+        """Apply each state whose record still has that version; return how many applied.
+        States of tombstones (version 0): ``"deleted"`` removes it, ``"deleting"`` updates
+        its attempts and retry time."""
 
     async def get_manifest(self) -> Manifest | None: ...
     async def set_manifest(self, manifest: Manifest) -> None: ...

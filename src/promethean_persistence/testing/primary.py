@@ -58,7 +58,6 @@ class PrimaryDriverSuite:
             text="héllo 🌍\n",
             metadata={"nested": {"x": [1, 2.5, None, "s"]}, "ok": False},
             extra={"channel": "c1", "n": 3},
-            version=7,
             vector_status="failed",
             vector_attempts=2,
             vector_error="boom",
@@ -67,15 +66,23 @@ class PrimaryDriverSuite:
             vector_synced_at=90,
             embedding_model="m",
         )
-        await primary.put([r])
+        assert await primary.put([r]) == [None]
+        assert r.version == 1
         assert await primary.get(["a"]) == [r]
 
-    async def test_put_replaces_by_id(self, primary):
-        await primary.put([rec("a", text="one")])
-        await primary.put([rec("a", text="two", version=2)])
+    async def test_put_replaces_by_id_and_returns_what_it_replaced(self, primary):
+        first = rec("a", text="one")
+        await primary.put([first])
+        second = rec("a", text="two")
+        [prev] = await primary.put([second])
+        assert prev.text == "one" and prev.version == 1 and second.version == 2
         [got] = await primary.get(["a"])
         assert (got.text, got.version) == ("two", 2)
         assert await primary.count() == 1
+        third, fourth = rec("a", text="three"), rec("a", text="four")
+        prevs = await primary.put([third, fourth])  # a repeated id sees its earlier write
+        assert [p.text for p in prevs] == ["two", "three"] and fourth.version == 4
+        assert (await primary.get(["a"]))[0].text == "four"
 
     async def test_get_is_aligned_with_input(self, primary):
         await primary.put([rec("a"), rec("b")])
@@ -149,7 +156,8 @@ class PrimaryDriverSuite:
         assert len(await primary.claim(1, now=20_000, lease_ms=1000)) == 1
 
     async def test_vector_state_applies_only_to_its_version(self, primary):
-        await primary.put([rec("a", version=2), rec("b", version=1)])
+        await primary.put([rec("a")])
+        await primary.put([rec("a"), rec("b")])  # a is now version 2, b version 1
         applied = await primary.set_vector_state(
             [
                 VectorState("a", 2, "synced", 1, None, None, 500, 500, "model-x"),
@@ -164,6 +172,35 @@ class PrimaryDriverSuite:
         await primary.set_vector_state([VectorState("a", 2, "failed", 2, "down", 900, 600)])
         [a] = await primary.get(["a"])
         assert (a.vector_status, a.vector_error, a.vector_next_at, a.vector_synced_at) == ("failed", "down", 900, 500)
+
+    async def test_tombstones_are_claimed_until_deleted(self, primary):
+        await primary.put([rec(i, vector_status="synced") for i in "abc"])
+        assert sorted(await primary.delete(["a", "b", "zzz"], tombstone_at=50)) == ["a", "b"]
+        assert await primary.claim(10, now=10, lease_ms=100) == []  # not due before 50
+        claimed = await primary.claim(10, now=60, lease_ms=100)
+        assert sorted((r.id, r.vector_status, r.version) for r in claimed) == [
+            ("a", "deleting", 0), ("b", "deleting", 0)
+        ]
+        assert await primary.claim(10, now=100, lease_ms=100) == []  # leased
+        await primary.set_vector_state(
+            [VectorState("a", 0, "deleted", 1, None, None, 120),
+             VectorState("b", 0, "deleting", 1, "down", 500, 120)]
+        )
+        assert await primary.claim(10, now=200, lease_ms=100) == []
+        [b] = await primary.claim(10, now=500, lease_ms=100)
+        assert (b.id, b.vector_attempts, b.vector_error) == ("b", 1, "down")
+        await primary.put([rec("b")])  # writing the id again clears its tombstone
+        assert [r.id for r in await primary.claim(10, now=10_000, lease_ms=100)] == ["b"]
+        assert (await primary.claim(10, now=20_000, lease_ms=100))[0].vector_status == "pending"
+        assert await primary.count() == 2
+        assert await primary.delete(["c"]) == ["c"]  # without tombstone_at: none
+        assert all(r.id != "c" for r in await primary.claim(10, now=99_999, lease_ms=1))
+
+    async def test_claim_due_by_takes_future_retries(self, primary):
+        await primary.put([rec("f", vector_status="failed", vector_next_at=5_000)])
+        assert await primary.claim(10, now=100, lease_ms=10) == []
+        [f] = await primary.claim(10, now=100, lease_ms=10, due_by=10_000)
+        assert f.id == "f" and f.vector_next_at == 110
 
     async def test_manifest_roundtrip_and_drop(self, primary):
         assert await primary.get_manifest() is None

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
 from ..._filters import Node, evaluate
-from ..._types import Manifest, Record, VectorState
+from ..._types import TOMBSTONE_VERSION, Manifest, Record, VectorState
 from ..base import Order
 
 
@@ -23,6 +23,7 @@ class MemoryPrimary:
     def __init__(self, collection: str = "memory") -> None:
         self.collection = collection
         self._records: dict[str, Record] = {}
+        self._tombstones: dict[str, Record] = {}
         self._manifest: Manifest | None = None
 
     @classmethod
@@ -35,15 +36,25 @@ class MemoryPrimary:
     async def aclose(self) -> None:
         pass
 
-    async def put(self, records: Sequence[Record]) -> None:
-        for record in copy.deepcopy(list(records)):
-            self._records[record.id] = record
+    async def put(self, records: Sequence[Record]) -> list[Record | None]:
+        previous = []
+        for record in records:
+            prev = self._records.get(record.id)
+            record.version = prev.version + 1 if prev else 1
+            previous.append(copy.deepcopy(prev))
+            self._records[record.id] = copy.deepcopy(record)
+            self._tombstones.pop(record.id, None)
+        return previous
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         return [copy.deepcopy(self._records.get(i)) for i in ids]
 
-    async def delete(self, ids: Sequence[str]) -> list[str]:
-        return [i for i in dict.fromkeys(ids) if self._records.pop(i, None) is not None]
+    async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        gone = [i for i in dict.fromkeys(ids) if self._records.pop(i, None) is not None]
+        if tombstone_at is not None:
+            for i in gone:
+                self._tombstones[i] = Record.tombstone(i, tombstone_at, tombstone_at)
+        return gone
 
     async def most_recent(
         self,
@@ -77,21 +88,34 @@ class MemoryPrimary:
             return len(self._records)
         return sum(1 for r in self._records.values() if evaluate(where, _filterable(r)))
 
-    async def claim(self, limit: int, now: int, lease_ms: int) -> list[Record]:
-        due = [
-            r
-            for r in self._records.values()
-            if (r.vector_status == "pending" and (r.vector_next_at is None or r.vector_next_at <= now))
-            or (r.vector_status == "failed" and r.vector_next_at is not None and r.vector_next_at <= now)
-        ]
-        due.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
-        for r in due[:limit]:
+    async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        due_by = now if due_by is None else due_by
+
+        def due(r: Record) -> bool:
+            if r.vector_status in ("pending", "deleting"):
+                return r.vector_next_at is None or r.vector_next_at <= due_by
+            return r.vector_status == "failed" and r.vector_next_at is not None and r.vector_next_at <= due_by
+
+        work = [r for r in (*self._records.values(), *self._tombstones.values()) if due(r)]
+        work.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
+        for r in work[:limit]:
             r.vector_next_at = now + lease_ms
-        return copy.deepcopy(due[:limit])
+        return copy.deepcopy(work[:limit])
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
         applied = 0
         for s in states:
+            if s.version == TOMBSTONE_VERSION:
+                if s.id not in self._tombstones:
+                    continue
+                if s.status == "deleted":
+                    del self._tombstones[s.id]
+                else:
+                    t = self._tombstones[s.id]
+                    t.vector_attempts, t.vector_error = s.attempts, s.error
+                    t.vector_next_at, t.vector_updated_at = s.next_at, s.updated_at
+                applied += 1
+                continue
             r = self._records.get(s.id)
             if r is None or r.version != s.version:
                 continue
@@ -115,4 +139,5 @@ class MemoryPrimary:
 
     async def drop(self) -> None:
         self._records.clear()
+        self._tombstones.clear()
         self._manifest = None

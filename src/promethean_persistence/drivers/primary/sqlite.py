@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from ..._errors import BackendRejected
 from ..._filters import Node
-from ..._types import SCHEMA_VERSION, Manifest, Record, VectorState
+from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
 from .._sqlite import SQLiteConnection, filter_sql, quote
 from ..base import Order
 
@@ -74,6 +74,7 @@ class SQLitePrimary:
         self.path = path
         self.collection = collection
         self._table = quote(collection)
+        self._tombstones = quote(f"{collection}__tombstones")
         self._db = SQLiteConnection(path, driver=self.name, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
 
     @classmethod
@@ -125,6 +126,14 @@ class SQLitePrimary:
                 content_hash TEXT NOT NULL,
                 embedding_model TEXT)"""
         )
+        conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self._tombstones} (
+                id TEXT PRIMARY KEY,
+                vector_attempts INTEGER NOT NULL,
+                vector_error TEXT,
+                vector_next_at INTEGER,
+                vector_updated_at INTEGER)"""
+        )
         idx = quote(f"{self.collection}__time")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (timestamp, id)")
         idx = quote(f"{self.collection}__outbox")
@@ -136,33 +145,43 @@ class SQLitePrimary:
     async def aclose(self) -> None:
         await self._db.close()
 
-    async def put(self, records: Sequence[Record]) -> None:
-        rows = [_row(r) for r in records]
+    async def put(self, records: Sequence[Record]) -> list[Record | None]:
+        records = list(records)
         sql = (
             f"INSERT OR REPLACE INTO {self._table} (id, text, timestamp, is_empty, metadata, extra, version, "
             "vector_status, vector_attempts, vector_error, vector_next_at, vector_updated_at, "
             "vector_synced_at, content_hash, embedding_model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )
-        await self._db.run(self._db.transaction, lambda c: c.executemany(sql, rows), operation="put")
+
+        def put(conn: sqlite3.Connection) -> list[Record | None]:
+            current = self._fetch(conn, list({r.id for r in records}))
+            previous = []
+            for r in records:  # in order, so a repeated id sees its earlier write
+                prev = current.get(r.id)
+                r.version = prev.version + 1 if prev else 1
+                previous.append(prev)
+                current[r.id] = r
+            conn.executemany(sql, [_row(r) for r in records])
+            conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", [(r.id,) for r in records])
+            return previous
+
+        return await self._db.run(self._db.transaction, put, operation="put") if records else []
+
+    def _fetch(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, Record]:
+        found: dict[str, Record] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT {_COLUMNS} FROM {self._table} WHERE id IN ({marks})", chunk):
+                found[row[0]] = _record(row)
+        return found
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         ids = list(ids)
-
-        def fetch() -> dict[str, Record]:
-            found: dict[str, Record] = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in self._db.conn.execute(
-                    f"SELECT {_COLUMNS} FROM {self._table} WHERE id IN ({marks})", chunk
-                ):
-                    found[row[0]] = _record(row)
-            return found
-
-        found = await self._db.run(fetch, operation="get") if ids else {}
+        found = await self._db.run(lambda: self._fetch(self._db.conn, ids), operation="get") if ids else {}
         return [found.get(i) for i in ids]
 
-    async def delete(self, ids: Sequence[str]) -> list[str]:
+    async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
         ids = list(dict.fromkeys(ids))
 
         def remove(conn: sqlite3.Connection) -> list[str]:
@@ -171,6 +190,11 @@ class SQLitePrimary:
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 gone += [r[0] for r in conn.execute(f"DELETE FROM {self._table} WHERE id IN ({marks}) RETURNING id", chunk)]
+            if tombstone_at is not None:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO {self._tombstones} VALUES (?, 0, NULL, ?, ?)",
+                    [(i, tombstone_at, tombstone_at) for i in gone],
+                )
             return gone
 
         return await self._db.run(self._db.transaction, remove, operation="delete") if ids else []
@@ -231,25 +255,41 @@ class SQLitePrimary:
         sql = f"SELECT COUNT(*) FROM {self._table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         return await self._db.run(lambda: self._db.conn.execute(sql, params).fetchone()[0], operation="count")
 
-    async def claim(self, limit: int, now: int, lease_ms: int) -> list[Record]:
-        sql = (
+    async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        due_by = now if due_by is None else due_by
+        records_sql = (
             f"SELECT {_COLUMNS} FROM {self._table} WHERE "
             "(vector_status = 'pending' AND (vector_next_at IS NULL OR vector_next_at <= ?)) OR "
             "(vector_status = 'failed' AND vector_next_at IS NOT NULL AND vector_next_at <= ?) "
             "ORDER BY vector_updated_at, timestamp, id LIMIT ?"
         )
+        tombstones_sql = (
+            f"SELECT id, vector_attempts, vector_error, vector_next_at, vector_updated_at FROM {self._tombstones} "
+            "WHERE vector_next_at IS NULL OR vector_next_at <= ? ORDER BY vector_updated_at, id LIMIT ?"
+        )
+        lease_until = now + lease_ms
 
         def claim(conn: sqlite3.Connection) -> list[Record]:
-            records = [_record(r) for r in conn.execute(sql, (now, now, limit))]
+            work = [_record(r) for r in conn.execute(records_sql, (due_by, due_by, limit))]
+            work += [
+                Record.tombstone(i, n, u or 0, a, e)
+                for i, a, e, n, u in conn.execute(tombstones_sql, (due_by, limit))
+            ]
+            work.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
+            work = work[:limit]
             conn.executemany(
                 f"UPDATE {self._table} SET vector_next_at = ? WHERE id = ?",
-                [(now + lease_ms, r.id) for r in records],
+                [(lease_until, r.id) for r in work if r.version != TOMBSTONE_VERSION],
             )
-            for r in records:
-                r.vector_next_at = now + lease_ms
-            return records
+            conn.executemany(
+                f"UPDATE {self._tombstones} SET vector_next_at = ? WHERE id = ?",
+                [(lease_until, r.id) for r in work if r.version == TOMBSTONE_VERSION],
+            )
+            for r in work:
+                r.vector_next_at = lease_until
+            return work
 
-        return await self._db.run(self._db.transaction, claim, operation="claim")
+        return await self._db.run(self._db.quick_transaction, claim, operation="claim")
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
         sql = (
@@ -261,14 +301,27 @@ class SQLitePrimary:
         rows = [
             (s.status, s.attempts, s.error, s.next_at, s.updated_at, s.synced_at, s.embedding_model, s.id, s.version)
             for s in states
+            if s.version != TOMBSTONE_VERSION
+        ]
+        deleted = [(s.id,) for s in states if s.version == TOMBSTONE_VERSION and s.status == "deleted"]
+        retry = [
+            (s.attempts, s.error, s.next_at, s.updated_at, s.id)
+            for s in states
+            if s.version == TOMBSTONE_VERSION and s.status != "deleted"
         ]
 
         def apply(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
             conn.executemany(sql, rows)
+            conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", deleted)
+            conn.executemany(
+                f"UPDATE {self._tombstones} SET vector_attempts = ?, vector_error = ?, vector_next_at = ?, "
+                "vector_updated_at = ? WHERE id = ?",
+                retry,
+            )
             return conn.total_changes - before
 
-        return await self._db.run(self._db.transaction, apply, operation="set_vector_state") if rows else 0
+        return await self._db.run(self._db.quick_transaction, apply, operation="set_vector_state") if states else 0
 
     async def get_manifest(self) -> Manifest | None:
         row = await self._db.run(
@@ -290,6 +343,7 @@ class SQLitePrimary:
     async def drop(self) -> None:
         def drop(conn: sqlite3.Connection) -> None:
             conn.execute(f"DELETE FROM {self._table}")
+            conn.execute(f"DELETE FROM {self._tombstones}")
             conn.execute(f"UPDATE {CATALOG} SET manifest = NULL WHERE collection = ?", (self.collection,))
 
         await self._db.run(self._db.transaction, drop, operation="drop")

@@ -1,0 +1,81 @@
+"""The outbox worker: resumes vector work left in the primary store (by a crash, a timeout,
+a failed attempt or a failed delete) and hands it to the write queue.
+
+Work is claimed with a lease in the primary store, so several stores or processes on the
+same primary share it without taking the same item twice; a lease that runs out (its
+holder died) makes the item claimable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ._entries import now_ms
+from ._queue import MAX_BACKOFF_MS, Job, VectorWriteQueue
+from ._types import TOMBSTONE_VERSION, Record
+from .drivers.base import PrimaryDriver
+
+log = logging.getLogger("promethean_persistence.worker")
+
+
+def job_for(record: Record) -> Job:
+    if record.version == TOMBSTONE_VERSION:
+        return Job("delete", record.id, record)
+    return Job("upsert", record.id, record, embed=True)
+
+
+class OutboxWorker:
+    def __init__(self, primary: PrimaryDriver, queue: VectorWriteQueue, *, lease_ms: int, poll_ms: int) -> None:
+        self.primary = primary
+        self.queue = queue
+        self.lease_ms = lease_ms
+        self.poll_ms = poll_ms
+        self.claimed = 0  #: items this worker has taken from the outbox
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"outbox:{self.queue.collection}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                taken = len(await self.run_once())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a primary outage: try again at the next tick
+                log.warning("outbox worker of %s: claim failed", self.queue.collection, exc_info=True)
+                taken = 0
+            if taken >= self.queue.batch_size:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run_once(self, *, force: bool = False, skip: set[str] | None = None) -> list[str]:
+        """Claim one batch of due work, run it, and return the ids it ran (not in ``skip``).
+
+        ``force`` also takes failed items whose retry time has not come yet (``flush``).
+        """
+        now = now_ms()
+        records = await self.primary.claim(
+            self.queue.batch_size, now, self.lease_ms, due_by=now + MAX_BACKOFF_MS if force else None
+        )
+        jobs = [job_for(r) for r in records if not skip or r.id not in skip]
+        self.claimed += len(records)
+        if jobs:
+            self.queue.submit(jobs)
+            await asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
+        return [j.id for j in jobs]
