@@ -6,6 +6,7 @@ from promethean_persistence.testing import (
     StoreSuite,
     VectorDriverSuite,
 )
+from promethean_persistence.testing.write_path import WritePathSuite
 
 
 class TestPrimaryDrivers(PrimaryDriverSuite):
@@ -21,4 +22,8 @@ class TestEmbedders(EmbedderSuite):
 
 
 class TestStore(StoreSuite):
+    pass
+
+
+class TestWritePath(WritePathSuite):
     pass

@@ -1,55 +1,120 @@
-"""Group commit for primary writes: calls that arrive while a write is running are merged
-into the next one, so concurrent inserts share one transaction (one disk sync)."""
+"""Group commit of outbox writes.
+
+Calls to ``put`` that arrive while a write is running are merged into the next one, so
+concurrent inserts share one transaction (one disk sync). Vector states reported by the
+write queue are buffered and ride along with the next put; if none comes they are written
+after ``delay_s``. Losing buffered states in a crash is harmless: those records are still
+pending in the outbox and their vector writes are repeated (upserts keyed by id). Readers
+call ``settle()`` first, so a store always reads its own writes.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+import logging
+from collections.abc import Sequence
 
-T = TypeVar("T")
-R = TypeVar("R")
+from ._types import Record, VectorState
+from .drivers.base import PrimaryDriver
+
+log = logging.getLogger("promethean_persistence.queue")
 
 
-class GroupCommit(Generic[T, R]):
-    """Wraps ``write(items) -> results`` (one result per item, in order).
+class OutboxWriter:
+    def __init__(self, primary: PrimaryDriver, delay_s: float = 0.02) -> None:
+        self.primary = primary
+        self.delay_s = delay_s
+        self._waiting: list[tuple[list[Record], asyncio.Future]] = []
+        self._states: list[VectorState] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    Each caller's items stay together in one call of ``write``, so a caller's batch is
-    still atomic. If a merged write fails, each caller's batch is retried alone, so one
-    bad batch cannot fail the others.
-    """
+    async def put(self, records: Sequence[Record]) -> list[Record | None]:
+        """Write ``records`` atomically (merged with concurrent callers); return what they replaced."""
+        if self._busy:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.append((list(records), future))
+            return await future
+        # Idle: write in the caller's own task, taking the buffered states along.
+        self._claim()
+        states, self._states = self._states, []
+        try:
+            return list(await self.primary.put(records, states=states))
+        except Exception:
+            self._states[:0] = states  # not written: keep them for the next write
+            raise
+        finally:
+            self._release()
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[Sequence[R]]]) -> None:
-        self._write = write
-        self._waiting: list[tuple[list[T], asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
+    def add_states(self, states: Sequence[VectorState]) -> None:
+        self._states.extend(states)
+        if self._timer is None and self._states:
+            self._timer = asyncio.get_running_loop().call_later(self.delay_s, self._start)
 
-    async def put(self, items: Sequence[T]) -> list[R]:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((list(items), future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+    async def settle(self) -> None:
+        """Return once every buffered state and every waiting put is written."""
+        while self._states or self._waiting or self._busy:
+            self._start()
+            await self._idle.wait()
+
+    def _claim(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._busy = True
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self._busy = False
+        self._idle.set()
+        if self._waiting:
+            self._start()
+
+    def _start(self) -> None:
+        if not self._busy and (self._waiting or self._states):
+            self._claim()
+            asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        while self._waiting:
+        try:
+            await self._drain_all()
+        finally:
+            self._release()
+
+    async def _drain_all(self) -> None:
+        while self._waiting or self._states:
             group, self._waiting = self._waiting, []
+            states, self._states = self._states, []
+            records = [r for items, _ in group for r in items]
             try:
-                results = list(await self._write([item for items, _ in group for item in items]))
-            except Exception as exc:
-                if len(group) == 1:
-                    _settle(group[0][1], exc=exc)
-                    continue
-                for items, future in group:
-                    try:
-                        _settle(future, list(await self._write(items)))
-                    except Exception as single:  # noqa: BLE001 - handed to its caller
-                        _settle(future, exc=single)
+                if records:
+                    results = list(await self.primary.put(records, states=states))
+                else:
+                    await self.primary.set_vector_state(states)
+            except Exception as exc:  # noqa: BLE001 - isolate, then hand to the callers
+                await self._one_by_one(group, states, exc)
                 continue
             start = 0
             for items, future in group:
                 _settle(future, results[start : start + len(items)])
                 start += len(items)
+
+    async def _one_by_one(self, group, states, exc: Exception) -> None:
+        if states:
+            try:
+                await self.primary.set_vector_state(states)
+            except Exception:  # the records stay pending; they are resumed later
+                log.warning("could not record vector states", exc_info=True)
+        if len(group) == 1:
+            _settle(group[0][1], exc=exc)
+            return
+        for items, future in group:  # one bad batch must not fail the others
+            try:
+                _settle(future, list(await self.primary.put(items)))
+            except Exception as single:  # noqa: BLE001 - handed to its caller
+                _settle(future, exc=single)
 
 
 def _settle(future: asyncio.Future, result=None, *, exc: BaseException | None = None) -> None:

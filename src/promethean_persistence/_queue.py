@@ -2,8 +2,8 @@
 
 A batch starts as soon as the vector side is idle; writes that arrive meanwhile join the
 next batch (up to ``vector_batch_size``). A lone write never waits for a timer unless
-``vector_flush_interval_ms`` asks for one. Each write's outcome is recorded in the primary
-store (its outbox fields) before the caller's future resolves.
+``vector_flush_interval_ms`` asks for one. Each write's outcome goes to the outbox writer
+(``_group.OutboxWriter``) before the caller's future resolves.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any, Literal
 from ._entries import now_ms
 from ._errors import BackendUnavailable, EmbeddingError, SemanticStoreError
 from ._types import TOMBSTONE_VERSION, Record, VectorState
-from .drivers.base import Embedder, PrimaryDriver, VectorDriver
+from ._group import OutboxWriter
+from .drivers.base import Embedder, VectorDriver
 
 log = logging.getLogger("promethean_persistence.queue")
 
@@ -50,7 +51,7 @@ class VectorWriteQueue:
     def __init__(
         self,
         *,
-        primary: PrimaryDriver,
+        writer: OutboxWriter,
         vector: VectorDriver,
         embedder: Embedder,
         vector_metadata: Callable[[Record], Mapping[str, Any]],
@@ -63,7 +64,7 @@ class VectorWriteQueue:
         collection: str,
         images: bool = False,
     ) -> None:
-        self.primary = primary
+        self.writer = writer
         self.vector = vector
         self.embedder = embedder
         self.vector_metadata = vector_metadata
@@ -80,20 +81,61 @@ class VectorWriteQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._processing = False
+        self._inline = False  #: a caller is running its own batch (the queue was idle)
         self._failed_ids: set[str] = set()
         self.total_written = 0
         self.total_failed = 0
         self.batches = 0
         self.last_flush_at: int | None = None
-        self.embed_calls = 0
+        self._healthy = True  #: warn once per outage, not once per write
 
     # -- public --------------------------------------------------------------------------
 
     def submit(self, jobs: list[Job]) -> None:
+        """Queue jobs without waiting for them."""
         self._jobs.extend(jobs)
         self._idle.clear()
-        if self._runner is None or self._runner.done():
+        self._start()
+
+    def _start(self) -> None:
+        if self._jobs and not self._inline and (self._runner is None or self._runner.done()):
             self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"vector-queue:{self.collection}")
+
+    async def run(self, jobs: list[Job], timeout_s: float) -> None:
+        """Submit jobs and wait at most ``timeout_s`` for their first attempt.
+
+        When the vector side is idle the caller runs its batch itself, saving two task
+        hand-offs per sequential insert; writes arriving meanwhile queue up as usual.
+        """
+        idle = not self._jobs and not self._inline and (self._runner is None or self._runner.done())
+        if not (idle and len(jobs) <= self.batch_size and not self.flush_interval_ms):
+            self.submit(jobs)
+            await asyncio.wait([j.future for j in jobs], timeout=timeout_s)
+            return
+        self._inline = self._processing = True
+        self._idle.clear()
+        batch = jobs
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.sleep(0)  # let concurrent writers join this batch
+                room = min(self.batch_size - len(jobs), len(self._jobs))
+                batch = jobs + [self._jobs.popleft() for _ in range(room)]
+                await self._process(batch)
+        except TimeoutError:
+            # The caller reports the timeout; the writes themselves go back to the queue,
+            # as if they had waited there (repeating an interrupted upsert is harmless).
+            self._jobs.extendleft(reversed([j for j in batch if not j.future.done()]))
+        except Exception as exc:  # noqa: BLE001 - never leave a caller without an outcome
+            log.exception("vector queue of %s: batch failed unexpectedly", self.collection)
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+        finally:
+            self._inline = self._processing = False
+            if self._jobs:
+                self._start()
+            else:
+                self._idle.set()
 
     async def flush(self) -> None:
         """Wait until every submitted write had its attempt."""
@@ -158,8 +200,9 @@ class VectorWriteQueue:
 
     async def _timed(self, awaitable, what: str):
         try:
-            return await asyncio.wait_for(awaitable, self.timeout_ms / 1000)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.timeout_ms / 1000):  # no extra task, unlike wait_for
+                return await awaitable
+        except TimeoutError:
             error = BackendUnavailable(f"{what} timed out after {self.timeout_ms} ms", operation=what)
             error.timed_out = True  # the backend may still have applied the write
             raise error from None
@@ -190,7 +233,14 @@ class VectorWriteQueue:
                 error = exc
             outcomes.update(dict.fromkeys(deletes, error))
 
-        await self._record(upserts + [j for j in latest.values() if j.kind == "delete" and j.record], outcomes)
+        self._record(upserts + [j for j in latest.values() if j.kind == "delete" and j.record], outcomes)
+        errors = [e for e in outcomes.values() if e is not None]
+        if errors and self._healthy:
+            log.warning("vector writes of %s are failing (%s); they stay in the outbox and are retried",
+                        self.collection, errors[0])
+        elif not errors and not self._healthy:
+            log.warning("vector writes of %s recovered", self.collection)
+        self._healthy = not errors
         self.batches += 1
         self.last_flush_at = now_ms()
         log.debug("vector batch of %d in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
@@ -208,7 +258,6 @@ class VectorWriteQueue:
         try:
             vectors = None
             if embed:
-                self.embed_calls += 1
                 try:
                     vectors = await self._timed(self._embed(records), "embed")
                 except SemanticStoreError:
@@ -231,7 +280,7 @@ class VectorWriteQueue:
         image_vectors = iter(await self.embedder.embed_images(images) if images else [])
         return [next(image_vectors) if img else next(text_vectors) for img in is_image]
 
-    async def _record(self, jobs: list[Job], outcomes: dict[str, BaseException | None]) -> None:
+    def _record(self, jobs: list[Job], outcomes: dict[str, BaseException | None]) -> None:
         now = now_ms()
         states = []
         for job in jobs:
@@ -268,12 +317,7 @@ class VectorWriteQueue:
                         now,
                     )
                 )
-        if not states:
-            return
-        try:
-            await self.primary.set_vector_state(states)
-        except Exception:  # the outbox keeps them pending; they are resumed later
-            log.exception("vector queue of %s: could not record vector state", self.collection)
+        self.writer.add_states(states)
 
 
 def _describe(error: BaseException) -> str:

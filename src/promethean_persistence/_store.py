@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from . import _filters, _registry
 from ._config import StoreConfig
 from ._entries import build_record, check_limit, now_ms, to_epoch_ms, validate_id
-from ._group import GroupCommit
+from ._group import OutboxWriter
 from ._errors import (
     DocumentNotFound,
     EmbeddingMismatchError,
@@ -27,6 +28,7 @@ __all__ = ["DualStoreManager", "SemanticStore", "SemanticStoreFactory"]
 
 log = logging.getLogger("promethean_persistence")
 _ID_CHUNK = 500
+_PENDING = _filters.parse({"vectorStatus": "pending"})
 
 
 class SemanticStore:
@@ -62,8 +64,9 @@ class SemanticStore:
             embedder.supports_images if config.supports_images is None else config.supports_images
         ) and hasattr(embedder, "embed_images")
         self._closed = False
+        self._writer = OutboxWriter(primary)
         self._queue = VectorWriteQueue(
-            primary=primary,
+            writer=self._writer,
             vector=vector,
             embedder=embedder,
             vector_metadata=lambda r: r.metadata,
@@ -77,12 +80,11 @@ class SemanticStore:
             collection=self.name,
         )
         #: how long an item handed to this process's queue is kept from other claimers
-        self._lease_ms = 2 * config.vector_timeout_ms + 10_000
+        self._lease_ms = 2 * config.vector_timeout_ms + 1_000
         self._worker = OutboxWorker(
             primary, self._queue, lease_ms=self._lease_ms,
             poll_ms=max(50, min(1000, config.vector_retry_delay_ms)),
         )
-        self._writer = GroupCommit(primary.put)
 
     def __repr__(self) -> str:
         c = self.config
@@ -173,6 +175,11 @@ class SemanticStore:
         if self._closed:
             raise SemanticStoreError(f"Store {self.name!r} is closed", operation="use")
 
+    async def _reading(self) -> None:
+        """Before a read: this store's buffered outbox writes land first."""
+        self._check_open()
+        await self._writer.settle()
+
     # -- writes ---------------------------------------------------------------------------
 
     async def insert(self, entry: Mapping[str, Any]) -> str:
@@ -242,11 +249,10 @@ class SemanticStore:
         """Queue the jobs and wait (bounded) for their first attempt; return failures by id."""
         if not jobs:
             return {}
-        self._queue.submit(jobs)
-        done, _ = await asyncio.wait([j.future for j in jobs], timeout=self.config.vector_timeout_ms / 1000)
+        await self._queue.run(jobs, self.config.vector_timeout_ms / 1000)
         errors: dict[str, BaseException] = {}
         for job in jobs:
-            if job.future in done:
+            if job.future.done():
                 if job.future.exception() is not None:
                     errors[job.id] = job.future.exception()
             else:
@@ -257,9 +263,8 @@ class SemanticStore:
                     document_id=job.id,
                 )
                 error.timed_out = True
-        if errors and self.config.consistency == "eventual":
-            for id_, error in errors.items():
-                log.warning("vector write for %s in %s deferred: %s", id_, self.name, error)
+        for id_, error in errors.items():
+            log.debug("vector write for %s in %s failed: %s", id_, self.name, error)
         return errors
 
     async def _undo(self, records: list[Record], previous: list[Record | None], untouched: set[str]) -> None:
@@ -306,7 +311,7 @@ class SemanticStore:
 
     async def get_many(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Entries aligned with ``ids``; None where missing."""
-        self._check_open()
+        await self._reading()
         if isinstance(ids, str) or not isinstance(ids, Sequence):
             raise ValidationError("get_many takes a sequence of ids", field="ids")
         for i in ids:
@@ -325,7 +330,7 @@ class SemanticStore:
         include_empty: bool = False,
     ) -> list[dict[str, Any]]:
         """The newest entries first (``order="asc"`` for oldest first), ties broken by id."""
-        self._check_open()
+        await self._reading()
         limit = check_limit(limit)
         if order not in ("asc", "desc"):
             raise ValidationError(f"order must be 'asc' or 'desc', got {order!r}", field="order")
@@ -348,7 +353,7 @@ class SemanticStore:
         min_score: float | None = None,
     ) -> list[dict[str, Any]]:
         """Entries most similar to any query, best first, each with ``score``."""
-        self._check_open()
+        await self._reading()
         limit = check_limit(limit)
         queries = [query_texts] if isinstance(query_texts, str) else query_texts
         if not isinstance(queries, Sequence) or not all(isinstance(q, str) for q in queries):
@@ -391,12 +396,12 @@ class SemanticStore:
 
     async def count(self) -> int:
         """Number of entries in the primary store."""
-        self._check_open()
+        await self._reading()
         return await self.primary.count()
 
     async def iter_entries(self, batch_size: int = 500) -> AsyncIterator[dict[str, Any]]:
         """Every entry once, in ascending id order, read ``batch_size`` at a time."""
-        self._check_open()
+        await self._reading()
         batch_size = check_limit(batch_size, "batch_size")
         async for batch in self.primary.iterate(batch_size):
             for record in batch:
@@ -412,7 +417,7 @@ class SemanticStore:
 
     async def check_consistency(self, id_: str) -> dict[str, Any]:
         """Whether the entry and its vector exist, asking the vector store itself."""
-        self._check_open()
+        await self._reading()
         validate_id(id_)
         [record] = await self.primary.get([id_])
         has_vector = bool(await self.vector.existing([id_]))
@@ -485,13 +490,14 @@ class SemanticStore:
 
     async def get_consistency_report(self, limit: int | None = 100) -> dict[str, Any]:
         """Check the ``limit`` newest entries (all if None) against the vector store."""
-        self._check_open()
+        await self._reading()
         return (await self._scan(limit))["report"]
 
     async def repair(self, dry_run: bool = False) -> dict[str, Any]:
         """Re-queue missing, failed, stale and stuck vectors; delete orphan vectors."""
         self._check_open()
         await self._queue.flush()
+        await self._reading()
         scan = await self._scan(None)
         ids, orphans = scan["ids"], scan["orphans"]
         requeue = ids["missing"] + ids["failed"] + ids["stale"] + ids["pending"]
@@ -519,6 +525,7 @@ class SemanticStore:
         self._check_open()
         validate_id(id_)
         for attempt in range(1, max(max_retries, 0) + 1):
+            await self._reading()
             [record] = await self.primary.get([id_])
             if record is None:
                 break
@@ -546,17 +553,27 @@ class SemanticStore:
         tombstones) one attempt now, without waiting for its retry time."""
         self._check_open()
         await self._queue.flush()
-        if not self.config.dual_write_enabled:
-            return
-        attempted: set[str] = set()
-        while ran := await self._worker.run_once(force=True, skip=attempted):
-            attempted.update(ran)
-        await self._queue.flush()
+        if self.config.dual_write_enabled:
+            attempted: set[str] = set()
+            deadline = time.monotonic() + (self._lease_ms + self.config.vector_timeout_ms) / 1000
+            while True:
+                if ran := await self._worker.run_once(force=True, skip=attempted):
+                    attempted.update(ran)
+                    continue
+                # Pending writes leased by another store or process: wait for their owner,
+                # or for the lease of an owner that died to run out.
+                await self._writer.settle()
+                if not await self.primary.count(_PENDING) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            await self._queue.flush()
+        await self._writer.settle()
 
     async def drop(self) -> None:
         """Delete this store's data in both backends (the store stays usable, empty)."""
         self._check_open()
         await self._queue.flush()
+        await self._writer.settle()
         await self.primary.drop()
         await self.vector.drop()
         await self.primary.set_manifest(self._manifest())
@@ -568,6 +585,10 @@ class SemanticStore:
         self._closed = True
         await self._worker.stop()
         await self._queue.close(timeout=self.config.vector_timeout_ms / 1000)
+        try:
+            await self._writer.settle()
+        except Exception:  # noqa: BLE001 - the outbox still holds them as pending
+            log.exception("writing the last vector states of %s", self.name)
         for driver in (self.vector, self.primary, self.embedder):
             try:
                 await driver.aclose()

@@ -69,6 +69,7 @@ class OutboxWorker:
 
         ``force`` also takes failed items whose retry time has not come yet (``flush``).
         """
+        await self.queue.writer.settle()  # states still buffered would make done work look due
         now = now_ms()
         records = await self.primary.claim(
             self.queue.batch_size, now, self.lease_ms, due_by=now + MAX_BACKOFF_MS if force else None

@@ -33,10 +33,11 @@ class PrimaryDriver(Protocol):
     async def open(self) -> None: ...
     async def aclose(self) -> None: ...
 
-    async def put(self, records: Sequence[Record]) -> list[Record | None]:
+    async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
         """Insert or replace ``records`` atomically (all or none) and return what each
-        replaced. Sets each record's ``version`` to the replaced one's + 1 (1 if new) and
-        removes tombstones of these ids, in the same transaction."""
+        replaced. Sets each record's ``version`` to the replaced one's + 1 (1 if new),
+        removes tombstones of these ids and applies ``states`` (as ``set_vector_state``),
+        all in the same transaction."""
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         """Records aligned with ``ids``; None where missing."""
@@ -65,10 +66,12 @@ class PrimaryDriver(Protocol):
     async def count(self, where: Node | None = None) -> int: ...
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
-        """Vector work that is due by ``due_by`` (default ``now``), least recently touched
-        first, leased until ``now + lease_ms`` so no other claimer takes it meanwhile:
-        pending records, failed records with a retry time, and tombstones (returned as
-        records with ``vector_status="deleting"``, version 0)."""
+        """Vector work that is due, least recently touched first, leased until
+        ``now + lease_ms`` so no other claimer takes it meanwhile: pending records and new
+        tombstones (returned as records with ``vector_status="deleting"``, version 0)
+        whose lease ended by ``now``, and failed records and failed tombstones
+        (``vector_attempts > 0``) whose retry time is before ``due_by`` (default ``now``;
+        ``flush`` passes a later time to retry early)."""
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
         """Apply each state whose record still has that version; return how many applied.

@@ -4,7 +4,7 @@ the same contract. Subclass a suite in your tests and provide its fixture:
 * ``PrimaryDriverSuite`` needs ``primary`` (an opened, empty PrimaryDriver);
 * ``VectorDriverSuite`` needs ``vector`` (an opened, empty VectorDriver);
 * ``EmbedderSuite`` needs ``embedder``;
-* ``StoreSuite`` needs ``make_store``: ``await make_store(**config_overrides)`` returns an
+* ``StoreSuite`` and ``WritePathSuite`` need ``make_store``: ``await make_store(**config_overrides)`` returns an
   open SemanticStore on the drivers under test (closed by the fixture).
 
 The suites use pytest and pytest-asyncio (``asyncio_mode = "auto"``).
@@ -15,6 +15,7 @@ from .faults import FaultyEmbedder, FaultyVector
 from .primary import PrimaryDriverSuite
 from .store import StoreSuite
 from .vector import VectorDriverSuite
+from .write_path import WritePathSuite
 
 __all__ = [
     "EmbedderSuite",
@@ -23,4 +24,5 @@ __all__ = [
     "PrimaryDriverSuite",
     "StoreSuite",
     "VectorDriverSuite",
+    "WritePathSuite",
 ]

@@ -52,12 +52,19 @@ class _Faults:
 class FaultyVector(_Faults):
     """Wraps a real VectorDriver; data calls pass through ``gate`` first."""
 
-    _GATED = ("upsert", "query", "existing", "delete", "count")
+    _GATED = ("query", "existing", "delete", "count")
 
     def __init__(self, inner: Any) -> None:
         super().__init__()
         self.inner = inner
         self.name = f"faulty-{inner.name}"
+        self.upserted: Counter[str] = Counter()  #: successful upserts with a vector, per id
+
+    async def upsert(self, ids: Any, vectors: Any, metadata: Any) -> None:
+        await self.gate("upsert")
+        await self.inner.upsert(ids, vectors, metadata)
+        if vectors is not None:
+            self.upserted.update(ids)
 
     def __getattr__(self, attr: str) -> Any:
         target = getattr(self.inner, attr)

@@ -36,7 +36,8 @@ class MemoryPrimary:
     async def aclose(self) -> None:
         pass
 
-    async def put(self, records: Sequence[Record]) -> list[Record | None]:
+    async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        await self.set_vector_state(states)
         previous = []
         for record in records:
             prev = self._records.get(record.id)
@@ -92,7 +93,9 @@ class MemoryPrimary:
         due_by = now if due_by is None else due_by
 
         def due(r: Record) -> bool:
-            if r.vector_status in ("pending", "deleting"):
+            if r.vector_status == "pending" or (r.vector_status == "deleting" and not r.vector_attempts):
+                return r.vector_next_at is None or r.vector_next_at <= now  # leased: never early
+            if r.vector_status == "deleting":  # a failed delete: next_at is its retry time
                 return r.vector_next_at is None or r.vector_next_at <= due_by
             return r.vector_status == "failed" and r.vector_next_at is not None and r.vector_next_at <= due_by
 

@@ -145,8 +145,9 @@ class SQLitePrimary:
     async def aclose(self) -> None:
         await self._db.close()
 
-    async def put(self, records: Sequence[Record]) -> list[Record | None]:
+    async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
         records = list(records)
+        apply_states = self._state_writer(states)
         sql = (
             f"INSERT OR REPLACE INTO {self._table} (id, text, timestamp, is_empty, metadata, extra, version, "
             "vector_status, vector_attempts, vector_error, vector_next_at, vector_updated_at, "
@@ -154,6 +155,7 @@ class SQLitePrimary:
         )
 
         def put(conn: sqlite3.Connection) -> list[Record | None]:
+            apply_states(conn)
             current = self._fetch(conn, list({r.id for r in records}))
             previous = []
             for r in records:  # in order, so a repeated id sees its earlier write
@@ -165,7 +167,7 @@ class SQLitePrimary:
             conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", [(r.id,) for r in records])
             return previous
 
-        return await self._db.run(self._db.transaction, put, operation="put") if records else []
+        return await self._db.run(self._db.transaction, put, operation="put") if records or states else []
 
     def _fetch(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, Record]:
         found: dict[str, Record] = {}
@@ -265,15 +267,16 @@ class SQLitePrimary:
         )
         tombstones_sql = (
             f"SELECT id, vector_attempts, vector_error, vector_next_at, vector_updated_at FROM {self._tombstones} "
-            "WHERE vector_next_at IS NULL OR vector_next_at <= ? ORDER BY vector_updated_at, id LIMIT ?"
+            "WHERE vector_next_at IS NULL OR vector_next_at <= (CASE WHEN vector_attempts = 0 THEN ? ELSE ? END) "
+            "ORDER BY vector_updated_at, id LIMIT ?"
         )
         lease_until = now + lease_ms
 
         def claim(conn: sqlite3.Connection) -> list[Record]:
-            work = [_record(r) for r in conn.execute(records_sql, (due_by, due_by, limit))]
+            work = [_record(r) for r in conn.execute(records_sql, (now, due_by, limit))]
             work += [
                 Record.tombstone(i, n, u or 0, a, e)
-                for i, a, e, n, u in conn.execute(tombstones_sql, (due_by, limit))
+                for i, a, e, n, u in conn.execute(tombstones_sql, (now, due_by, limit))
             ]
             work.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
             work = work[:limit]
@@ -291,7 +294,8 @@ class SQLitePrimary:
 
         return await self._db.run(self._db.quick_transaction, claim, operation="claim")
 
-    async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+    def _state_writer(self, states: Sequence[VectorState]):
+        """A function applying ``states`` on the connection thread; it returns the row count."""
         sql = (
             f"UPDATE {self._table} SET vector_status = ?, vector_attempts = ?, vector_error = ?, "
             "vector_next_at = ?, vector_updated_at = ?, "
@@ -312,16 +316,24 @@ class SQLitePrimary:
 
         def apply(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
-            conn.executemany(sql, rows)
-            conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", deleted)
-            conn.executemany(
-                f"UPDATE {self._tombstones} SET vector_attempts = ?, vector_error = ?, vector_next_at = ?, "
-                "vector_updated_at = ? WHERE id = ?",
-                retry,
-            )
+            if rows:
+                conn.executemany(sql, rows)
+            if deleted:
+                conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", deleted)
+            if retry:
+                conn.executemany(
+                    f"UPDATE {self._tombstones} SET vector_attempts = ?, vector_error = ?, vector_next_at = ?, "
+                    "vector_updated_at = ? WHERE id = ?",
+                    retry,
+                )
             return conn.total_changes - before
 
-        return await self._db.run(self._db.quick_transaction, apply, operation="set_vector_state") if states else 0
+        return apply
+
+    async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        if not states:
+            return 0
+        return await self._db.run(self._db.quick_transaction, self._state_writer(states), operation="set_vector_state")
 
     async def get_manifest(self) -> Manifest | None:
         row = await self._db.run(
