@@ -50,8 +50,12 @@ class OutboxWriter:
 
     def add_states(self, states: Sequence[VectorState]) -> None:
         self._states.extend(states)
-        if self._timer is None and self._states:
-            self._timer = asyncio.get_running_loop().call_later(self.delay_s, self._start)
+        if self._timer is None and self._states:  # one timer per window, not per write
+            self._timer = asyncio.get_running_loop().call_later(self.delay_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._start()
 
     async def settle(self) -> None:
         """Return once every buffered state and every waiting put is written."""
@@ -60,9 +64,6 @@ class OutboxWriter:
             await self._idle.wait()
 
     def _claim(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._busy = True
         self._idle.clear()
 

@@ -101,11 +101,12 @@ class VectorWriteQueue:
         if self._jobs and not self._inline and (self._runner is None or self._runner.done()):
             self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"vector-queue:{self.collection}")
 
-    async def run(self, jobs: list[Job], timeout_s: float) -> None:
+    async def run(self, jobs: list[Job], timeout_s: float, *, alone: bool = False) -> None:
         """Submit jobs and wait at most ``timeout_s`` for their first attempt.
 
         When the vector side is idle the caller runs its batch itself, saving two task
         hand-offs per sequential insert; writes arriving meanwhile queue up as usual.
+        ``alone`` says no other write is in flight, so there is nobody to wait for.
         """
         idle = not self._jobs and not self._inline and (self._runner is None or self._runner.done())
         if not (idle and len(jobs) <= self.batch_size and not self.flush_interval_ms):
@@ -117,7 +118,8 @@ class VectorWriteQueue:
         batch = jobs
         try:
             async with asyncio.timeout(timeout_s):
-                await asyncio.sleep(0)  # let concurrent writers join this batch
+                if not alone:
+                    await asyncio.sleep(0)  # let concurrent writers join this batch
                 room = min(self.batch_size - len(jobs), len(self._jobs))
                 batch = jobs + [self._jobs.popleft() for _ in range(room)]
                 await self._process(batch)
@@ -199,6 +201,8 @@ class VectorWriteQueue:
                 self._idle.set()
 
     async def _timed(self, awaitable, what: str):
+        if self._inline:  # the caller's own batch is bounded as a whole (see run)
+            return await awaitable
         try:
             async with asyncio.timeout(self.timeout_ms / 1000):  # no extra task, unlike wait_for
                 return await awaitable

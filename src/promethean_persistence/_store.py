@@ -64,6 +64,7 @@ class SemanticStore:
             embedder.supports_images if config.supports_images is None else config.supports_images
         ) and hasattr(embedder, "embed_images")
         self._closed = False
+        self._writing = 0  #: inserts in flight; a lone one need not wait for others to join
         self._writer = OutboxWriter(primary)
         self._queue = VectorWriteQueue(
             writer=self._writer,
@@ -206,9 +207,13 @@ class SemanticStore:
         unique = list({r.id: r for r in records}.values())  # the last write of an id wins
         for record in unique:
             self._set_initial_state(record, now)
-        previous = await self._writer.put(unique)
-        jobs = [j for j in (self._job_for(r, p) for r, p in zip(unique, previous)) if j is not None]
-        errors = await self._run_jobs(jobs)
+        self._writing += 1
+        try:
+            previous = await self._writer.put(unique)
+            jobs = [j for j in (self._job_for(r, p) for r, p in zip(unique, previous)) if j is not None]
+            errors = await self._run_jobs(jobs)
+        finally:
+            self._writing -= 1
         if errors and self.config.consistency == "strict":
             # An explicit failure left the vector side as it was; anything else may have landed.
             untouched = {i for i, e in errors.items() if not getattr(e, "timed_out", False)}
@@ -249,7 +254,7 @@ class SemanticStore:
         """Queue the jobs and wait (bounded) for their first attempt; return failures by id."""
         if not jobs:
             return {}
-        await self._queue.run(jobs, self.config.vector_timeout_ms / 1000)
+        await self._queue.run(jobs, self.config.vector_timeout_ms / 1000, alone=self._writing == 1)
         errors: dict[str, BaseException] = {}
         for job in jobs:
             if job.future.done():

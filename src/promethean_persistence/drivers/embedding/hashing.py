@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -30,26 +31,15 @@ class HashingEmbedder:
     def from_config(cls, config) -> HashingEmbedder:
         return cls(config.hashing.dimensions)
 
-    def _features(self, text: str) -> list[tuple[int, float]]:
-        out = []
-        for word in _TOKEN.findall(text.lower()):
-            out.append((word, 1.0))
-            padded = f"#{word}#"
-            out.extend((padded[i : i + 3], 0.25) for i in range(len(padded) - 2))
-        return [(self._bucket(f), w) for f, w in out]
-
-    def _bucket(self, feature: str) -> int:
-        digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
-        return int.from_bytes(digest, "little")
-
     def embed_one(self, text: str) -> np.ndarray:
         vector = np.zeros(self.dimensions, dtype=np.float32)
-        for bucket, weight in self._features(text):
-            sign = 1.0 if bucket >> 63 else -1.0
-            vector[bucket % self.dimensions] += sign * weight
+        dims = self.dimensions
+        for word in _TOKEN.findall(text.lower()):
+            for bucket, weight in _word_features(word):
+                vector[bucket % dims] += weight
         norm = float(np.linalg.norm(vector))
         if norm == 0.0:  # no word characters: a fixed unit vector, still deterministic
-            vector[self._bucket(text) % self.dimensions] = 1.0
+            vector[_hash(text) % dims] = 1.0
             return vector
         return vector / norm
 
@@ -60,3 +50,19 @@ class HashingEmbedder:
 
     async def aclose(self) -> None:
         pass
+
+
+def _hash(feature: str) -> int:
+    return int.from_bytes(hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_features(word: str) -> tuple[tuple[int, float], ...]:
+    """(bucket, signed weight) of a word and its character trigrams; words repeat, so cached."""
+    padded = f"#{word}#"
+    features = [(word, 1.0)] + [(padded[i : i + 3], 0.25) for i in range(len(padded) - 2)]
+    out = []
+    for feature, weight in features:
+        h = _hash(feature)
+        out.append((h, weight if h >> 63 else -weight))
+    return tuple(out)

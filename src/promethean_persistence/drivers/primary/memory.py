@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
@@ -37,6 +38,7 @@ class MemoryPrimary:
         pass
 
     async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        await asyncio.sleep(0)  # yield like a real backend, so concurrent writers interleave
         await self.set_vector_state(states)
         previous = []
         for record in records:

@@ -27,7 +27,7 @@ def as_matrix(vectors: Any, dims: int | None, driver: str) -> np.ndarray:
         )
     if not np.isfinite(matrix).all():
         raise ValidationError("vectors contain NaN or Infinity", field="vectors", driver=driver)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]
     norms[norms == 0] = 1.0
     return matrix / norms
 

@@ -1,0 +1,21 @@
+"""Each benchmark runs end to end at a tiny size, so the scripts keep working."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def test_write_path_benchmark_smoke():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "write_path.py"), "--n", "200", "--runs", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("raw_inserts_per_s", "sequential_ratio", "concurrent_speedup", "outage_p99_ms"):
+        assert isinstance(result[key], (int, float)) and result[key] > 0
