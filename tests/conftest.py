@@ -16,22 +16,27 @@ for _var in ENV_VARS:
     os.environ.pop(_var, None)
 
 PRIMARY = ["memory", "sqlite"]
-VECTOR = ["memory", "local"]
+# "local-hnsw" is the local driver with every vector in the HNSW graph (no exact tier).
+VECTOR = ["memory", "local", "local-hnsw"]
 EMBEDDING = ["hashing"]
 STORES = [
     pytest.param(("memory", "memory"), id="memory+memory"),
     pytest.param(("sqlite", "local"), id="sqlite+local"),
+    pytest.param(("sqlite", "local-hnsw"), id="sqlite+local-hnsw"),
     pytest.param(("sqlite", "memory"), id="sqlite+memory"),
 ]
+VARIANTS = {"local-hnsw": ("local", {"local": {"exact_threshold": 0}})}
 
 
 def base_config(tmp_path, primary: str, vector: str, **overrides) -> dict:
+    vector, variant = VARIANTS.get(vector, (vector, {}))
     return {
         "primary_driver": primary,
         "vector_driver": vector,
         "embedding_driver": "hashing",
         "home": str(tmp_path / "home"),
         "vector_retry_delay_ms": 10,
+        **variant,
         **overrides,
     }
 
@@ -52,7 +57,7 @@ async def vector(request, tmp_path):
     from promethean_persistence import _registry
 
     cfg = StoreConfig(**base_config(tmp_path, "memory", request.param))
-    driver = _registry.load("vector", request.param).from_config(cfg, f"t_{uuid.uuid4().hex[:8]}")
+    driver = _registry.load("vector", cfg.vector_driver).from_config(cfg, f"t_{uuid.uuid4().hex[:8]}")
     await driver.open()
     yield driver
     await driver.aclose()

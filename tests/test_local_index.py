@@ -1,0 +1,166 @@
+"""The local vector driver's HNSW accelerator: recall against exact search, filters,
+and recovery from a crash, a stale, a missing or a corrupt index file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from promethean_persistence._filters import parse
+from promethean_persistence.drivers.vector.local import LocalVector
+
+DIMS = 32
+
+
+def low_rank(n: int, seed: int = 0, rank: int = 6) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, rank)) @ rng.normal(size=(rank, DIMS)) + 0.05 * rng.normal(size=(n, DIMS))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top(x: np.ndarray, q: np.ndarray, k: int, mask=None) -> list[int]:
+    scores = x @ q
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    return [int(i) for i in np.argsort(-scores)[:k] if np.isfinite(scores[i])]
+
+
+async def open_local(tmp_path, **kw) -> LocalVector:
+    driver = LocalVector(str(tmp_path / "v.db"), "c", exact_threshold=0, synchronous="OFF", **kw)
+    await driver.open()
+    return driver
+
+
+async def fill(driver, x: np.ndarray) -> list[str]:
+    ids = [f"v{i}" for i in range(len(x))]
+    for start in range(0, len(x), 500):
+        chunk = slice(start, start + 500)
+        await driver.upsert(ids[chunk], x[chunk], [{"n": i, "even": i % 2 == 0} for i in range(start, min(start + 500, len(x)))])
+    return ids
+
+
+async def test_graph_recall_and_filters(tmp_path):
+    x = low_rank(4000)
+    driver = await open_local(tmp_path)
+    ids = await fill(driver, x)
+    await driver.wait_indexed()
+    assert not driver._delta and driver._graph is not None  # answered by the graph
+    queries = low_rank(50, seed=9)
+    recall = np.mean([
+        len({h.id for h in await driver.query(q, 10)} & {ids[i] for i in exact_top(x, q, 10)}) / 10 for q in queries
+    ])
+    assert recall >= 0.95
+    broad = parse({"even": True})
+    mask = np.arange(len(x)) % 2 == 0
+    hits = await driver.query(queries[0], 10, broad)
+    assert len(hits) == 10 and all(int(h.id[1:]) % 2 == 0 for h in hits)
+    selective = parse({"n": {"$in": [5, 77, 3999]}})
+    hits = await driver.query(queries[0], 10, selective)
+    assert sorted(h.id for h in hits) == ["v3999", "v5", "v77"]
+    assert len({h.id for h in await driver.query(queries[1], 10, broad)} & {ids[i] for i in exact_top(x, queries[1], 10, mask)}) >= 9
+    # changes after indexing are visible at once
+    await driver.delete(["v1", "v2"])
+    await driver.upsert(["v3"], [queries[2]], [{"n": 3}])
+    top = await driver.query(queries[2], 3)
+    assert top[0].id == "v3" and top[0].score == pytest.approx(1.0, abs=1e-4)
+    assert await driver.existing(["v1", "v2", "v3"]) == {"v3"}
+    assert await driver.count() == 3998
+    await driver.aclose()
+
+
+async def test_checkpoint_is_reused_and_changes_replayed(tmp_path):
+    x = low_rank(3000)
+    driver = await open_local(tmp_path)
+    await fill(driver, x)
+    await driver.wait_indexed()
+    await driver.aclose()  # writes the checkpoint
+    meta = json.loads((tmp_path / "v.db.c.json").read_text())
+    assert meta["labels"] == 3000
+
+    other = await open_local(tmp_path)  # another writer after the checkpoint, which then dies
+    await other.delete(["v0"])
+    await other.upsert(["late"], [x[10]], [{}])
+    await other._db.close()  # no new checkpoint
+    assert json.loads((tmp_path / "v.db.c.json").read_text()) == meta
+
+    reopened = await open_local(tmp_path)
+    assert reopened._graph is not None and set(reopened._delta) == {reopened._labels["late"]}
+    assert await reopened.count() == 3000
+    top = await reopened.query(x[10], 2)
+    assert {h.id for h in top} == {"late", "v10"}
+    assert await reopened.existing(["v0"]) == set()
+    await reopened.aclose()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing", "stale-meta"])
+async def test_bad_index_files_are_rebuilt_from_sqlite(tmp_path, damage):
+    x = low_rank(2500)
+    driver = await open_local(tmp_path)
+    ids = await fill(driver, x)
+    await driver.wait_indexed()
+    await driver.aclose()
+    meta_path = tmp_path / "v.db.c.json"
+    meta = json.loads(meta_path.read_text())
+    index_file = tmp_path / meta["file"]
+    if damage == "corrupt":
+        index_file.write_bytes(b"\x00garbage" * 100)
+    elif damage == "missing":
+        index_file.unlink()
+    else:
+        meta["labels"] = 17
+        meta_path.write_text(json.dumps(meta))
+    reopened = await open_local(tmp_path)
+    assert await reopened.count() == 2500
+    q = x[1234]
+    assert (await reopened.query(q, 1))[0].id == ids[1234]
+    await reopened.wait_indexed()
+    assert (await reopened.query(q, 1))[0].id == ids[1234]
+    await reopened.aclose()
+
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import numpy as np
+    from promethean_persistence.drivers.vector.local import LocalVector
+
+    async def main():
+        d = LocalVector(sys.argv[1], "c", exact_threshold=0)
+        await d.open()
+        rng = np.random.default_rng(1)
+        i = 0
+        while True:
+            x = rng.normal(size=(50, 32)).astype(np.float32)
+            ids = [f"k{i + j}" for j in range(50)]
+            await d.upsert(ids, x, [{}] * 50)
+            i += 50
+            print(i, flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_kill_during_ingest_loses_no_acknowledged_vector(tmp_path):
+    with subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "v.db")], stdout=subprocess.PIPE, text=True) as proc:
+        acknowledged = 0
+        for line in proc.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 3000:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    reopened = await open_local(tmp_path)
+    ids = [f"k{i}" for i in range(acknowledged)]
+    assert await reopened.existing(ids) == set(ids)
+    rng = np.random.default_rng(1)
+    first = rng.normal(size=(50, 32)).astype(np.float32)
+    assert (await reopened.query(first[7], 1))[0].id == "k7"
+    await reopened.aclose()
