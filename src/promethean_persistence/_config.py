@@ -125,6 +125,12 @@ class OpenAIConfig(_Section):
     dimensions: int | None = Field(None, ge=1)
 
 
+class SentenceTransformersConfig(_Section):
+    device: str = "auto"  #: cpu, cuda, cuda:1, ... or auto (cuda when available)
+    batch_size: int = Field(64, ge=1)
+    normalize: bool = True
+
+
 class HashingConfig(_Section):
     dimensions: int = Field(256, ge=8, le=65536)
 
@@ -167,6 +173,7 @@ class StoreConfig(BaseModel):
     ollama: OllamaConfig = OllamaConfig()
     openai: OpenAIConfig = OpenAIConfig()
     hashing: HashingConfig = HashingConfig()
+    sentence_transformers: SentenceTransformersConfig = SentenceTransformersConfig()
 
     @field_validator("primary_driver")
     @classmethod

@@ -262,6 +262,7 @@ class VectorWriteQueue:
         try:
             vectors = None
             if embed:
+                await self.warm()
                 try:
                     vectors = await self._timed(self._embed(records), "embed")
                 except SemanticStoreError:
@@ -273,6 +274,11 @@ class VectorWriteQueue:
         except Exception as exc:  # noqa: BLE001 - recorded per job
             return exc
         return None
+
+    async def warm(self) -> None:
+        warm = getattr(self.embedder, "warm", None)
+        if warm is not None:
+            await warm()
 
     async def _embed(self, records: list[Record]):
         if not self.images:

@@ -29,6 +29,8 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
     },
     "embedding": {
         "hashing": f"{_P}.embedding.hashing:HashingEmbedder",
+        "local": f"{_P}.embedding.sentence_transformers:LocalEmbedder",
+        "sentence-transformers": f"{_P}.embedding.sentence_transformers:SentenceTransformersEmbedder",
     },
 }
 _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}

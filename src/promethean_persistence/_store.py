@@ -254,6 +254,8 @@ class SemanticStore:
         """Queue the jobs and wait (bounded) for their first attempt; return failures by id."""
         if not jobs:
             return {}
+        if any(j.embed and j.kind == "upsert" for j in jobs):
+            await self._queue.warm()  # a first model load is not a hanging backend
         await self._queue.run(jobs, self.config.vector_timeout_ms / 1000, alone=self._writing == 1)
         errors: dict[str, BaseException] = {}
         for job in jobs:

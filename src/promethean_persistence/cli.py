@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -70,15 +71,41 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+_SHOWN_META = ("path", "module", "kind", "type", "userName", "offset")
+
+
 def _table(entries: list[dict[str, Any]], score: bool = False) -> None:
     if not entries:
         click.echo("(no entries)")
         return
     for e in entries:
         text = " ".join(e["text"].split())
-        text = text if len(text) <= 80 else text[:77] + "..."
-        lead = f"{e['score']:.3f}  " if score else ""
-        click.echo(f"{lead}{_when(e['timestamp'])}  {e['id']}  {text}")
+        text = text if len(text) <= 72 else text[:69] + "..."
+        meta = e.get("metadata", {})
+        shown = " ".join(f"{k}={meta[k]}" for k in _SHOWN_META if k in meta)
+        lead = f"{e['score']:.3f}  " if score else f"{_when(e['timestamp'])}  "
+        click.echo(f"{lead}{e['id']}  {text}" + (f"  [{shown}]" if shown else ""))
+
+
+class _ProgressBar:
+    """Rate and ETA on stderr; silent under --json or when stderr is not a terminal."""
+
+    def __init__(self, opts: _Ctx, label: str) -> None:
+        self.label = label
+        self.enabled = not opts.json and sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or not total:
+            return
+        elapsed = time.perf_counter() - self.started
+        rate = done / elapsed if elapsed else 0.0
+        eta = (total - done) / rate if rate else 0.0
+        filled = 30 * done // total
+        click.echo(
+            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {rate:,.0f}/s ETA {eta:,.0f}s ",
+            err=True, nl=done >= total,
+        )
 
 
 def _json_arg(value: str | None, name: str) -> Any:
@@ -164,7 +191,7 @@ def recent(ctx, limit, filter_, asc, since, until, include_empty) -> None:
 
 @cli.command()
 @click.argument("queries", nargs=-1, required=True)
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--limit", "-k", "-n", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--where", help="Metadata filter as JSON.")
 @click.option("--min-score", type=float)
 @click.pass_context
@@ -218,6 +245,69 @@ def stats(ctx) -> None:
         return store.get_queue_stats()
 
     _run(ctx, call, _show_mapping)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.pass_context
+def ingest(ctx, paths, batch_size) -> None:
+    """Ingest text/Markdown files (split into passages) and JSONL entries."""
+    from .ingest import ingest as run_ingest
+
+    bar = _ProgressBar(ctx.obj, "ingest")
+    _run(ctx, lambda s: run_ingest(s, paths, batch_size=batch_size, progress=bar), _show_mapping)
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx) -> None:
+    """Check configuration, connectivity and versions of every configured backend."""
+    from .doctor import doctor as run_doctor
+
+    o = ctx.obj
+    try:
+        checks = asyncio.run(run_doctor(o.store, _config(o)))
+    except SemanticStoreError as exc:
+        _fail(o, exc, 2)
+    if o.json:
+        click.echo(json.dumps(checks, indent=2))
+    else:
+        for c in checks:
+            click.echo(f"{'ok  ' if c['ok'] else 'FAIL'} {c['component']}: {c['detail']}")
+    if not all(c["ok"] for c in checks):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), help="Ingest only the first N docstrings.")
+@click.option("-k", "top", type=click.IntRange(min=1), default=5, show_default=True)
+@click.pass_context
+def demo(ctx, limit, top) -> None:
+    """Ingest the standard library's docstrings and answer example questions."""
+    from .demo import answer_questions, stdlib_entries
+    from .ingest import ingest_entries
+
+    if ctx.parent.get_parameter_source("store") is click.core.ParameterSource.DEFAULT:
+        ctx.obj.store = "stdlib"  # keep the demo out of the user's default store
+    bar = _ProgressBar(ctx.obj, "stdlib docstrings")
+
+    async def call(store: SemanticStore):
+        ingested = await ingest_entries(store, list(stdlib_entries(limit)), progress=bar)
+        return {"ingested": ingested, "answers": await answer_questions(store, k=top)}
+
+    def show(result: dict[str, Any]) -> None:
+        i = result["ingested"]
+        click.echo(f"ingested {i['entries']} docstrings in {i['seconds']} s ({i['entries_per_s']}/s)")
+        found = 0
+        for a in result["answers"]:
+            found += a["found"]
+            click.echo(f"\n{'✓' if a['found'] else '✗'} {a['question']}")
+            for id_, score in zip(a["top"], a["scores"]):
+                click.echo(f"    {score:.3f}  {id_}" + ("   <- expected" if id_ in a["expected"] else ""))
+        click.echo(f"\n{found}/{len(result['answers'])} questions have an expected answer in the top {top}")
+
+    _run(ctx, call, show)
 
 
 def main() -> None:

@@ -130,3 +130,7 @@ class Embedder(Protocol):
         """A float32 array of shape (len(texts), dimensions), rows L2-normalised."""
 
     async def aclose(self) -> None: ...
+
+    # Optional: ``async def warm()`` loads a model once; the store awaits it before timing
+    # a vector write, so a slow first load never counts as a hanging backend.
+    # Optional: ``async def embed_images(paths_or_urls)`` for image entries.

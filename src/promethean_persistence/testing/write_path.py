@@ -49,7 +49,9 @@ class WritePathSuite:
     """Subclass and provide ``make_store`` (see StoreSuite)."""
 
     async def test_outage_in_eventual_mode_loses_nothing(self, make_store):
-        store = await make_store(faults=True, vector_timeout_ms=2000)
+        # Retries are far apart, so none is spent during the outage: after it, flush() alone
+        # must bring every write home.
+        store = await make_store(faults=True, vector_timeout_ms=2000, vector_retry_delay_ms=60_000)
         store.vector.fail()
         entries = [{"id": f"o{i}", "text": f"written during the outage {i}"} for i in range(2000)]
         results, worst = await _timed_inserts(store, entries)

