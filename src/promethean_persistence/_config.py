@@ -110,7 +110,7 @@ class PineconeConfig(_Section):
 
 class LocalVectorConfig(_Section):
     path: str | None = None  #: defaults to the SQLite file at ``<home>/store.db``
-    hnsw: HNSWConfig = HNSWConfig(ef_construction=100, ef_search=64)
+    hnsw: HNSWConfig = HNSWConfig(ef_construction=100, ef_search=128)
     exact_threshold: int = Field(5_000, ge=0)  #: collections up to this size are searched exactly
 
 

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from ._errors import MissingDependencyError
+
+
+def missing(module: str, *, extra: str, driver: str) -> MissingDependencyError:
+    return MissingDependencyError(
+        f"The {driver!r} driver needs the {module.split('.')[0]!r} package, which is not "
+        f"installed. Install it with: pip install 'promethean-persistence[{extra}]'",
+        driver=driver,
+    )
 
 
 def require(module: str, *, extra: str, driver: str) -> ModuleType:
@@ -15,8 +24,11 @@ def require(module: str, *, extra: str, driver: str) -> ModuleType:
     except ImportError as exc:
         if exc.name and exc.name != module and not module.startswith(exc.name + "."):
             raise  # the package is there but broken: keep the real cause
-        raise MissingDependencyError(
-            f"The {driver!r} driver needs the {module.split('.')[0]!r} package, which is not "
-            f"installed. Install it with: pip install 'promethean-persistence[{extra}]'",
-            driver=driver,
-        ) from None
+        raise missing(module, extra=extra, driver=driver) from None
+
+
+def check_installed(*modules: str, extra: str, driver: str) -> None:
+    """Raise MissingDependencyError if a module is absent, without importing anything."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise missing(module, extra=extra, driver=driver)

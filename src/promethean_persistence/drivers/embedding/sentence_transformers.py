@@ -9,7 +9,6 @@ usual model cache. Both need ``pip install 'promethean-persistence[local]'`` (in
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..._deps import require
+from ..._deps import check_installed, require
 from ..._errors import EmbeddingError
 
 MAX_CHARS = 16_384  # far beyond the model's token window; spares the tokenizer megabytes
@@ -69,10 +68,8 @@ class SentenceTransformersEmbedder:
 
     @classmethod
     def check_installed(cls) -> None:
-        """Fail at open, not at the first insert, when the extra is missing (imports nothing)."""
-        for module in ("sentence_transformers", "torch"):
-            if importlib.util.find_spec(module) is None:
-                require(module, extra=cls.extra, driver=cls.name)
+        """Fail at open, not at the first insert, when the extra is missing."""
+        check_installed("sentence_transformers", "torch", extra=cls.extra, driver=cls.name)
 
     @property
     def dimensions(self) -> int:

@@ -63,7 +63,7 @@ class LocalVector:
         busy_timeout_ms: int = 30_000,
         m: int = 16,
         ef_construction: int = 100,
-        ef_search: int = 64,
+        ef_search: int = 128,
         exact_threshold: int = 5_000,
         index_dir: str | None = None,
     ) -> None:
