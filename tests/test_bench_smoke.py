@@ -19,3 +19,14 @@ def test_write_path_benchmark_smoke():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("raw_inserts_per_s", "sequential_ratio", "concurrent_speedup", "outage_p99_ms"):
         assert isinstance(result[key], (int, float)) and result[key] > 0
+
+
+def test_embedded_benchmark_smoke():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "embedded.py"), "--n", "3000", "--skip-model"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 < result["index"]["recall_at_10"] <= 1
+    assert result["ingest"]["store_entries_per_s"] > 0 and result["ingest"]["ratio"] > 0

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from ._config import StoreConfig
+from ._context import ContextStore, format_message
 from ._errors import (
     BackendRejected,
     BackendUnavailable,
@@ -31,6 +32,7 @@ __all__ = [
     "BackendRejected",
     "BackendUnavailable",
     "ConfigurationError",
+    "ContextStore",
     "DocumentNotFound",
     "DriverError",
     "DualStoreManager",
@@ -45,6 +47,7 @@ __all__ = [
     "UnknownDriverError",
     "ValidationError",
     "VectorWriteError",
+    "format_message",
     "register",
 ]
 

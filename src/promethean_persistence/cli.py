@@ -310,6 +310,45 @@ def demo(ctx, limit, top) -> None:
     _run(ctx, call, show)
 
 
+@cli.command()
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--collections", "-c", required=True, help="Comma-separated collection (store) names.")
+@click.option("--recent-limit", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--query-limit", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--assistant-name", default="Duck", show_default=True)
+@click.option("--format-assistant-messages", is_flag=True)
+@click.pass_context
+def context(ctx, texts, collections, recent_limit, query_limit, limit, assistant_name, format_assistant_messages) -> None:
+    """Print the LLM context compiled from several collections for TEXTS."""
+    from ._context import ContextStore
+
+    o = ctx.obj
+    names = [n.strip() for n in collections.split(",") if n.strip()]
+
+    async def go():
+        store = ContextStore(assistant_name=assistant_name, config=_config(o))
+        try:
+            for name in names:
+                await store.get_or_create_collection(name, o.text_key, o.time_key)
+            return await store.compile_context(list(texts), recent_limit, query_limit, limit, format_assistant_messages)
+        finally:
+            await store.cleanup()
+
+    try:
+        messages = asyncio.run(go())
+    except (ValidationError, ConfigurationError) as exc:
+        _fail(o, exc, 2)
+    except SemanticStoreError as exc:
+        _fail(o, exc, 1)
+    if o.json:
+        click.echo(json.dumps(messages, ensure_ascii=False, indent=2))
+        return
+    for m in messages:
+        images = f" [images: {', '.join(m['images'])}]" if m.get("images") else ""
+        click.echo(f"{m['role']:>9}: {m['content']}{images}")
+
+
 def main() -> None:
     cli(prog_name="semantic-store")
 
