@@ -69,7 +69,7 @@ async def bench_index(n: int, home: str) -> dict:
     exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
     table = {f"doc {i}": x[i] for i in range(n)} | {f"query {j}": q for j, q in enumerate(queries)}
     cfg = StoreConfig(primary_driver="sqlite", vector_driver="local", embedding_driver="hashing", home=home,
-                      sqlite={"synchronous": "NORMAL"})
+                      sqlite={"synchronous": "NORMAL"}, local={"exact_threshold": 0})
     collection = cfg.collection_name("index")
     store = await SemanticStore.from_drivers(
         "index", primary=SQLitePrimary.from_config(cfg, collection), vector=LocalVector.from_config(cfg, collection),
