@@ -108,3 +108,21 @@ def env_home(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMANTIC_STORE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("EMBEDDING_DRIVER", "hashing")
     return tmp_path / "home"
+
+
+@pytest.fixture
+def sh(tmp_path, monkeypatch):
+    """Invoke the CLI in-process on a fresh home; assert the exit code."""
+    from click.testing import CliRunner
+
+    from promethean_persistence.cli import cli
+
+    monkeypatch.setenv("SEMANTIC_STORE_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, (args, result.output, result.stderr)
+        return result
+
+    return invoke

@@ -9,23 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from promethean_persistence.cli import cli
 
 
-@pytest.fixture
-def sh(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEMANTIC_STORE_HOME", str(tmp_path / "home"))
+
+@pytest.fixture(autouse=True)
+def hashing(monkeypatch):
     monkeypatch.setenv("EMBEDDING_DRIVER", "hashing")
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result
-
-    return invoke
 
 
 def test_insert_get_recent_search_count(sh):

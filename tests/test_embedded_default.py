@@ -5,27 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from promethean_persistence import MissingDependencyError, SemanticStore, StoreConfig
-from promethean_persistence.cli import cli
 from promethean_persistence.demo import QUESTIONS, stdlib_entries
 from promethean_persistence.ingest import passages
 
 from conftest import require_extra
-
-
-@pytest.fixture
-def sh(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEMANTIC_STORE_HOME", str(tmp_path / "home"))
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (args, result.output, result.stderr)
-        return result
-
-    return invoke
 
 
 def test_passages_cover_the_text_with_offsets():

@@ -46,16 +46,21 @@ def _run(ctx: click.Context, call: Callable[[SemanticStore], Awaitable[Any]], sh
         finally:
             await store.cleanup()
 
-    try:
-        result = asyncio.run(go())
-    except (ValidationError, ConfigurationError) as exc:
-        _fail(opts, exc, 2)
-    except SemanticStoreError as exc:
-        _fail(opts, exc, 1)
+    result = _execute(opts, go)
     if opts.json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:
         show(result)
+
+
+def _execute(opts: _Ctx, go: Callable[[], Awaitable[Any]]) -> Any:
+    """Run the command's coroutine; our errors become one line and exit code 2 or 1."""
+    try:
+        return asyncio.run(go())
+    except (ValidationError, ConfigurationError) as exc:
+        _fail(opts, exc, 2)
+    except SemanticStoreError as exc:
+        _fail(opts, exc, 1)
 
 
 def _fail(opts: _Ctx, exc: BaseException, code: int) -> None:
@@ -266,10 +271,7 @@ def doctor(ctx) -> None:
     from .doctor import doctor as run_doctor
 
     o = ctx.obj
-    try:
-        checks = asyncio.run(run_doctor(o.store, _config(o)))
-    except SemanticStoreError as exc:
-        _fail(o, exc, 2)
+    checks = _execute(o, lambda: run_doctor(o.store, _config(o)))
     if o.json:
         click.echo(json.dumps(checks, indent=2))
     else:
@@ -335,12 +337,7 @@ def context(ctx, texts, collections, recent_limit, query_limit, limit, assistant
         finally:
             await store.cleanup()
 
-    try:
-        messages = asyncio.run(go())
-    except (ValidationError, ConfigurationError) as exc:
-        _fail(o, exc, 2)
-    except SemanticStoreError as exc:
-        _fail(o, exc, 1)
+    messages = _execute(o, go)
     if o.json:
         click.echo(json.dumps(messages, ensure_ascii=False, indent=2))
         return

@@ -243,7 +243,7 @@ class SQLitePrimary:
         last = "" if after is None else after
         while True:
             rows = await self._db.run(
-                lambda: self._db.conn.execute(sql, (last, batch_size)).fetchall(), operation="iterate"
+                lambda after: self._db.conn.execute(sql, (after, batch_size)).fetchall(), last, operation="iterate"
             )
             if not rows:
                 return

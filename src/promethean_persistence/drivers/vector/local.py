@@ -503,8 +503,8 @@ class LocalVector:
         sql = f"SELECT id FROM {self._table} WHERE id > ? ORDER BY id LIMIT ?"
         last = ""
         while True:
-            rows = await self._db.run(lambda: self._db.conn.execute(sql, (last, batch_size)).fetchall(),
-                                      operation="iter_ids")
+            rows = await self._db.run(lambda after: self._db.conn.execute(sql, (after, batch_size)).fetchall(),
+                                      last, operation="iter_ids")
             if not rows:
                 return
             yield [r[0] for r in rows]
