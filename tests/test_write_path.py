@@ -19,7 +19,12 @@ from promethean_persistence.testing.store import open_store
 
 from conftest import base_config
 
-PERSISTENT = [pytest.param(("sqlite", "local"), id="sqlite+local")]
+from conftest import PG
+
+PERSISTENT = [
+    pytest.param(("sqlite", "local"), id="sqlite+local"),
+    pytest.param(("postgresql", "pgvector"), id="postgresql+pgvector", marks=PG),
+]
 
 WRITER = textwrap.dedent(
     """
@@ -28,13 +33,15 @@ WRITER = textwrap.dedent(
 
     async def main():
         store = await SemanticStore.create("crash", "text", "createdAt", json.loads(sys.argv[1]))
+        prefix, stop = sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None
         n = 0
-        while True:
-            batch = [{"id": f"c{n + i}", "text": f"crash test entry {n + i}", "metadata": {"i": n + i}}
+        while stop is None or n < stop:
+            batch = [{"id": f"{prefix}{n + i}", "text": f"crash test entry {prefix} {n + i}", "metadata": {"i": n + i}}
                      for i in range(20)]
             n += 20
             for id_ in await asyncio.gather(*(store.insert(e) for e in batch)):
                 print(id_, flush=True)
+        await store.cleanup()
 
     asyncio.run(main())
     """
@@ -44,27 +51,34 @@ WRITER = textwrap.dedent(
 @pytest.mark.parametrize("drivers", PERSISTENT)
 async def test_sigkill_mid_ingest_loses_no_acknowledged_entry(tmp_path, drivers):
     # The dead writer's leases run out after 2 x vector_timeout_ms + 1 s; flush waits for that.
+    # Two writers share the store; one is killed, the other finishes normally.
     config = base_config(tmp_path, *drivers, vector_timeout_ms=1000)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, json.dumps(config)], stdout=subprocess.PIPE, text=True
-    )
+    victim = subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(config), "v"], stdout=subprocess.PIPE, text=True)
+    survivor = subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(config), "s", "300"],
+                                stdout=subprocess.PIPE, text=True)
     acknowledged = []
     try:
-        for line in proc.stdout:
+        for line in victim.stdout:
             acknowledged.append(line.strip())
             if len(acknowledged) >= 400:
                 break
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL and len(acknowledged) >= 400
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        victim.stdout.close()
+    survived = survivor.stdout.read().split()
+    survivor.wait(timeout=120)
+    survivor.stdout.close()
+    assert victim.returncode == -signal.SIGKILL and len(acknowledged) >= 400
+    assert survivor.returncode == 0 and len(survived) == 300
+    acknowledged += survived
 
     store = await SemanticStore.create("crash", "text", "createdAt", config)
     try:
         await store.flush()
         entries = await store.get_many(acknowledged)
         assert all(e is not None for e in entries)
+        assert len({e["id"] for e in entries}) == len(acknowledged)  # each once
         present = await store.vector.existing(acknowledged)
         assert present == set(acknowledged)
         report = await store.get_consistency_report(None)

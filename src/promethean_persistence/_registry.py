@@ -23,10 +23,12 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
     "primary": {
         "memory": f"{_P}.primary.memory:MemoryPrimary",
         "sqlite": f"{_P}.primary.sqlite:SQLitePrimary",
+        "postgresql": f"{_P}.primary.postgres:PostgresPrimary",
     },
     "vector": {
         "memory": f"{_P}.vector.memory:MemoryVector",
         "local": f"{_P}.vector.local:LocalVector",
+        "pgvector": f"{_P}.vector.pgvector:PgvectorVector",
     },
     "embedding": {
         "hashing": f"{_P}.embedding.hashing:HashingEmbedder",
@@ -38,9 +40,9 @@ _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}
 # Drivers SPEC §5 names that later issues implement: valid in configs today; opening one
 # says what is missing instead of pretending the name is unknown. name -> (client, extra)
 _PLANNED: dict[Kind, dict[str, tuple[str | None, str | None]]] = {
-    "primary": {"postgresql": ("psycopg", "postgres"), "mongodb": ("pymongo", "mongodb")},
+    "primary": {"mongodb": ("pymongo", "mongodb")},
     "vector": {"chromadb": ("chromadb", "chroma"), "qdrant": ("qdrant_client", "qdrant"),
-               "pinecone": ("pinecone", "pinecone"), "pgvector": ("psycopg", "postgres")},
+               "pinecone": ("pinecone", "pinecone")},
     "embedding": {"ollama": (None, None), "openai": (None, None)},
 }
 

@@ -83,7 +83,7 @@ class WritePathSuite:
         assert report["orphaned_vectors"] == 0
 
     async def test_hanging_backend_never_holds_an_insert_past_the_timeout(self, make_store):
-        store = await make_store(faults=True, vector_timeout_ms=300)
+        store = await make_store(faults=True, vector_timeout_ms=300, vector_retry_delay_ms=60_000)
         store.vector.hang()
         results, worst = await _timed_inserts(store, [{"text": f"hang {i}"} for i in range(150)])
         assert all(isinstance(r, str) for r in results)

@@ -1,0 +1,156 @@
+"""Shared plumbing for the PostgreSQL drivers: connection pools shared (and reference
+counted) per server, error mapping that never shows a password, identifiers, and the filter
+language translated to SQL over a JSONB column with bound parameters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import asynccontextmanager
+from typing import Any
+
+from .._deps import require
+from .._errors import BackendRejected, BackendUnavailable, redact
+from .._filters import And, Cmp, Node, Or
+
+EXTRA = "postgres"
+_POOLS: dict[str, tuple[Any, int]] = {}  # conninfo -> (pool, users)
+
+
+def conninfo(section, fallback=None) -> tuple[str, str, list[str]]:
+    """(conninfo, shown-as, secrets) from a postgresql/pgvector config section."""
+    psycopg = require("psycopg", extra=EXTRA, driver="postgresql")
+    dsn = section.dsn.get_secret_value() if section.dsn else None
+    if dsn is None and fallback is not None and not getattr(section, "host", None):
+        return conninfo(fallback)
+    if dsn:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    else:
+        info = {"host": section.host, "port": section.port, "dbname": section.database}
+        if section.username:
+            info["user"] = section.username
+        if section.password:
+            info["password"] = section.password.get_secret_value()
+    info = {k: v for k, v in info.items() if v is not None}
+    secrets = [info["password"]] if info.get("password") else []
+    shown = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    return psycopg.conninfo.make_conninfo(**info), shown, secrets
+
+
+async def acquire_pool(info: str, shown: str, secrets: list[str], *, min_size: int, max_size: int,
+                       idle_timeout: float, driver: str):
+    """A pool for this server, shared by every store of the process (reference counted)."""
+    entry = _POOLS.get(info)
+    if entry is not None:
+        _POOLS[info] = (entry[0], entry[1] + 1)
+        return entry[0]
+    pool_mod = require("psycopg_pool", extra=EXTRA, driver=driver)
+    pool = pool_mod.AsyncConnectionPool(
+        info, min_size=min_size, max_size=max_size, max_idle=idle_timeout, open=False,
+        kwargs={"autocommit": True}, name=f"semantic-store {shown}",
+    )
+    try:
+        await pool.open(wait=True, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - mapped below, without the password
+        await pool.close()
+        raise BackendUnavailable(
+            f"Cannot connect to PostgreSQL at {shown}: {redact(str(exc), *secrets)}", driver=driver, operation="open"
+        ) from None
+    _POOLS[info] = (pool, 1)
+    return pool
+
+
+async def release_pool(info: str) -> None:
+    entry = _POOLS.get(info)
+    if entry is None:
+        return
+    pool, users = entry
+    if users > 1:
+        _POOLS[info] = (pool, users - 1)
+        return
+    del _POOLS[info]
+    await pool.close()
+
+
+@asynccontextmanager
+async def mapped(shown: str, secrets: list[str], driver: str, operation: str):
+    """Turn psycopg errors into ours; messages never carry the password."""
+    psycopg = require("psycopg", extra=EXTRA, driver=driver)
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise BackendUnavailable(f"PostgreSQL {operation} failed at {shown}: {redact(str(exc), *secrets)}",
+                                 driver=driver, operation=operation) from None
+    except psycopg.Error as exc:
+        raise BackendRejected(f"PostgreSQL {operation} failed at {shown}: {redact(str(exc), *secrets)}",
+                              driver=driver, operation=operation) from None
+
+
+def table_name(collection: str, suffix: str = "") -> str:
+    """PostgreSQL identifiers stop at 63 bytes: long names keep a readable head and a hash."""
+    name = collection + suffix
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
+    return name.encode()[:50].decode(errors="ignore") + "_" + digest
+
+
+def filter_sql(node: Node, column: str = "metadata", columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+    """A parsed filter as SQL over the JSONB ``column``, with its parameters."""
+    params: list[Any] = []
+    return _node(node, column, columns or {}, params), params
+
+
+def _node(node: Node, column: str, columns: dict[str, str], params: list[Any]) -> str:
+    if isinstance(node, (And, Or)):
+        joiner = " AND " if isinstance(node, And) else " OR "
+        return "(" + joiner.join(_node(n, column, columns, params) for n in node.items) + ")"
+    assert isinstance(node, Cmp)
+    plain = columns.get(node.path[0]) if len(node.path) == 1 else None
+    path = list(node.path)
+
+    def eq(value: Any) -> str:
+        if plain is not None:
+            if value is None:
+                return f"({plain} IS NULL)"
+            params.append(value if isinstance(value, str) else json.dumps(value))
+            return f"({plain} = %s)"
+        if value is None:
+            params.extend([path, path])
+            return f"({column} #> %s IS NULL OR jsonb_typeof({column} #> %s) = 'null')"
+        nested: Any = value
+        for part in reversed(path):
+            nested = {part: nested}
+        params.append(json.dumps(nested))
+        # containment of a scalar is type-aware (true is not 1, "1" is not 1) and uses GIN
+        return f"({column} @> %s::jsonb)"
+
+    op, value = node.op, node.value
+    if op == "eq":
+        expr = eq(value)
+    elif op == "ne":
+        expr = f"NOT COALESCE({eq(value)}, false)"
+    elif op in ("in", "nin"):
+        expr = "(" + " OR ".join(f"COALESCE({eq(v)}, false)" for v in value) + ")" if value else "false"
+        if op == "nin":
+            expr = f"NOT {expr}"
+    elif op == "exists":
+        if plain is not None:
+            expr = f"({plain} IS {'NOT ' if value else ''}NULL)"
+        else:
+            params.append(path)
+            expr = f"({column} #> %s IS {'NOT ' if value else ''}NULL)"
+    else:
+        sym = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+        if plain is not None:
+            params.append(value)
+            expr = f"({plain} {sym} %s COLLATE \"C\")" if isinstance(value, str) else "false"
+        elif isinstance(value, str):
+            params.extend([path, path, value])
+            expr = (f"(CASE WHEN jsonb_typeof({column} #> %s) = 'string' "
+                    f"THEN ({column} #>> %s) COLLATE \"C\" {sym} %s ELSE false END)")
+        else:
+            params.extend([path, path, value])
+            expr = (f"(CASE WHEN jsonb_typeof({column} #> %s) = 'number' "
+                    f"THEN ({column} #>> %s)::numeric {sym} %s ELSE false END)")
+    return f"COALESCE({expr}, false)"

@@ -1,0 +1,292 @@
+"""PostgreSQL primary store (psycopg 3, async pool): one table per collection with JSONB
+metadata, a GIN index for metadata filters, and outbox claims with ``FOR UPDATE SKIP LOCKED``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+from ..._deps import require
+from ..._errors import BackendRejected
+from ..._filters import Node
+from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
+from .._postgres import EXTRA, acquire_pool, conninfo, filter_sql, mapped, release_pool, table_name
+from ..base import Order
+
+CATALOG = "_semantic_store_collections"
+_COLUMNS = ("id, text, timestamp, metadata, extra, version, vector_status, vector_attempts, vector_error, "
+            "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model")
+_FILTER_COLUMNS = {"vectorStatus": "vector_status"}
+
+
+def _record(row: tuple) -> Record:
+    return Record(
+        id=row[0], text=row[1], timestamp=row[2], metadata=row[3], extra=row[4], version=row[5],
+        vector_status=row[6], vector_attempts=row[7], vector_error=row[8], vector_next_at=row[9],
+        vector_updated_at=row[10], vector_synced_at=row[11], content_hash=row[12], embedding_model=row[13],
+    )
+
+
+class PostgresPrimary:
+    """Primary driver on PostgreSQL; pools are shared per server and reference counted."""
+
+    name: ClassVar[str] = "postgresql"
+
+    def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, pool: Any = None) -> None:
+        self._info, self.shown, self._secrets = info, shown, secrets
+        self.collection = collection
+        self._pool_settings = pool
+        self._pool: Any = None
+        sql = require("psycopg", extra=EXTRA, driver=self.name).sql
+        self._t = sql.Identifier(table_name(collection)).as_string(None)
+        self._tomb = sql.Identifier(table_name(collection, "__tombstones")).as_string(None)
+        self._idx = lambda suffix: sql.Identifier(table_name(collection, suffix)).as_string(None)
+
+    @classmethod
+    def from_config(cls, config, collection: str) -> PostgresPrimary:
+        info, shown, secrets = conninfo(config.postgresql)
+        return cls(info, shown, secrets, collection, pool=config.postgresql.pool)
+
+    def __repr__(self) -> str:
+        return f"PostgresPrimary({self.shown!r}, collection={self.collection!r})"
+
+    def _mapped(self, operation: str):
+        return mapped(self.shown, self._secrets, self.name, operation)
+
+    async def open(self) -> None:
+        p = self._pool_settings
+        self._pool = await acquire_pool(
+            self._info, self.shown, self._secrets, min_size=p.min if p else 1, max_size=p.max if p else 10,
+            idle_timeout=p.idle_timeout if p else 300, driver=self.name,
+        )
+        try:
+            async with self._mapped("open"), self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"semantic-store:{self.collection}",))
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {CATALOG} (collection text PRIMARY KEY, "
+                    "schema_version integer NOT NULL, manifest jsonb)"
+                )
+                row = await (await conn.execute(
+                    f"SELECT schema_version FROM {CATALOG} WHERE collection = %s", (self.collection,))).fetchone()
+                if row and row[0] > SCHEMA_VERSION:
+                    raise BackendRejected(
+                        f"Collection {self.collection!r} at {self.shown} has schema version {row[0]}; this "
+                        f"version of promethean-persistence reads up to {SCHEMA_VERSION}. Upgrade the package.",
+                        driver=self.name, operation="open",
+                    )
+                if row is None:
+                    await conn.execute(f"INSERT INTO {CATALOG} (collection, schema_version) VALUES (%s, %s) "
+                                       "ON CONFLICT DO NOTHING", (self.collection, SCHEMA_VERSION))
+                await conn.execute(
+                    f"""CREATE TABLE IF NOT EXISTS {self._t} (
+                        id text COLLATE "C" PRIMARY KEY, text text NOT NULL, timestamp bigint NOT NULL,
+                        is_empty boolean NOT NULL, metadata jsonb NOT NULL, extra jsonb NOT NULL,
+                        version bigint NOT NULL, vector_status text NOT NULL, vector_attempts integer NOT NULL,
+                        vector_error text, vector_next_at bigint, vector_updated_at bigint,
+                        vector_synced_at bigint, content_hash text NOT NULL, embedding_model text)"""
+                )
+                await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._idx('__time')} ON {self._t} (timestamp, id)")
+                await conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {self._idx('__meta')} ON {self._t} USING gin (metadata jsonb_path_ops)")
+                await conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {self._idx('__outbox')} ON {self._t} (vector_next_at) "
+                    "WHERE vector_status IN ('pending', 'failed')")
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._tomb} (id text COLLATE \"C\" PRIMARY KEY, vector_attempts integer NOT NULL, "
+                    "vector_error text, vector_next_at bigint, vector_updated_at bigint)")
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool = None
+            await release_pool(self._info)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        records = list(records)
+        sql = (
+            f"INSERT INTO {self._t} (id, text, timestamp, is_empty, metadata, extra, version, vector_status, "
+            "vector_attempts, vector_error, vector_next_at, vector_updated_at, vector_synced_at, content_hash, "
+            "embedding_model) VALUES (%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (id) DO UPDATE SET text = excluded.text, timestamp = excluded.timestamp, "
+            "is_empty = excluded.is_empty, metadata = excluded.metadata, extra = excluded.extra, "
+            "version = excluded.version, vector_status = excluded.vector_status, "
+            "vector_attempts = excluded.vector_attempts, vector_error = excluded.vector_error, "
+            "vector_next_at = excluded.vector_next_at, vector_updated_at = excluded.vector_updated_at, "
+            "vector_synced_at = excluded.vector_synced_at, content_hash = excluded.content_hash, "
+            "embedding_model = excluded.embedding_model"
+        )
+        async with self._mapped("put"), self._pool.connection() as conn, conn.transaction():
+            await self._apply_states(conn, states)
+            if not records:
+                return []
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s) FOR UPDATE", (list({r.id for r in records}),))
+            current = {row[0]: _record(row) for row in await cur.fetchall()}
+            previous = []
+            for r in records:
+                prev = current.get(r.id)
+                r.version = prev.version + 1 if prev else 1
+                previous.append(prev)
+                current[r.id] = r
+            async with conn.cursor() as cur:
+                await cur.executemany(sql, [
+                    (r.id, r.text, r.timestamp, r.is_empty, _dumps(r.metadata), _dumps(r.extra), r.version,
+                     r.vector_status, r.vector_attempts, r.vector_error, r.vector_next_at, r.vector_updated_at,
+                     r.vector_synced_at, r.content_hash, r.embedding_model) for r in records])
+            await conn.execute(f"DELETE FROM {self._tomb} WHERE id = ANY(%s)", ([r.id for r in records],))
+            return previous
+
+    async def _apply_states(self, conn, states: Sequence[VectorState]) -> int:
+        records = [s for s in states if s.version != TOMBSTONE_VERSION]
+        done = [s.id for s in states if s.version == TOMBSTONE_VERSION and s.status == "deleted"]
+        retry = [s for s in states if s.version == TOMBSTONE_VERSION and s.status != "deleted"]
+        applied = 0
+        async with conn.cursor() as cur:
+            if records:
+                await cur.executemany(
+                    f"UPDATE {self._t} SET vector_status = %s, vector_attempts = %s, vector_error = %s, "
+                    "vector_next_at = %s, vector_updated_at = %s, vector_synced_at = COALESCE(%s, vector_synced_at), "
+                    "embedding_model = COALESCE(%s, embedding_model) WHERE id = %s AND version = %s",
+                    [(s.status, s.attempts, s.error, s.next_at, s.updated_at, s.synced_at, s.embedding_model,
+                      s.id, s.version) for s in records], returning=False)
+                applied += max(cur.rowcount, 0)
+            if done:
+                await cur.execute(f"DELETE FROM {self._tomb} WHERE id = ANY(%s)", (done,))
+                applied += max(cur.rowcount, 0)
+            if retry:
+                await cur.executemany(
+                    f"UPDATE {self._tomb} SET vector_attempts = %s, vector_error = %s, vector_next_at = %s, "
+                    "vector_updated_at = %s WHERE id = %s",
+                    [(s.attempts, s.error, s.next_at, s.updated_at, s.id) for s in retry])
+                applied += max(cur.rowcount, 0)
+        return applied
+
+    async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        if not states:
+            return 0
+        async with self._mapped("set_vector_state"), self._pool.connection() as conn, conn.transaction():
+            return await self._apply_states(conn, states)
+
+    async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return []
+        async with self._mapped("delete"), self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s) RETURNING id", (ids,))
+            gone = [row[0] for row in await cur.fetchall()]
+            if tombstone_at is not None and gone:
+                async with conn.cursor() as c:
+                    await c.executemany(
+                        f"INSERT INTO {self._tomb} VALUES (%s, 0, NULL, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                        "vector_attempts = 0, vector_error = NULL, vector_next_at = excluded.vector_next_at, "
+                        "vector_updated_at = excluded.vector_updated_at",
+                        [(i, tombstone_at, tombstone_at) for i in gone])
+            return gone
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Sequence[Any], operation: str) -> list[tuple]:
+        async with self._mapped(operation), self._pool.connection() as conn:
+            return await (await conn.execute(sql, params)).fetchall()
+
+    async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        ids = list(ids)
+        if not ids:
+            return []
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s)", (list(set(ids)),), "get")
+        found = {row[0]: _record(row) for row in rows}
+        return [found.get(i) for i in ids]
+
+    def _where(self, where: Node | None, clauses: list[str], params: list[Any]) -> None:
+        if where is not None:
+            sql, p = filter_sql(where, columns=_FILTER_COLUMNS)
+            clauses.append(sql)
+            params.extend(p)
+
+    async def most_recent(
+        self, limit: int, where: Node | None = None, *, order: Order = "desc",
+        since: int | None = None, until: int | None = None, include_empty: bool = False,
+    ) -> list[Record]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if not include_empty:
+            clauses.append("NOT is_empty")
+        if since is not None:
+            clauses.append("timestamp >= %s")
+            params.append(since)
+        if until is not None:
+            clauses.append("timestamp <= %s")
+            params.append(until)
+        self._where(where, clauses, params)
+        direction = "DESC" if order == "desc" else "ASC"
+        sql = (f"SELECT {_COLUMNS} FROM {self._t}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+               + f" ORDER BY timestamp {direction}, id {direction} LIMIT %s")
+        return [_record(r) for r in await self._fetch(sql, [*params, limit], "most_recent")]
+
+    async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        last = "" if after is None else after
+        sql = f"SELECT {_COLUMNS} FROM {self._t} WHERE id > %s ORDER BY id LIMIT %s"
+        while True:
+            rows = await self._fetch(sql, (last, batch_size), "iterate")
+            if not rows:
+                return
+            yield [_record(r) for r in rows]
+            last = rows[-1][0]
+
+    async def count(self, where: Node | None = None) -> int:
+        clauses: list[str] = []
+        params: list[Any] = []
+        self._where(where, clauses, params)
+        sql = f"SELECT count(*) FROM {self._t}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        return (await self._fetch(sql, params, "count"))[0][0]
+
+    async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        due_by = now if due_by is None else due_by
+        until = now + lease_ms
+        async with self._mapped("claim"), self._pool.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(
+                f"SELECT {_COLUMNS} FROM {self._t} WHERE "
+                "(vector_status = 'pending' AND (vector_next_at IS NULL OR vector_next_at <= %s)) OR "
+                "(vector_status = 'failed' AND vector_next_at IS NOT NULL AND vector_next_at <= %s) "
+                "ORDER BY vector_updated_at, timestamp, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (now, due_by, limit))).fetchall()
+            tombs = await (await conn.execute(
+                f"SELECT id, vector_attempts, vector_error, vector_next_at, vector_updated_at FROM {self._tomb} "
+                "WHERE vector_next_at IS NULL OR vector_next_at <= (CASE WHEN vector_attempts = 0 THEN %s ELSE %s END) "
+                "ORDER BY vector_updated_at, id LIMIT %s FOR UPDATE SKIP LOCKED", (now, due_by, limit))).fetchall()
+            work = [_record(r) for r in rows] + [Record.tombstone(i, n, u or 0, a, e) for i, a, e, n, u in tombs]
+            work.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
+            work = work[:limit]
+            records = [r.id for r in work if r.version != TOMBSTONE_VERSION]
+            stones = [r.id for r in work if r.version == TOMBSTONE_VERSION]
+            if records:
+                await conn.execute(f"UPDATE {self._t} SET vector_next_at = %s WHERE id = ANY(%s)", (until, records))
+            if stones:
+                await conn.execute(f"UPDATE {self._tomb} SET vector_next_at = %s WHERE id = ANY(%s)", (until, stones))
+        for r in work:
+            r.vector_next_at = until
+        return work
+
+    async def get_manifest(self) -> Manifest | None:
+        rows = await self._fetch(f"SELECT manifest FROM {CATALOG} WHERE collection = %s", (self.collection,), "manifest")
+        return Manifest.from_dict(rows[0][0]) if rows and rows[0][0] else None
+
+    async def set_manifest(self, manifest: Manifest) -> None:
+        async with self._mapped("manifest"), self._pool.connection() as conn:
+            await conn.execute(f"UPDATE {CATALOG} SET manifest = %s::jsonb WHERE collection = %s",
+                               (_dumps(manifest.to_dict()), self.collection))
+
+    async def drop(self) -> None:
+        async with self._mapped("drop"), self._pool.connection() as conn, conn.transaction():
+            await conn.execute(f"DELETE FROM {self._t}")
+            await conn.execute(f"DELETE FROM {self._tomb}")
+            await conn.execute(f"UPDATE {CATALOG} SET manifest = NULL WHERE collection = %s", (self.collection,))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,192 @@
+"""pgvector: vectors in a PostgreSQL table with an HNSW index (cosine), filters pushed into
+SQL, and iterative index scans so a filter never silently shortens the result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..._deps import require
+from ..._errors import ValidationError
+from ..._filters import Node
+from ..._types import VectorHit
+from .._postgres import EXTRA, acquire_pool, conninfo, filter_sql, mapped, release_pool, table_name
+from ._exact import as_matrix
+
+
+def _literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+class PgvectorVector:
+    """Vector driver on PostgreSQL + pgvector (HNSW, cosine)."""
+
+    name: ClassVar[str] = "pgvector"
+
+    def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, m: int = 16,
+                 ef_construction: int = 64, ef_search: int = 40, pool: Any = None) -> None:
+        self._info, self.shown, self._secrets = info, shown, secrets
+        self.collection = collection
+        self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+        self._pool_settings = pool
+        self._pool: Any = None
+        self.dims: int | None = None
+        sql = require("psycopg", extra=EXTRA, driver=self.name).sql
+        self._t = sql.Identifier(table_name(collection, "__vectors")).as_string(None)
+        self._idx = sql.Identifier(table_name(collection, "__vectors_hnsw")).as_string(None)
+        self._table_name = table_name(collection, "__vectors")
+
+    @classmethod
+    def from_config(cls, config, collection: str) -> PgvectorVector:
+        info, shown, secrets = conninfo(config.pgvector, fallback=config.postgresql)
+        h = config.pgvector.hnsw
+        return cls(info, shown, secrets, collection, m=h.m, ef_construction=h.ef_construction,
+                   ef_search=h.ef_search, pool=config.postgresql.pool)
+
+    def __repr__(self) -> str:
+        return f"PgvectorVector({self.shown!r}, collection={self.collection!r})"
+
+    def _mapped(self, operation: str):
+        return mapped(self.shown, self._secrets, self.name, operation)
+
+    async def open(self) -> None:
+        p = self._pool_settings
+        self._pool = await acquire_pool(
+            self._info, self.shown, self._secrets, min_size=p.min if p else 1, max_size=p.max if p else 10,
+            idle_timeout=p.idle_timeout if p else 300, driver=self.name,
+        )
+        try:
+            async with self._mapped("open"), self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('semantic-store:pgvector-extension'))")
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            await self._load_dims()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _load_dims(self) -> int | None:
+        """The table's vector dimension, or None before the first vector (another store
+        or process may have created it since)."""
+        if self.dims is None:
+            async with self._mapped("open"), self._pool.connection() as conn:
+                row = await (await conn.execute(
+                    "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                    (self._t,))).fetchone()
+            self.dims = row[0] if row and row[0] > 0 else None
+        return self.dims
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool = None
+            await release_pool(self._info)
+
+    async def _ensure_table(self, conn, dims: int) -> None:
+        if self.dims is not None:
+            return
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"semantic-store:{self._table_name}",))
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._t} (id text COLLATE \"C\" PRIMARY KEY, "
+            f"embedding vector({int(dims)}) NOT NULL, metadata jsonb NOT NULL)")
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {self._idx} ON {self._t} USING hnsw (embedding vector_cosine_ops) "
+            f"WITH (m = {int(self.m)}, ef_construction = {int(self.ef_construction)})")
+        self.dims = dims
+
+    async def _table_dims(self, conn) -> int:
+        row = await (await conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+            (self._t,))).fetchone()
+        return row[0]
+
+    def _check(self, matrix: np.ndarray) -> None:
+        if self.dims is not None and matrix.shape[1] != self.dims:
+            raise ValidationError(f"vector dimension {matrix.shape[1]} does not match the collection's {self.dims}",
+                                  field="vectors", driver=self.name)
+
+    async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        ids = list(ids)
+        metas = [json.dumps(dict(m), ensure_ascii=False) for m in metadata]
+        async with self._mapped("upsert"), self._pool.connection() as conn, conn.transaction():
+            if vectors is None:
+                if self.dims is None:
+                    raise ValidationError("metadata-only upsert before any vector", driver=self.name)
+                existing = await self._existing(conn, ids)
+                missing = [i for i in ids if i not in existing]
+                if missing:
+                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
+                                          driver=self.name)
+                async with conn.cursor() as cur:
+                    await cur.executemany(f"UPDATE {self._t} SET metadata = %s::jsonb WHERE id = %s",
+                                          list(zip(metas, ids)))
+                return
+            matrix = as_matrix(vectors, self.dims, self.name)
+            await self._ensure_table(conn, matrix.shape[1])
+            self.dims = await self._table_dims(conn)
+            self._check(matrix)
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    f"INSERT INTO {self._t} (id, embedding, metadata) VALUES (%s, %s::vector, %s::jsonb) "
+                    "ON CONFLICT (id) DO UPDATE SET embedding = excluded.embedding, metadata = excluded.metadata",
+                    [(i, _literal(v), m) for i, v, m in zip(ids, matrix, metas)])
+
+    async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        query = as_matrix(vector, await self._load_dims(), self.name)
+        if self.dims is None:
+            return []
+        clause, params = ("", [])
+        if where is not None:
+            sql, params = filter_sql(where)
+            clause = f"WHERE {sql}"
+        literal = _literal(query[0])
+        async with self._mapped("query"), self._pool.connection() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, limit))}")
+            # keep scanning the graph until the filter has let ``limit`` rows through
+            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            rows = await (await conn.execute(
+                f"SELECT id, 1 - (embedding <=> %s::vector) FROM {self._t} {clause} "
+                "ORDER BY embedding <=> %s::vector LIMIT %s", [literal, *params, literal, limit])).fetchall()
+        return [VectorHit(row[0], float(row[1])) for row in rows]
+
+    async def _existing(self, conn, ids: Sequence[str]) -> set[str]:
+        rows = await (await conn.execute(f"SELECT id FROM {self._t} WHERE id = ANY(%s)", (list(ids),))).fetchall()
+        return {row[0] for row in rows}
+
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        if not ids or await self._load_dims() is None:
+            return set()
+        async with self._mapped("existing"), self._pool.connection() as conn:
+            return await self._existing(conn, ids)
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        if not ids or await self._load_dims() is None:
+            return
+        async with self._mapped("delete"), self._pool.connection() as conn:
+            await conn.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s)", (list(ids),))
+
+    async def count(self) -> int:
+        if await self._load_dims() is None:
+            return 0
+        async with self._mapped("count"), self._pool.connection() as conn:
+            return (await (await conn.execute(f"SELECT count(*) FROM {self._t}")).fetchone())[0]
+
+    async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        if await self._load_dims() is None:
+            return
+        last = ""
+        while True:
+            async with self._mapped("iter_ids"), self._pool.connection() as conn:
+                rows = await (await conn.execute(
+                    f"SELECT id FROM {self._t} WHERE id > %s ORDER BY id LIMIT %s", (last, batch_size))).fetchall()
+            if not rows:
+                return
+            yield [row[0] for row in rows]
+            last = rows[-1][0]
+
+    async def drop(self) -> None:
+        if await self._load_dims() is None:
+            return
+        async with self._mapped("drop"), self._pool.connection() as conn:
+            await conn.execute(f"DELETE FROM {self._t}")
