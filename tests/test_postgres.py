@@ -54,3 +54,30 @@ async def test_long_names_and_shared_pools(tmp_path):
     assert await second.count() == 1  # cleaning one store never closes another's pool
     await second.cleanup()
     assert not _postgres._POOLS
+
+
+async def test_strict_insert_is_one_transaction_on_one_database(tmp_path):
+    from promethean_persistence.testing.store import open_store
+
+    config = base_config(tmp_path, "postgresql", "pgvector", consistency="strict")
+    store = await open_store("atomic", config, faults=True)
+    assert (await store.get_consistency_report(None))["atomic_vector_writes"] is True
+    await store.insert({"id": "a", "text": "first words", "metadata": {"v": 1}})
+    assert (await store.get("a"))["metadata"]["vectorStatus"] == "synced"
+    calls = store.embedder.calls["embed"]
+    await store.insert({"id": "a", "text": "first words", "metadata": {"v": 2}})  # metadata only
+    assert store.embedder.calls["embed"] == calls
+    assert [h["id"] for h in await store.get_most_relevant("first words", 3, where={"v": 2})] == ["a"]
+    store.vector.fail()
+    with pytest.raises(Exception) as info:
+        await store.insert_many([{"id": "b", "text": "never"}, {"id": "a", "text": "replaced?"}])
+    assert type(info.value).__name__ == "VectorWriteError"
+    assert await store.get("b") is None and (await store.get("a"))["text"] == "first words"
+    store.vector.heal()
+    report = await store.get_consistency_report(None)
+    assert report["inconsistent_documents"] == 0 and report["orphaned_vectors"] == 0
+    assert report["total_documents"] == 1
+    plain = await open_store("atomic-off", {**config, "consistency": "eventual"})
+    assert (await plain.get_consistency_report(None))["atomic_vector_writes"] is False
+    await plain.cleanup()
+    await store.cleanup()

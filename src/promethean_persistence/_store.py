@@ -65,6 +65,12 @@ class SemanticStore:
         ) and hasattr(embedder, "embed_images")
         self._closed = False
         self._writing = 0  #: inserts in flight; a lone one need not wait for others to join
+        #: strict writes as one transaction when the vector store lives in the primary's database
+        self._atomic = (
+            config.consistency == "strict"
+            and config.dual_write_enabled
+            and bool(getattr(primary, "shares_transactions_with", lambda v: False)(vector))
+        )
         self._writer = OutboxWriter(primary)
         self._queue = VectorWriteQueue(
             writer=self._writer,
@@ -207,6 +213,9 @@ class SemanticStore:
         unique = list({r.id: r for r in records}.values())  # the last write of an id wins
         for record in unique:
             self._set_initial_state(record, now)
+        if self._atomic:
+            await self._insert_atomic(unique, now)
+            return [r.id for r in records]
         self._writing += 1
         try:
             previous = await self._writer.put(unique)
@@ -227,6 +236,60 @@ class SemanticStore:
                 document_id=next(iter(errors)),
             ) from first
         return [r.id for r in records]
+
+    async def _insert_atomic(self, records: list[Record], now: int) -> None:
+        """Strict mode on one database: embed first, then records and vectors in one commit.
+        Any failure rolls both back, so a raised insert left nothing behind."""
+        await self._writer.settle()
+        await self._queue.warm()
+        before = {r.id: p for r, p in zip(records, await self.primary.get([r.id for r in records]))}
+        embedded: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(self.config.vector_timeout_ms / 1000):
+                await self._embed_into(embedded, [r for r in records if self._needs_embedding(r, before[r.id])])
+                async with self.primary.transaction() as conn:
+                    for r in records:
+                        if r.vector_status != "skipped":
+                            r.vector_status, r.vector_attempts, r.vector_next_at = "synced", 1, None
+                            r.vector_synced_at, r.embedding_model = now, self.embedder.model
+                    previous = await self.primary.put_in(conn, records)
+                    changed = [r for r, p in zip(records, previous) if r.id not in embedded and self._needs_embedding(r, p)]
+                    await self._embed_into(embedded, changed)  # someone changed them since we looked
+                    full = [r for r in records if r.id in embedded]
+                    if full:
+                        await self.vector.upsert_in(conn, [r.id for r in full], [embedded[r.id] for r in full],
+                                                    [r.metadata for r in full])
+                    same = [r for r in records if r.vector_status == "synced" and r.id not in embedded]
+                    if same:
+                        try:
+                            async with conn.transaction():  # a savepoint: the vector may be gone
+                                await self.vector.upsert_in(conn, [r.id for r in same], None,
+                                                            [r.metadata for r in same])
+                        except ValidationError:
+                            await self._embed_into(embedded, same)
+                            await self.vector.upsert_in(conn, [r.id for r in same], [embedded[r.id] for r in same],
+                                                        [r.metadata for r in same])
+                    gone = [r.id for r, p in zip(records, previous)
+                            if r.vector_status == "skipped" and p is not None and p.vector_status != "skipped"]
+                    if gone:
+                        await self.vector.delete_in(conn, gone)
+        except (TimeoutError, Exception) as exc:
+            reason = f"timed out after {self.config.vector_timeout_ms} ms" if isinstance(exc, TimeoutError) else exc
+            raise VectorWriteError(
+                f"Vector store write failed for {len(records)} entries ({', '.join(r.id for r in records[:5])}): "
+                f"{reason}; nothing was stored (one transaction)",
+                operation="insert", document_id=records[0].id,
+            ) from exc
+        self._queue.total_written += sum(r.vector_status == "synced" for r in records)
+
+    def _needs_embedding(self, record: Record, prev: Record | None) -> bool:
+        job = self._job_for(record, prev)
+        return job is not None and job.kind == "upsert" and job.embed
+
+    async def _embed_into(self, embedded: dict[str, Any], records: list[Record]) -> None:
+        if records:
+            for r, v in zip(records, await self.embedder.embed([r.text for r in records])):
+                embedded[r.id] = v
 
     def _set_initial_state(self, record: Record, now: int) -> None:
         record.vector_updated_at = now
@@ -449,6 +512,8 @@ class SemanticStore:
             "total_documents": 0, "consistent_documents": 0, "inconsistent_documents": 0,
             "missing_vectors": 0, "pending": 0, "failed": 0, "skipped": 0,
             "stale_vectors": 0, "orphaned_vectors": 0, "vector_write_failures": [],
+            # strict writes commit record and vector together (same PostgreSQL database)
+            "atomic_vector_writes": self._atomic,
         }
         ids: dict[str, list[Record]] = {k: [] for k in ("missing", "failed", "stale", "pending", "unwanted")}
         record_ids: set[str] = set()
@@ -593,9 +658,11 @@ class SemanticStore:
         await self._worker.stop()
         await self._queue.close(timeout=self.config.vector_timeout_ms / 1000)
         try:
-            await self._writer.settle()
+            async with asyncio.timeout(self.config.vector_timeout_ms / 1000):
+                await self._writer.settle()
         except Exception:  # noqa: BLE001 - the outbox still holds them as pending
-            log.exception("writing the last vector states of %s", self.name)
+            log.warning("could not write the last vector states of %s; they stay pending", self.name,
+                        exc_info=True)
         for driver in (self.vector, self.primary, self.embedder):
             try:
                 await driver.aclose()

@@ -4,6 +4,7 @@ language translated to SQL over a JSONB column with bound parameters."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from contextlib import asynccontextmanager
@@ -14,7 +15,13 @@ from .._errors import BackendRejected, BackendUnavailable, redact
 from .._filters import And, Cmp, Node, Or
 
 EXTRA = "postgres"
-_POOLS: dict[str, tuple[Any, int]] = {}  # conninfo -> (pool, users)
+# (conninfo, event loop) -> (pool, users). A pool belongs to the loop that opened it: a second
+# asyncio.run() in the same process must not reuse one bound to a finished loop.
+_POOLS: dict[tuple[str, int], tuple[Any, int]] = {}
+
+
+def _key(info: str) -> tuple[str, int]:
+    return info, id(asyncio.get_running_loop())
 
 
 def conninfo(section, fallback=None) -> tuple[str, str, list[str]]:
@@ -40,9 +47,10 @@ def conninfo(section, fallback=None) -> tuple[str, str, list[str]]:
 async def acquire_pool(info: str, shown: str, secrets: list[str], *, min_size: int, max_size: int,
                        idle_timeout: float, driver: str):
     """A pool for this server, shared by every store of the process (reference counted)."""
-    entry = _POOLS.get(info)
+    key = _key(info)
+    entry = _POOLS.get(key)
     if entry is not None:
-        _POOLS[info] = (entry[0], entry[1] + 1)
+        _POOLS[key] = (entry[0], entry[1] + 1)
         return entry[0]
     pool_mod = require("psycopg_pool", extra=EXTRA, driver=driver)
     pool = pool_mod.AsyncConnectionPool(
@@ -56,19 +64,20 @@ async def acquire_pool(info: str, shown: str, secrets: list[str], *, min_size: i
         raise BackendUnavailable(
             f"Cannot connect to PostgreSQL at {shown}: {redact(str(exc), *secrets)}", driver=driver, operation="open"
         ) from None
-    _POOLS[info] = (pool, 1)
+    _POOLS[key] = (pool, 1)
     return pool
 
 
 async def release_pool(info: str) -> None:
-    entry = _POOLS.get(info)
+    key = _key(info)
+    entry = _POOLS.get(key)
     if entry is None:
         return
     pool, users = entry
     if users > 1:
-        _POOLS[info] = (pool, users - 1)
+        _POOLS[key] = (pool, users - 1)
         return
-    del _POOLS[info]
+    del _POOLS[key]
     await pool.close()
 
 

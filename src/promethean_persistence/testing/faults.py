@@ -52,7 +52,7 @@ class _Faults:
 class FaultyVector(_Faults):
     """Wraps a real VectorDriver; data calls pass through ``gate`` first."""
 
-    _GATED = ("query", "existing", "delete", "count")
+    _GATED = ("query", "existing", "delete", "count", "upsert_in", "delete_in")
 
     def __init__(self, inner: Any) -> None:
         super().__init__()

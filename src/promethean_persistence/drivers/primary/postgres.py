@@ -107,6 +107,19 @@ class PostgresPrimary:
     # -- writes ---------------------------------------------------------------------------
 
     async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        async with self._mapped("put"), self._pool.connection() as conn, conn.transaction():
+            return await self.put_in(conn, records, states=states)
+
+    def transaction(self):
+        """A connection in an open transaction, for drivers that can join it (pgvector)."""
+        return _Transaction(self)
+
+    def shares_transactions_with(self, vector: Any) -> bool:
+        """True when ``vector`` can write inside this driver's transactions (same server)."""
+        return getattr(vector, "_info", None) == self._info and hasattr(vector, "upsert_in")
+
+    async def put_in(self, conn, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        """``put`` inside the caller's transaction on ``conn``."""
         records = list(records)
         sql = (
             f"INSERT INTO {self._t} (id, text, timestamp, is_empty, metadata, extra, version, vector_status, "
@@ -120,26 +133,25 @@ class PostgresPrimary:
             "vector_synced_at = excluded.vector_synced_at, content_hash = excluded.content_hash, "
             "embedding_model = excluded.embedding_model"
         )
-        async with self._mapped("put"), self._pool.connection() as conn, conn.transaction():
-            await self._apply_states(conn, states)
-            if not records:
-                return []
-            cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s) FOR UPDATE", (list({r.id for r in records}),))
-            current = {row[0]: _record(row) for row in await cur.fetchall()}
-            previous = []
-            for r in records:
-                prev = current.get(r.id)
-                r.version = prev.version + 1 if prev else 1
-                previous.append(prev)
-                current[r.id] = r
-            async with conn.cursor() as cur:
-                await cur.executemany(sql, [
-                    (r.id, r.text, r.timestamp, r.is_empty, _dumps(r.metadata), _dumps(r.extra), r.version,
-                     r.vector_status, r.vector_attempts, r.vector_error, r.vector_next_at, r.vector_updated_at,
-                     r.vector_synced_at, r.content_hash, r.embedding_model) for r in records])
-            await conn.execute(f"DELETE FROM {self._tomb} WHERE id = ANY(%s)", ([r.id for r in records],))
-            return previous
+        await self._apply_states(conn, states)
+        if not records:
+            return []
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s) FOR UPDATE", (list({r.id for r in records}),))
+        current = {row[0]: _record(row) for row in await cur.fetchall()}
+        previous = []
+        for r in records:
+            prev = current.get(r.id)
+            r.version = prev.version + 1 if prev else 1
+            previous.append(prev)
+            current[r.id] = r
+        async with conn.cursor() as cur:
+            await cur.executemany(sql, [
+                (r.id, r.text, r.timestamp, r.is_empty, _dumps(r.metadata), _dumps(r.extra), r.version,
+                 r.vector_status, r.vector_attempts, r.vector_error, r.vector_next_at, r.vector_updated_at,
+                 r.vector_synced_at, r.content_hash, r.embedding_model) for r in records])
+        await conn.execute(f"DELETE FROM {self._tomb} WHERE id = ANY(%s)", ([r.id for r in records],))
+        return previous
 
     async def _apply_states(self, conn, states: Sequence[VectorState]) -> int:
         records = [s for s in states if s.version != TOMBSTONE_VERSION]
@@ -286,6 +298,29 @@ class PostgresPrimary:
             await conn.execute(f"DELETE FROM {self._t}")
             await conn.execute(f"DELETE FROM {self._tomb}")
             await conn.execute(f"UPDATE {CATALOG} SET manifest = NULL WHERE collection = %s", (self.collection,))
+
+
+class _Transaction:
+    def __init__(self, driver: PostgresPrimary) -> None:
+        self.driver = driver
+
+    async def __aenter__(self):
+        self._mapping = self.driver._mapped("transaction")
+        await self._mapping.__aenter__()
+        self._conn_cm = self.driver._pool.connection()
+        conn = await self._conn_cm.__aenter__()
+        self._tx = conn.transaction()
+        await self._tx.__aenter__()
+        return conn
+
+    async def __aexit__(self, *exc):
+        try:
+            await self._tx.__aexit__(*exc)
+        finally:
+            try:
+                await self._conn_cm.__aexit__(*exc)
+            finally:
+                await self._mapping.__aexit__(*exc)
 
 
 def _dumps(value: Any) -> str:

@@ -107,30 +107,38 @@ class PgvectorVector:
                                   field="vectors", driver=self.name)
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        async with self._mapped("upsert"), self._pool.connection() as conn, conn.transaction():
+            await self.upsert_in(conn, ids, vectors, metadata)
+
+    async def upsert_in(self, conn, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """``upsert`` inside the caller's transaction on ``conn`` (same server)."""
         ids = list(ids)
         metas = [json.dumps(dict(m), ensure_ascii=False) for m in metadata]
-        async with self._mapped("upsert"), self._pool.connection() as conn, conn.transaction():
-            if vectors is None:
-                if self.dims is None:
-                    raise ValidationError("metadata-only upsert before any vector", driver=self.name)
-                existing = await self._existing(conn, ids)
-                missing = [i for i in ids if i not in existing]
-                if missing:
-                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
-                                          driver=self.name)
-                async with conn.cursor() as cur:
-                    await cur.executemany(f"UPDATE {self._t} SET metadata = %s::jsonb WHERE id = %s",
-                                          list(zip(metas, ids)))
-                return
-            matrix = as_matrix(vectors, self.dims, self.name)
-            await self._ensure_table(conn, matrix.shape[1])
-            self.dims = await self._table_dims(conn)
-            self._check(matrix)
+        if vectors is None:
+            if self.dims is None:
+                raise ValidationError("metadata-only upsert before any vector", driver=self.name)
+            existing = await self._existing(conn, ids)
+            missing = [i for i in ids if i not in existing]
+            if missing:
+                raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
+                                      driver=self.name)
             async with conn.cursor() as cur:
-                await cur.executemany(
-                    f"INSERT INTO {self._t} (id, embedding, metadata) VALUES (%s, %s::vector, %s::jsonb) "
-                    "ON CONFLICT (id) DO UPDATE SET embedding = excluded.embedding, metadata = excluded.metadata",
-                    [(i, _literal(v), m) for i, v, m in zip(ids, matrix, metas)])
+                await cur.executemany(f"UPDATE {self._t} SET metadata = %s::jsonb WHERE id = %s",
+                                      list(zip(metas, ids)))
+            return
+        matrix = as_matrix(vectors, self.dims, self.name)
+        await self._ensure_table(conn, matrix.shape[1])
+        self.dims = await self._table_dims(conn)
+        self._check(matrix)
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {self._t} (id, embedding, metadata) VALUES (%s, %s::vector, %s::jsonb) "
+                "ON CONFLICT (id) DO UPDATE SET embedding = excluded.embedding, metadata = excluded.metadata",
+                [(i, _literal(v), m) for i, v, m in zip(ids, matrix, metas)])
+
+    async def delete_in(self, conn, ids: Sequence[str]) -> None:
+        if ids and await self._load_dims() is not None:
+            await conn.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s)", (list(ids),))
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
         query = as_matrix(vector, await self._load_dims(), self.name)
