@@ -77,3 +77,13 @@ def test_console_script_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     done = subprocess.run([str(script), "--json", "search", "console"], capture_output=True, text=True, env=env, timeout=60)
     assert json.loads(done.stdout)[0]["text"] == "from the console script"
+
+
+def test_retry_and_repair(sh):
+    sh("insert", "needs a vector", "--id", "x")
+    assert sh("retry", "x").stdout.strip() == "synced"
+    sh("retry", "missing-id", code=1)
+    plan = json.loads(sh("--json", "repair", "--dry-run").stdout)
+    assert plan["dry_run"] is True and plan["requeued"] == 0
+    assert json.loads(sh("--json", "report", "--all").stdout)["inconsistent_documents"] == 0
+    assert "orphans_deleted: 0" in sh("repair").stdout

@@ -242,6 +242,36 @@ def report(ctx, limit, whole) -> None:
 
 
 @cli.command()
+@click.argument("id_", metavar="ID")
+@click.option("--max-retries", type=click.IntRange(min=1), default=3, show_default=True)
+@click.pass_context
+def retry(ctx, id_, max_retries) -> None:
+    """Write one entry's vector now; exit 1 if it still fails."""
+
+    async def call(store: SemanticStore):
+        if not await store.retry_vector_write(id_, max_retries=max_retries):
+            raise SemanticStoreError(f"Vector write for {id_!r} still fails", operation="retry", document_id=id_)
+        return True
+
+    _run(ctx, call, lambda _: click.echo("synced"))
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would be re-queued and deleted.")
+@click.pass_context
+def repair(ctx, dry_run) -> None:
+    """Re-queue missing, failed and stale vectors, delete orphans, and wait for the writes."""
+
+    async def call(store: SemanticStore):
+        report = await store.repair(dry_run=dry_run)
+        if not dry_run:
+            await store.flush()
+        return report
+
+    _run(ctx, call, _show_mapping)
+
+
+@cli.command()
 @click.pass_context
 def stats(ctx) -> None:
     """Print the vector write queue statistics."""

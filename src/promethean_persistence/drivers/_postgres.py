@@ -95,6 +95,32 @@ async def mapped(shown: str, secrets: list[str], driver: str, operation: str):
                               driver=driver, operation=operation) from None
 
 
+class PoolUser:
+    """What both PostgreSQL drivers do with their shared pool."""
+
+    name: str
+    _info: str
+    shown: str
+    _secrets: list[str]
+    _pool_settings: Any
+    _pool: Any
+
+    def _mapped(self, operation: str):
+        return mapped(self.shown, self._secrets, self.name, operation)
+
+    async def _acquire(self) -> None:
+        p = self._pool_settings
+        self._pool = await acquire_pool(
+            self._info, self.shown, self._secrets, min_size=p.min if p else 1, max_size=p.max if p else 10,
+            idle_timeout=p.idle_timeout if p else 300, driver=self.name,
+        )
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool = None
+            await release_pool(self._info)
+
+
 def table_name(collection: str, suffix: str = "") -> str:
     """PostgreSQL identifiers stop at 63 bytes: long names keep a readable head and a hash."""
     name = collection + suffix

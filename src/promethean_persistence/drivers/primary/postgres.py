@@ -11,7 +11,8 @@ from ..._deps import require
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
-from .._postgres import EXTRA, acquire_pool, conninfo, filter_sql, mapped, release_pool, table_name
+from .._postgres import EXTRA, PoolUser, conninfo, filter_sql, table_name
+from .._sql import window
 from ..base import Order
 
 CATALOG = "_semantic_store_collections"
@@ -28,7 +29,7 @@ def _record(row: tuple) -> Record:
     )
 
 
-class PostgresPrimary:
+class PostgresPrimary(PoolUser):
     """Primary driver on PostgreSQL; pools are shared per server and reference counted."""
 
     name: ClassVar[str] = "postgresql"
@@ -51,15 +52,8 @@ class PostgresPrimary:
     def __repr__(self) -> str:
         return f"PostgresPrimary({self.shown!r}, collection={self.collection!r})"
 
-    def _mapped(self, operation: str):
-        return mapped(self.shown, self._secrets, self.name, operation)
-
     async def open(self) -> None:
-        p = self._pool_settings
-        self._pool = await acquire_pool(
-            self._info, self.shown, self._secrets, min_size=p.min if p else 1, max_size=p.max if p else 10,
-            idle_timeout=p.idle_timeout if p else 300, driver=self.name,
-        )
+        await self._acquire()
         try:
             async with self._mapped("open"), self._pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"semantic-store:{self.collection}",))
@@ -98,11 +92,6 @@ class PostgresPrimary:
         except BaseException:
             await self.aclose()
             raise
-
-    async def aclose(self) -> None:
-        if self._pool is not None:
-            self._pool = None
-            await release_pool(self._info)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -224,16 +213,7 @@ class PostgresPrimary:
         self, limit: int, where: Node | None = None, *, order: Order = "desc",
         since: int | None = None, until: int | None = None, include_empty: bool = False,
     ) -> list[Record]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if not include_empty:
-            clauses.append("NOT is_empty")
-        if since is not None:
-            clauses.append("timestamp >= %s")
-            params.append(since)
-        if until is not None:
-            clauses.append("timestamp <= %s")
-            params.append(until)
+        clauses, params = window(since, until, include_empty, mark="%s", non_empty="NOT is_empty")
         self._where(where, clauses, params)
         direction = "DESC" if order == "desc" else "ASC"
         sql = (f"SELECT {_COLUMNS} FROM {self._t}" + (" WHERE " + " AND ".join(clauses) if clauses else "")

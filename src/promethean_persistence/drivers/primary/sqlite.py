@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
+from .._sql import window
 from .._sqlite import SQLiteConnection, filter_sql, quote
 from ..base import Order
 
@@ -217,16 +218,7 @@ class SQLitePrimary:
         until: int | None = None,
         include_empty: bool = False,
     ) -> list[Record]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if not include_empty:
-            clauses.append("is_empty = 0")
-        if since is not None:
-            clauses.append("timestamp >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("timestamp <= ?")
-            params.append(until)
+        clauses, params = window(since, until, include_empty, mark="?", non_empty="is_empty = 0")
         self._where(where, clauses, params)
         direction = "DESC" if order == "desc" else "ASC"
         sql = (

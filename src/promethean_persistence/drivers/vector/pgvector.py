@@ -13,7 +13,7 @@ from ..._deps import require
 from ..._errors import ValidationError
 from ..._filters import Node
 from ..._types import VectorHit
-from .._postgres import EXTRA, acquire_pool, conninfo, filter_sql, mapped, release_pool, table_name
+from .._postgres import EXTRA, PoolUser, conninfo, filter_sql, table_name
 from ._exact import as_matrix
 
 
@@ -21,7 +21,7 @@ def _literal(vector: np.ndarray) -> str:
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
 
 
-class PgvectorVector:
+class PgvectorVector(PoolUser):
     """Vector driver on PostgreSQL + pgvector (HNSW, cosine)."""
 
     name: ClassVar[str] = "pgvector"
@@ -49,15 +49,8 @@ class PgvectorVector:
     def __repr__(self) -> str:
         return f"PgvectorVector({self.shown!r}, collection={self.collection!r})"
 
-    def _mapped(self, operation: str):
-        return mapped(self.shown, self._secrets, self.name, operation)
-
     async def open(self) -> None:
-        p = self._pool_settings
-        self._pool = await acquire_pool(
-            self._info, self.shown, self._secrets, min_size=p.min if p else 1, max_size=p.max if p else 10,
-            idle_timeout=p.idle_timeout if p else 300, driver=self.name,
-        )
+        await self._acquire()
         try:
             async with self._mapped("open"), self._pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext('semantic-store:pgvector-extension'))")
@@ -77,11 +70,6 @@ class PgvectorVector:
                     (self._t,))).fetchone()
             self.dims = row[0] if row and row[0] > 0 else None
         return self.dims
-
-    async def aclose(self) -> None:
-        if self._pool is not None:
-            self._pool = None
-            await release_pool(self._info)
 
     async def _ensure_table(self, conn, dims: int) -> None:
         if self.dims is not None:
