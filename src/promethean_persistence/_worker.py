@@ -34,21 +34,29 @@ class OutboxWorker:
         self.claimed = 0  #: items this worker has taken from the outbox
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"outbox:{self.queue.collection}")
 
-    def wake(self) -> None:
-        self._wake.set()
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Let the loop finish its round, then end it; cancel only if that takes too long.
 
-    async def stop(self) -> None:
-        if self._task is not None:
+        Stopping by cancellation alone is not safe on 3.11: a cancel that lands as a
+        timeout fires can be swallowed, and the loop would run for ever.
+        """
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._task = None
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 taken = len(await self.run_once())
             except asyncio.CancelledError:
@@ -58,11 +66,14 @@ class OutboxWorker:
                 taken = 0
             if taken >= self.queue.batch_size:
                 continue
+            if self._stopping:
+                return
             self._wake.clear()
+            tick = asyncio.get_running_loop().call_later(self.poll_ms / 1000, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_ms / 1000)
-            except asyncio.TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                tick.cancel()
 
     async def run_once(self, *, force: bool = False, skip: set[str] | None = None) -> list[str]:
         """Claim one batch of due work, run it, and return the ids it ran (not in ``skip``).
