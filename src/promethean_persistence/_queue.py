@@ -13,7 +13,6 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,7 +53,6 @@ class VectorWriteQueue:
         writer: OutboxWriter,
         vector: VectorDriver,
         embedder: Embedder,
-        vector_metadata: Callable[[Record], Mapping[str, Any]],
         batch_size: int,
         flush_interval_ms: int,
         max_retries: int,
@@ -67,7 +65,6 @@ class VectorWriteQueue:
         self.writer = writer
         self.vector = vector
         self.embedder = embedder
-        self.vector_metadata = vector_metadata
         self.batch_size = batch_size
         self.flush_interval_ms = flush_interval_ms
         self.max_retries = max_retries
@@ -145,8 +142,9 @@ class VectorWriteQueue:
 
     async def close(self, timeout: float | None = None) -> None:
         try:
-            await asyncio.wait_for(self.flush(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                await self.flush()
+        except TimeoutError:
             log.warning("vector queue of %s: %d writes left pending at close", self.collection, len(self._jobs))
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
@@ -269,7 +267,7 @@ class VectorWriteQueue:
                     raise
                 except Exception as exc:
                     raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
-            metadata = [self.vector_metadata(r) for r in records]
+            metadata = [r.metadata for r in records]
             await self._timed(self.vector.upsert([r.id for r in records], vectors, metadata), "vector upsert")
         except Exception as exc:  # noqa: BLE001 - recorded per job
             return exc

@@ -76,6 +76,14 @@ def check(kind: Kind, name: str) -> str:
     )
 
 
+def build(kind: Kind, config, collection: str | None = None):
+    """The configured ``kind`` driver, constructed (not opened) for ``collection``."""
+    name = {"primary": config.primary_driver, "vector": config.vector_driver,
+            "embedding": config.embedding_driver}[kind]
+    cls = load(kind, name)
+    return cls.from_config(config) if kind == "embedding" else cls.from_config(config, collection)
+
+
 def load(kind: Kind, name: str) -> type:
     """Return the driver class registered as ``name``; its module is imported only now."""
     check(kind, name)

@@ -76,7 +76,6 @@ class SemanticStore:
             writer=self._writer,
             vector=vector,
             embedder=embedder,
-            vector_metadata=lambda r: r.metadata,
             batch_size=config.vector_batch_size,
             flush_interval_ms=config.vector_flush_interval_ms,
             max_retries=config.vector_max_retries,
@@ -114,11 +113,11 @@ class SemanticStore:
         _check_names(name, text_key, time_key)
         resolved = StoreConfig.resolve(config)
         collection = resolved.collection_name(name)
-        embedder = _registry.load("embedding", resolved.embedding_driver).from_config(resolved)
-        primary = _registry.load("primary", resolved.primary_driver).from_config(resolved, collection)
-        vector = _registry.load("vector", resolved.vector_driver).from_config(resolved, collection)
         return await cls.from_drivers(
-            name, text_key, time_key, primary=primary, vector=vector, embedder=embedder, config=resolved
+            name, text_key, time_key, config=resolved,
+            embedder=_registry.build("embedding", resolved),
+            primary=_registry.build("primary", resolved, collection),
+            vector=_registry.build("vector", resolved, collection),
         )
 
     @classmethod
@@ -283,8 +282,7 @@ class SemanticStore:
         self._queue.total_written += sum(r.vector_status == "synced" for r in records)
 
     def _needs_embedding(self, record: Record, prev: Record | None) -> bool:
-        job = self._job_for(record, prev)
-        return job is not None and job.kind == "upsert" and job.embed
+        return record.vector_status != "skipped" and not self._same_vector(record, prev)
 
     async def _embed_into(self, embedded: dict[str, Any], records: list[Record]) -> None:
         if records:
@@ -305,13 +303,16 @@ class SemanticStore:
         """The vector write a freshly stored record needs, given the one it replaced."""
         if record.vector_status == "skipped":
             return Job("delete", record.id) if prev is not None and prev.vector_status != "skipped" else None
-        same_vector = (
+        return Job("upsert", record.id, record, embed=not self._same_vector(record, prev))
+
+    def _same_vector(self, record: Record, prev: Record | None) -> bool:
+        """The stored vector already represents this text with this model."""
+        return (
             prev is not None
             and prev.vector_status == "synced"
             and prev.content_hash == record.content_hash
             and prev.embedding_model == self.embedder.model
         )
-        return Job("upsert", record.id, record, embed=not same_vector)
 
     async def _run_jobs(self, jobs: list[Job]) -> dict[str, BaseException]:
         """Queue the jobs and wait (bounded) for their first attempt; return failures by id."""
@@ -600,14 +601,14 @@ class SemanticStore:
             await self._reading()
             [record] = await self.primary.get([id_])
             if record is None:
-                break
+                raise DocumentNotFound(f"No entry with id {id_!r}", operation="retry_vector_write", document_id=id_)
             if record.vector_status == "skipped":
                 return True
             if not await self._run_jobs([Job("upsert", id_, record, embed=True)]):
                 return True
             if attempt < max_retries:
                 await asyncio.sleep(backoff_ms(attempt, self.config.vector_retry_delay_ms) / 1000)
-        if (await self.primary.get([id_]))[0] is None:
+        if max_retries < 1 and (await self.primary.get([id_]))[0] is None:
             raise DocumentNotFound(f"No entry with id {id_!r}", operation="retry_vector_write", document_id=id_)
         return False
 

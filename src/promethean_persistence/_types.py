@@ -6,8 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 VectorStatus = Literal["pending", "synced", "failed", "skipped", "deleting", "deleted"]
-#: statuses an entry can show; "deleting"/"deleted" only exist on tombstones in the outbox
-VECTOR_STATUSES = ("pending", "synced", "failed", "skipped")
+# "deleting"/"deleted" only exist on tombstones in the outbox; entries show the other four.
 TOMBSTONE_VERSION = 0
 SCHEMA_VERSION = 1
 

@@ -17,7 +17,7 @@ from typing import Any
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "parse a date from a string": (
         "datetime.datetime.strptime", "datetime.datetime.fromisoformat", "datetime.date.fromisoformat",
-        "time.strptime", "email.utils.parsedate", "email.utils.parsedate_to_datetime", "_strptime._strptime",
+        "time.strptime", "email.utils.parsedate", "email.utils.parsedate_to_datetime",
     ),
     "compress a file with gzip": ("gzip.compress", "gzip.open", "gzip.GzipFile", "gzip"),
     "run a shell command and capture its output": (

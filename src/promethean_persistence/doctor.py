@@ -41,8 +41,8 @@ async def doctor(name: str, config: StoreConfig | dict | None = None) -> list[di
     checks.append(_check("config", True, f"primary={cfg.primary_driver} vector={cfg.vector_driver} "
                                           f"embedding={cfg.embedding_driver} consistency={cfg.consistency} "
                                           f"home={cfg.home}"))
-    for kind, driver_name in (("primary", cfg.primary_driver), ("vector", cfg.vector_driver)):
-        checks.append(await _probe_store_driver(kind, driver_name, cfg, collection))
+    checks.append(await _probe_store_driver("primary", cfg.primary_driver, cfg, collection))
+    checks.append(await _probe_store_driver("vector", cfg.vector_driver, cfg, collection))
     checks.append(await _probe_embedder(cfg))
     return checks
 
@@ -50,7 +50,7 @@ async def doctor(name: str, config: StoreConfig | dict | None = None) -> list[di
 async def _probe_store_driver(kind: str, driver_name: str, cfg: StoreConfig, collection: str) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        driver = _registry.load(kind, driver_name).from_config(cfg, collection)
+        driver = _registry.build(kind, cfg, collection)
         await driver.open()
         try:
             count = await driver.count()
@@ -65,7 +65,7 @@ async def _probe_store_driver(kind: str, driver_name: str, cfg: StoreConfig, col
 async def _probe_embedder(cfg: StoreConfig) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        embedder = _registry.load("embedding", cfg.embedding_driver).from_config(cfg)
+        embedder = _registry.build("embedding", cfg)
         try:
             vectors = await embedder.embed(["doctor check"])
         finally:

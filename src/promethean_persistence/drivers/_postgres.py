@@ -99,11 +99,20 @@ class PoolUser:
     """What both PostgreSQL drivers do with their shared pool."""
 
     name: str
-    _info: str
-    shown: str
-    _secrets: list[str]
-    _pool_settings: Any
-    _pool: Any
+
+    def __init__(self, info: str, shown: str, secrets: list[str], collection: str, pool: Any = None) -> None:
+        self._info, self.shown, self._secrets = info, shown, secrets
+        self.collection = collection
+        self._pool_settings = pool
+        self._pool: Any = None
+
+    def _ident(self, suffix: str = "") -> str:
+        """This collection's table (or index) name with ``suffix``, quoted."""
+        sql = require("psycopg", extra=EXTRA, driver=self.name).sql
+        return sql.Identifier(table_name(self.collection, suffix)).as_string(None)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.shown!r}, collection={self.collection!r})"
 
     def _mapped(self, operation: str):
         return mapped(self.shown, self._secrets, self.name, operation)

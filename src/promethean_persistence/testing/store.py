@@ -32,9 +32,9 @@ async def open_store(
     in FaultyVector / FaultyEmbedder (reachable as ``store.vector`` / ``store.embedder``)."""
     cfg = StoreConfig.resolve(config)
     collection = cfg.collection_name(name)
-    primary = _registry.load("primary", cfg.primary_driver).from_config(cfg, collection)
-    vector = _registry.load("vector", cfg.vector_driver).from_config(cfg, collection)
-    embedder = _registry.load("embedding", cfg.embedding_driver).from_config(cfg)
+    primary = _registry.build("primary", cfg, collection)
+    vector = _registry.build("vector", cfg, collection)
+    embedder = _registry.build("embedding", cfg)
     if faults:
         vector, embedder = FaultyVector(vector), FaultyEmbedder(embedder)
     return await SemanticStore.from_drivers(

@@ -7,11 +7,10 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
-from ..._deps import require
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
-from .._postgres import EXTRA, PoolUser, conninfo, filter_sql, table_name
+from .._postgres import PoolUser, conninfo, filter_sql
 from .._sql import window
 from ..base import Order
 
@@ -35,22 +34,14 @@ class PostgresPrimary(PoolUser):
     name: ClassVar[str] = "postgresql"
 
     def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, pool: Any = None) -> None:
-        self._info, self.shown, self._secrets = info, shown, secrets
-        self.collection = collection
-        self._pool_settings = pool
-        self._pool: Any = None
-        sql = require("psycopg", extra=EXTRA, driver=self.name).sql
-        self._t = sql.Identifier(table_name(collection)).as_string(None)
-        self._tomb = sql.Identifier(table_name(collection, "__tombstones")).as_string(None)
-        self._idx = lambda suffix: sql.Identifier(table_name(collection, suffix)).as_string(None)
+        super().__init__(info, shown, secrets, collection, pool)
+        self._t = self._ident()
+        self._tomb = self._ident("__tombstones")
 
     @classmethod
     def from_config(cls, config, collection: str) -> PostgresPrimary:
         info, shown, secrets = conninfo(config.postgresql)
         return cls(info, shown, secrets, collection, pool=config.postgresql.pool)
-
-    def __repr__(self) -> str:
-        return f"PostgresPrimary({self.shown!r}, collection={self.collection!r})"
 
     async def open(self) -> None:
         await self._acquire()
@@ -80,11 +71,11 @@ class PostgresPrimary(PoolUser):
                         vector_error text, vector_next_at bigint, vector_updated_at bigint,
                         vector_synced_at bigint, content_hash text NOT NULL, embedding_model text)"""
                 )
-                await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._idx('__time')} ON {self._t} (timestamp, id)")
+                await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._ident('__time')} ON {self._t} (timestamp, id)")
                 await conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {self._idx('__meta')} ON {self._t} USING gin (metadata jsonb_path_ops)")
+                    f"CREATE INDEX IF NOT EXISTS {self._ident('__meta')} ON {self._t} USING gin (metadata jsonb_path_ops)")
                 await conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {self._idx('__outbox')} ON {self._t} (vector_next_at) "
+                    f"CREATE INDEX IF NOT EXISTS {self._ident('__outbox')} ON {self._t} (vector_next_at) "
                     "WHERE vector_status IN ('pending', 'failed')")
                 await conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self._tomb} (id text COLLATE \"C\" PRIMARY KEY, vector_attempts integer NOT NULL, "

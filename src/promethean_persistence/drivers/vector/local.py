@@ -431,7 +431,7 @@ class LocalVector:
             raise ValidationError(f"query dimension {len(query)} does not match the collection's {self.dims}",
                                   field="vector", driver=self.name)
         if where is None:
-            graph_hits = self._search_graph(query, limit, None)
+            graph_hits = self._search_graph(query, limit, None, len(self._labels) - len(self._delta))
             if graph_hits is None:  # the graph could not answer: search everything exactly
                 return self._exact(query, list(self._ids), limit)
             return _best(self._search_delta(query, limit, None) + graph_hits, limit)
@@ -443,7 +443,7 @@ class LocalVector:
         if in_graph == 0 or len(allowed) <= max(self.exact_threshold, 20 * limit):
             return self._exact(query, allowed, limit)
         allowed_set = set(allowed)
-        graph_hits = self._search_graph(query, limit, allowed_set)
+        graph_hits = self._search_graph(query, limit, allowed_set, in_graph)
         if graph_hits is None:  # over-fetching in the graph did not find enough: go exact
             return self._exact(query, allowed, limit)
         return _best(self._search_delta(query, limit, allowed_set) + graph_hits, limit)
@@ -461,14 +461,13 @@ class LocalVector:
             return _top([labels[r] for r in rows], scores[rows], limit, self._ids)
         return _top(labels, scores, limit, self._ids)
 
-    def _search_graph(self, query: np.ndarray, limit: int, allowed: set[int] | None) -> list[VectorHit] | None:
-        """The graph's best ``limit`` (fewer only if it holds fewer); None if it cannot tell."""
+    def _search_graph(
+        self, query: np.ndarray, limit: int, allowed: set[int] | None, in_graph: int
+    ) -> list[VectorHit] | None:
+        """The graph's best ``limit`` of the ``in_graph`` candidates it holds; None if it cannot tell."""
         graph = self._graph
-        in_graph = len(self._labels) - len(self._delta)
         if graph is None or in_graph <= 0:
             return []
-        if allowed is not None:
-            in_graph = sum(1 for label in allowed if label not in self._delta)
         k = min(limit, in_graph)
         graph.set_ef(max(self.ef_search, k))
         try:

@@ -9,11 +9,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..._deps import require
 from ..._errors import ValidationError
 from ..._filters import Node
 from ..._types import VectorHit
-from .._postgres import EXTRA, PoolUser, conninfo, filter_sql, table_name
+from .._postgres import PoolUser, conninfo, filter_sql
 from ._exact import as_matrix
 
 
@@ -28,16 +27,11 @@ class PgvectorVector(PoolUser):
 
     def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, m: int = 16,
                  ef_construction: int = 64, ef_search: int = 40, pool: Any = None) -> None:
-        self._info, self.shown, self._secrets = info, shown, secrets
-        self.collection = collection
+        super().__init__(info, shown, secrets, collection, pool)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
-        self._pool_settings = pool
-        self._pool: Any = None
         self.dims: int | None = None
-        sql = require("psycopg", extra=EXTRA, driver=self.name).sql
-        self._t = sql.Identifier(table_name(collection, "__vectors")).as_string(None)
-        self._idx = sql.Identifier(table_name(collection, "__vectors_hnsw")).as_string(None)
-        self._table_name = table_name(collection, "__vectors")
+        self._t = self._ident("__vectors")
+        self._idx = self._ident("__vectors_hnsw")
 
     @classmethod
     def from_config(cls, config, collection: str) -> PgvectorVector:
@@ -45,9 +39,6 @@ class PgvectorVector(PoolUser):
         h = config.pgvector.hnsw
         return cls(info, shown, secrets, collection, m=h.m, ef_construction=h.ef_construction,
                    ef_search=h.ef_search, pool=config.postgresql.pool)
-
-    def __repr__(self) -> str:
-        return f"PgvectorVector({self.shown!r}, collection={self.collection!r})"
 
     async def open(self) -> None:
         await self._acquire()
@@ -74,7 +65,7 @@ class PgvectorVector(PoolUser):
     async def _ensure_table(self, conn, dims: int) -> None:
         if self.dims is not None:
             return
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"semantic-store:{self._table_name}",))
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"semantic-store:{self._t}",))
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self._t} (id text COLLATE \"C\" PRIMARY KEY, "
             f"embedding vector({int(dims)}) NOT NULL, metadata jsonb NOT NULL)")
