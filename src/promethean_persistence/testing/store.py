@@ -294,7 +294,8 @@ class StoreSuite:
         assert await store.vector.existing(["d1", "ghost"]) == {"d1"}
 
     async def test_eventual_failure_is_recorded_and_retried(self, make_store):
-        store = await make_store(faults=True, vector_retry_delay_ms=1)
+        # No automatic retries (max 0): the attempts counted below are the insert's and ours.
+        store = await make_store(faults=True, vector_retry_delay_ms=1, vector_max_retries=0)
         store.vector.fail()
         id_ = await store.insert({"text": "survives an outage"})
         entry = await store.get(id_)

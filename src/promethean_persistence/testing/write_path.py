@@ -167,7 +167,9 @@ class WritePathSuite:
         assert sum(store.vector.upserted.values()) == 1000
 
     async def test_every_kth_failure_is_retried_to_completion(self, make_store):
-        store = await make_store(faults=True, vector_batch_size=8)
+        # Far-apart retries: none is spent while the fault lasts, so a record cannot exhaust
+        # its retries on the every-3rd failures before flush() (after heal) writes it.
+        store = await make_store(faults=True, vector_batch_size=8, vector_retry_delay_ms=60_000)
         store.vector.fail_every(3)
         ids = await asyncio.gather(*(store.insert({"text": f"flaky {i}"}) for i in range(200)))
         store.vector.heal()
