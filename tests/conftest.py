@@ -11,6 +11,8 @@ from promethean_persistence import StoreConfig
 from promethean_persistence._config import ENV_VARS
 from promethean_persistence.testing.store import open_store
 
+# A real MongoDB for the mongodb suites, besides the wire-compatible server the tests start.
+REAL_MONGODB_URI = os.environ.get("MONGODB_URI")
 # No test may pick up drivers or settings from the developer's environment.
 for _var in ENV_VARS:
     os.environ.pop(_var, None)
@@ -29,20 +31,56 @@ if not os.environ.get("TEST_POSTGRES_DSN"):
         os.environ["TEST_POSTGRES_DSN"] = start_postgres(_PG_ROOT)
 PG_DSN = os.environ.get("TEST_POSTGRES_DSN")
 
+# A real Chroma server and SecantusDB (a MongoDB wire-protocol server): .ci/run starts them and
+# sets TEST_CHROMA_URL / TEST_MONGODB_URI; otherwise the test session starts its own.
+_SERVERS_ROOT = None
+
+
+def _start_servers() -> None:
+    global _SERVERS_ROOT
+    import importlib.util
+    import tempfile
+
+    from promethean_persistence.testing import engines
+
+    wanted = [
+        ("TEST_CHROMA_URL", "chromadb", engines.start_chroma),
+        ("TEST_MONGODB_URI", "secantus", engines.start_mongo),
+    ]
+    for var, module, start in wanted:
+        if not os.environ.get(var) and importlib.util.find_spec(module) is not None:
+            _SERVERS_ROOT = _SERVERS_ROOT or tempfile.mkdtemp(prefix="semantic-store-servers-")
+            os.environ[var] = start(_SERVERS_ROOT)
+
+
+_start_servers()
+CHROMA_URL = os.environ.get("TEST_CHROMA_URL")
+MONGO_URI = os.environ.get("TEST_MONGODB_URI")
+
 
 def pytest_unconfigure(config):
+    import shutil
+
+    from promethean_persistence.testing import engines
+
     if _PG_ROOT is not None:
-        import shutil
-
-        from promethean_persistence.testing.engines import stop_postgres
-
-        stop_postgres(_PG_ROOT)
+        engines.stop_postgres(_PG_ROOT)
         shutil.rmtree(_PG_ROOT, ignore_errors=True)
+    if _SERVERS_ROOT is not None:
+        engines.stop_chroma(_SERVERS_ROOT)
+        engines.stop_mongo(_SERVERS_ROOT)
+        shutil.rmtree(_SERVERS_ROOT, ignore_errors=True)
 PG = pytest.mark.postgres
+MONGO = pytest.mark.mongodb
+CHROMA = pytest.mark.chroma
 
-PRIMARY = ["memory", "sqlite", pytest.param("postgresql", marks=PG)]
+# "mongodb" runs on SecantusDB (wire-compatible, not MongoDB); "mongodb-real" on $MONGODB_URI.
+PRIMARY = ["memory", "sqlite", pytest.param("postgresql", marks=PG), pytest.param("mongodb", marks=MONGO)] + (
+    [pytest.param("mongodb-real", marks=MONGO)] if REAL_MONGODB_URI else [])
 # "local-hnsw" is the local driver with every vector in the HNSW graph (no exact tier).
-VECTOR = ["memory", "local", "local-hnsw", pytest.param("pgvector", marks=PG)]
+VECTOR = ["memory", "local", "local-hnsw", pytest.param("pgvector", marks=PG),
+          pytest.param("chromadb", marks=CHROMA), pytest.param("chromadb-embedded", marks=CHROMA),
+          pytest.param("chromadb-hnsw", marks=CHROMA)]  # every filtered search through Chroma's HNSW
 EMBEDDING = ["hashing", "local"]
 STORES = [
     pytest.param(("memory", "memory"), id="memory+memory"),
@@ -52,8 +90,37 @@ STORES = [
     pytest.param(("postgresql", "pgvector"), id="postgresql+pgvector", marks=PG),
     pytest.param(("postgresql", "local"), id="postgresql+local", marks=PG),
     pytest.param(("sqlite", "pgvector"), id="sqlite+pgvector", marks=PG),
+    pytest.param(("mongodb", "chromadb"), id="mongodb+chromadb", marks=[MONGO, CHROMA]),
+    pytest.param(("sqlite", "chromadb-embedded"), id="sqlite+chromadb-embedded", marks=CHROMA),
+    pytest.param(("mongodb", "local"), id="mongodb+local", marks=MONGO),
 ]
 VARIANTS = {"local-hnsw": ("local", {"local": {"exact_threshold": 0}})}
+
+
+def require_server(var: str, what: str) -> str:
+    value = os.environ.get(var)
+    if value:
+        return value
+    message = f"{var} is not set and {what} could not be started (pip install -e '.[mongodb,chroma,test]')"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def server_config(tmp_path, primary: str, vector: str) -> dict:
+    """Settings for the server-backed drivers of this pair (fresh collections each time)."""
+    out: dict = {}
+    if primary in ("mongodb", "mongodb-real"):
+        uri = REAL_MONGODB_URI if primary == "mongodb-real" else require_server("TEST_MONGODB_URI", "SecantusDB")
+        out["mongodb"] = {"uri": uri, "database": "semantic_store_tests"}
+    if vector in ("chromadb", "chromadb-hnsw"):
+        out["chromadb"] = {"url": require_server("TEST_CHROMA_URL", "a Chroma server"),
+                           "exact_threshold": 0 if vector == "chromadb-hnsw" else 1000}
+    elif vector == "chromadb-embedded":
+        out["chromadb"] = {"path": str(tmp_path / "chroma")}
+    if out:
+        out["agent_name"] = f"t{uuid.uuid4().hex[:10]}"
+    return out
 
 
 def require_postgres() -> str:
@@ -65,7 +132,11 @@ def require_postgres() -> str:
 
 
 def base_config(tmp_path, primary: str, vector: str, **overrides) -> dict:
+    servers = server_config(tmp_path, primary, vector)
+    primary = "mongodb" if primary == "mongodb-real" else primary
+    vector = "chromadb" if vector.startswith("chromadb") else vector
     vector, variant = VARIANTS.get(vector, (vector, {}))
+    variant = {**variant, **servers}
     if "postgresql" in (primary, vector) or vector == "pgvector":
         dsn = require_postgres()
         # a fresh collection prefix per test: the database outlives the test
@@ -86,7 +157,7 @@ async def primary(request, tmp_path):
     from promethean_persistence import _registry
 
     cfg = StoreConfig(**base_config(tmp_path, request.param, "memory"))
-    driver = _registry.load("primary", request.param).from_config(cfg, f"t_{uuid.uuid4().hex[:8]}")
+    driver = _registry.load("primary", cfg.primary_driver).from_config(cfg, f"t_{uuid.uuid4().hex[:8]}")
     await driver.open()
     yield driver
     await driver.aclose()

@@ -30,3 +30,14 @@ def test_embedded_benchmark_smoke():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 < result["index"]["recall_at_10"] <= 1
     assert result["ingest"]["store_entries_per_s"] > 0 and result["ingest"]["ratio"] > 0
+
+
+def test_chroma_benchmark_smoke():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "chroma.py"), "--sizes", "300", "--queries", "20", "--batch", "100"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for run in ("embedded_300", "server_300"):
+        assert result[run]["insert"]["ratio"] > 0 and result[run]["query"]["ratio"] > 0

@@ -179,8 +179,7 @@ def test_config_type_is_checked():
 
 @pytest.mark.parametrize(
     "kind, name, extra",
-    [("primaryDriver", "mongodb", "mongodb"), ("vectorDriver", "chromadb", "chroma"),
-     ("vectorDriver", "qdrant", "qdrant"), ("vectorDriver", "pinecone", "pinecone")],
+    [("vectorDriver", "qdrant", "qdrant"), ("vectorDriver", "pinecone", "pinecone")],
 )
 async def test_spec_drivers_are_valid_config_and_say_what_is_missing(tmp_path, kind, name, extra):
     import importlib.util

@@ -4,6 +4,7 @@ evaluator on random data and random filters (hypothesis)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import uuid
 
 import numpy as np
@@ -19,7 +20,7 @@ from promethean_persistence.drivers.primary.sqlite import SQLitePrimary
 from promethean_persistence.drivers.vector.local import LocalVector
 from promethean_persistence.drivers.vector.memory import MemoryVector
 
-from conftest import PG_DSN
+from conftest import MONGO_URI, PG_DSN
 
 
 @pytest.mark.parametrize(
@@ -128,16 +129,21 @@ filters = st.recursive(
 
 
 class _Drivers:
-    """One instance of every driver, reused across hypothesis examples (fresh collection each)."""
+    """One instance of every driver, opened once and emptied between hypothesis examples."""
 
     def __init__(self, tmp: str) -> None:
         self.tmp = tmp
         self.loop = asyncio.new_event_loop()
+        self.drivers: list = []
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)
 
     def fresh(self):
+        if self.drivers:
+            for d in self.drivers:
+                self.run(d.drop())
+            return self.drivers
         name = f"p_{uuid.uuid4().hex[:8]}"
         drivers = [
             MemoryPrimary(name),
@@ -145,6 +151,15 @@ class _Drivers:
             MemoryVector(name),
             LocalVector(f"{self.tmp}/filters.db", name, synchronous="OFF"),
         ]
+        if MONGO_URI:  # SecantusDB, a MongoDB wire-protocol server
+            from promethean_persistence.drivers.primary.mongodb import MongoPrimary
+
+            drivers.append(MongoPrimary(MONGO_URI, "semantic_store_tests", name))
+        if importlib.util.find_spec("chromadb") is not None:
+            from promethean_persistence.drivers.vector.chroma import ChromaVector
+
+            drivers.append(ChromaVector(name, path=f"{self.tmp}/chroma"))  # exact search under a filter
+            drivers.append(ChromaVector(f"{name}_h", path=f"{self.tmp}/chroma", exact_threshold=0))  # HNSW
         if PG_DSN:
             from promethean_persistence.drivers.primary.postgres import PostgresPrimary
             from promethean_persistence.drivers.vector.pgvector import PgvectorVector
@@ -153,14 +168,21 @@ class _Drivers:
             drivers += [PostgresPrimary(*info, name), PgvectorVector(*info, name)]
         for d in drivers:
             self.run(d.open())
+        self.drivers = drivers
         return drivers
+
+    def close(self) -> None:
+        for d in self.drivers:
+            self.run(d.drop())
+            self.run(d.aclose())
+        self.loop.close()
 
 
 @pytest.fixture(scope="module")
 def all_drivers(tmp_path_factory):
     d = _Drivers(str(tmp_path_factory.mktemp("filters")))
     yield d
-    d.loop.close()
+    d.close()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -186,6 +208,25 @@ def test_every_driver_matches_the_reference(all_drivers, metas, specs):
         for v in vectors:
             got = sorted(h.id for h in run(v.query(matrix[0], 100, node)))
             assert got == expected, (v.name, spec, metas)
+
+
+def test_fractional_operands_against_whole_numbers(all_drivers):
+    """Found by the property test: Chroma truncates 2.5 to 2 when comparing with an int."""
+    run = all_drivers.run
+    drivers = all_drivers.fresh()
+    metas = [{"b": 2}, {"b": -1}, {"b": 2.5}, {"b": 3}]
+    ids = [f"id{i}" for i in range(len(metas))]
+    records = [Record(id=i, text=i, timestamp=k, metadata=m, content_hash="h") for k, (i, m) in enumerate(zip(ids, metas))]
+    matrix = np.eye(len(ids), 16, dtype=np.float32) + 0.01
     for d in drivers:
-        run(d.drop())
-        run(d.aclose())
+        run(d.put(records) if hasattr(d, "most_recent") else d.upsert(ids, matrix, metas))
+    for spec in ({"b": {"$lt": 2.5}}, {"b": {"$gt": -1.5}}, {"b": {"$ne": 2.5}}, {"b": {"$nin": [2.5, -1]}},
+                 {"b": {"$gte": 2.5}}, {"b": {"$lte": -0.5}}):
+        node = parse(spec)
+        expected = sorted(i for i, m in zip(ids, metas) if evaluate(node, m))
+        for d in drivers:
+            if hasattr(d, "most_recent"):
+                got = sorted(r.id for r in run(d.most_recent(100, node)))
+            else:
+                got = sorted(h.id for h in run(d.query(matrix[0], 100, node)))
+            assert got == expected, (d.name, spec)

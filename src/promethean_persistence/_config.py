@@ -89,6 +89,8 @@ class ChromaConfig(_Section):
     url: str | None = None
     path: str | None = None
     collection: str | None = None
+    timeout: float = Field(30.0, gt=0)  #: seconds per call (Chroma's own client has none)
+    exact_threshold: int = Field(1000, ge=0)  #: filters matching at most this many: exact search
     embedding_function: Any = None  #: accepted for seed compatibility; we always embed ourselves
 
 

@@ -268,7 +268,10 @@ class VectorWriteQueue:
                 except Exception as exc:
                     raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
             metadata = [r.metadata for r in records]
-            await self._timed(self.vector.upsert([r.id for r in records], vectors, metadata), "vector upsert")
+            extra = {}
+            if getattr(self.vector, "stores_documents", False):  # e.g. Chroma keeps the text too
+                extra = {"documents": [r.text for r in records], "timestamps": [r.timestamp for r in records]}
+            await self._timed(self.vector.upsert([r.id for r in records], vectors, metadata, **extra), "vector upsert")
         except Exception as exc:  # noqa: BLE001 - recorded per job
             return exc
         return None

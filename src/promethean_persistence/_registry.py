@@ -24,11 +24,13 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
         "memory": f"{_P}.primary.memory:MemoryPrimary",
         "sqlite": f"{_P}.primary.sqlite:SQLitePrimary",
         "postgresql": f"{_P}.primary.postgres:PostgresPrimary",
+        "mongodb": f"{_P}.primary.mongodb:MongoPrimary",
     },
     "vector": {
         "memory": f"{_P}.vector.memory:MemoryVector",
         "local": f"{_P}.vector.local:LocalVector",
         "pgvector": f"{_P}.vector.pgvector:PgvectorVector",
+        "chromadb": f"{_P}.vector.chroma:ChromaVector",
     },
     "embedding": {
         "hashing": f"{_P}.embedding.hashing:HashingEmbedder",
@@ -40,9 +42,8 @@ _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}
 # Drivers SPEC §5 names that later issues implement: valid in configs today; opening one
 # says what is missing instead of pretending the name is unknown. name -> (client, extra)
 _PLANNED: dict[Kind, dict[str, tuple[str | None, str | None]]] = {
-    "primary": {"mongodb": ("pymongo", "mongodb")},
-    "vector": {"chromadb": ("chromadb", "chroma"), "qdrant": ("qdrant_client", "qdrant"),
-               "pinecone": ("pinecone", "pinecone")},
+    "primary": {},
+    "vector": {"qdrant": ("qdrant_client", "qdrant"), "pinecone": ("pinecone", "pinecone")},
     "embedding": {"ollama": (None, None), "openai": (None, None)},
 }
 

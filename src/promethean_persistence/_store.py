@@ -136,9 +136,16 @@ class SemanticStore:
         _check_names(name, text_key, time_key)
         resolved = config if isinstance(config, StoreConfig) else StoreConfig.resolve(config)
         opened: list[Any] = [embedder]
+        for driver in (primary, vector):  # drivers that keep the original's field names
+            if hasattr(driver, "use_keys"):
+                driver.use_keys(text_key, time_key)
         try:
             await primary.open()
             opened.append(primary)
+            # the original's collection_aliases: the vector collection may have another name
+            target = await primary.vector_collection() if hasattr(primary, "vector_collection") else None
+            if target and hasattr(vector, "use_collection"):
+                vector.use_collection(target)
             await vector.open()
             opened.append(vector)
             store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
@@ -161,6 +168,14 @@ class SemanticStore:
         mine = self._manifest()
         stored = await self.primary.get_manifest()
         if stored is None:
+            dims = getattr(self.vector, "dims", None)  # vectors written before any manifest
+            if isinstance(dims, int) and dims != mine.dimensions:
+                raise EmbeddingMismatchError(
+                    f"The vector collection of {self.name!r} holds {dims}-dimensional vectors; this store's "
+                    f"embedding model {mine.embedding_model!r} makes {mine.dimensions}. Use the model that "
+                    "wrote them, or migrate the store to re-embed it.",
+                    operation="open",
+                )
             await self.primary.set_manifest(mine)
             return
         if (stored.embedding_model, stored.dimensions) != (mine.embedding_model, mine.dimensions):
@@ -512,7 +527,7 @@ class SemanticStore:
         report: dict[str, Any] = {
             "total_documents": 0, "consistent_documents": 0, "inconsistent_documents": 0,
             "missing_vectors": 0, "pending": 0, "failed": 0, "skipped": 0,
-            "stale_vectors": 0, "orphaned_vectors": 0, "vector_write_failures": [],
+            "stale_vectors": 0, "orphaned_vectors": 0, "legacy": 0, "vector_write_failures": [],
             # strict writes commit record and vector together (same PostgreSQL database)
             "atomic_vector_writes": self._atomic,
         }
@@ -526,6 +541,7 @@ class SemanticStore:
                     record_ids.add(r.id)
                 has = r.id in present
                 report["total_documents"] += 1
+                report["legacy"] += r.legacy  # written by the original package
                 ok = False
                 if r.vector_status == "skipped":
                     report["skipped"] += 1
@@ -537,7 +553,7 @@ class SemanticStore:
                     if not has:
                         report["missing_vectors"] += 1
                         ids["missing"].append(r)
-                    elif r.embedding_model != model:
+                    elif r.embedding_model not in (model, None if r.legacy else model):
                         report["stale_vectors"] += 1
                         ids["stale"].append(r)
                     else:
@@ -566,14 +582,22 @@ class SemanticStore:
         await self._reading()
         return (await self._scan(limit))["report"]
 
-    async def repair(self, dry_run: bool = False) -> dict[str, Any]:
-        """Re-queue missing, failed, stale and stuck vectors; delete orphan vectors."""
+    async def repair(self, dry_run: bool = False, dedupe: bool = False) -> dict[str, Any]:
+        """Re-queue missing, failed, stale and stuck vectors; delete orphan vectors. With
+        ``dedupe``, also delete older duplicates of an id (the original package inserted
+        without upserting; reads already show only the newest)."""
         self._check_open()
         await self._queue.flush()
         await self._reading()
+        duplicates: dict[str, int] = {}
+        if dedupe and not dry_run and hasattr(self.primary, "dedupe"):
+            duplicates = await self.primary.dedupe()
         scan = await self._scan(None)
         ids, orphans = scan["ids"], scan["orphans"]
         requeue = ids["missing"] + ids["failed"] + ids["stale"] + ids["pending"]
+        queued = {r.id for r in requeue}  # a deduplicated id's vector may be an older copy's
+        requeue += [r for r in await self.primary.get(sorted(duplicates)) if r is not None and r.id not in queued
+                    and r.vector_status != "skipped"]
         if not dry_run:
             jobs = [Job("upsert", r.id, r.copy(vector_attempts=0), embed=True) for r in requeue]
             jobs += [Job("delete", i) for i in orphans + [r.id for r in ids["unwanted"]]]
@@ -589,6 +613,7 @@ class SemanticStore:
             "pending": len(ids["pending"]),
             "requeued": len(requeue),
             "orphans_deleted": len(orphans) + len(ids["unwanted"]),
+            "duplicates_removed": sum(duplicates.values()),
             "requeued_ids": [r.id for r in requeue],
             "deleted_ids": orphans + [r.id for r in ids["unwanted"]],
         }

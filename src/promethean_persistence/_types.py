@@ -29,6 +29,7 @@ class Record:
     vector_synced_at: int | None = None  #: last successful vector write (epoch ms)
     content_hash: str = ""  #: hash of the text that the vector must represent
     embedding_model: str | None = None  #: model that produced the stored vector
+    legacy: bool = False  #: written by the original package, without our outbox fields
 
     @property
     def is_empty(self) -> bool:

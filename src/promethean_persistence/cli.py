@@ -258,12 +258,13 @@ def retry(ctx, id_, max_retries) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Only report what would be re-queued and deleted.")
+@click.option("--dedupe", is_flag=True, help="Also delete older duplicates of an id (MongoDB data of the original).")
 @click.pass_context
-def repair(ctx, dry_run) -> None:
+def repair(ctx, dry_run, dedupe) -> None:
     """Re-queue missing, failed and stale vectors, delete orphans, and wait for the writes."""
 
     async def call(store: SemanticStore):
-        report = await store.repair(dry_run=dry_run)
+        report = await store.repair(dry_run=dry_run, dedupe=dedupe)
         if not dry_run:
             await store.flush()
         return report

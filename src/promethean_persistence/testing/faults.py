@@ -60,9 +60,9 @@ class FaultyVector(_Faults):
         self.name = f"faulty-{inner.name}"
         self.upserted: Counter[str] = Counter()  #: successful upserts with a vector, per id
 
-    async def upsert(self, ids: Any, vectors: Any, metadata: Any) -> None:
+    async def upsert(self, ids: Any, vectors: Any, metadata: Any, **kwargs: Any) -> None:
         await self.gate("upsert")
-        await self.inner.upsert(ids, vectors, metadata)
+        await self.inner.upsert(ids, vectors, metadata, **kwargs)
         if vectors is not None:
             self.upserted.update(ids)
 
