@@ -11,8 +11,11 @@ from promethean_persistence import StoreConfig
 from promethean_persistence._config import ENV_VARS
 from promethean_persistence.testing.store import open_store
 
-# A real MongoDB for the mongodb suites, besides the wire-compatible server the tests start.
+# Real services, when their settings are in the environment, besides the stand-ins below.
 REAL_MONGODB_URI = os.environ.get("MONGODB_URI")
+REAL_QDRANT = {"url": os.environ.get("QDRANT_URL"), "api_key": os.environ.get("QDRANT_API_KEY")}
+REAL_PINECONE = {"api_key": os.environ.get("PINECONE_API_KEY"), "host": os.environ.get("PINECONE_HOST"),
+                 "index_name": os.environ.get("PINECONE_INDEX_NAME")}
 # No test may pick up drivers or settings from the developer's environment.
 for _var in ENV_VARS:
     os.environ.pop(_var, None)
@@ -66,6 +69,8 @@ def pytest_unconfigure(config):
     if _PG_ROOT is not None:
         engines.stop_postgres(_PG_ROOT)
         shutil.rmtree(_PG_ROOT, ignore_errors=True)
+    for fake in _FAKE_PINECONES.values():
+        fake.stop()
     if _SERVERS_ROOT is not None:
         engines.stop_chroma(_SERVERS_ROOT)
         engines.stop_mongo(_SERVERS_ROOT)
@@ -73,6 +78,8 @@ def pytest_unconfigure(config):
 PG = pytest.mark.postgres
 MONGO = pytest.mark.mongodb
 CHROMA = pytest.mark.chroma
+QDRANT = pytest.mark.qdrant
+PINECONE = pytest.mark.pinecone
 
 # "mongodb" runs on SecantusDB (wire-compatible, not MongoDB); "mongodb-real" on $MONGODB_URI.
 PRIMARY = ["memory", "sqlite", pytest.param("postgresql", marks=PG), pytest.param("mongodb", marks=MONGO)] + (
@@ -80,7 +87,12 @@ PRIMARY = ["memory", "sqlite", pytest.param("postgresql", marks=PG), pytest.para
 # "local-hnsw" is the local driver with every vector in the HNSW graph (no exact tier).
 VECTOR = ["memory", "local", "local-hnsw", pytest.param("pgvector", marks=PG),
           pytest.param("chromadb", marks=CHROMA), pytest.param("chromadb-embedded", marks=CHROMA),
-          pytest.param("chromadb-hnsw", marks=CHROMA)]  # every filtered search through Chroma's HNSW
+          pytest.param("chromadb-hnsw", marks=CHROMA),  # every filtered search through Chroma's HNSW
+          # qdrant: the client's local mode (its in-process stand-in); pinecone: our FAKE server
+          pytest.param("qdrant", marks=QDRANT), pytest.param("qdrant-edge", marks=QDRANT),
+          pytest.param("pinecone", marks=PINECONE)] + (
+    [pytest.param("qdrant-real", marks=QDRANT)] if REAL_QDRANT["url"] else []) + (
+    [pytest.param("pinecone-real", marks=PINECONE)] if REAL_PINECONE["api_key"] else [])
 EMBEDDING = ["hashing", "local"]
 STORES = [
     pytest.param(("memory", "memory"), id="memory+memory"),
@@ -93,6 +105,9 @@ STORES = [
     pytest.param(("mongodb", "chromadb"), id="mongodb+chromadb", marks=[MONGO, CHROMA]),
     pytest.param(("sqlite", "chromadb-embedded"), id="sqlite+chromadb-embedded", marks=CHROMA),
     pytest.param(("mongodb", "local"), id="mongodb+local", marks=MONGO),
+    pytest.param(("sqlite", "qdrant"), id="sqlite+qdrant", marks=QDRANT),
+    pytest.param(("sqlite", "pinecone"), id="sqlite+pinecone", marks=PINECONE),
+    pytest.param(("sqlite", "qdrant-edge"), id="sqlite+qdrant-edge", marks=QDRANT),
 ]
 VARIANTS = {"local-hnsw": ("local", {"local": {"exact_threshold": 0}})}
 
@@ -107,6 +122,19 @@ def require_server(var: str, what: str) -> str:
     pytest.skip(message)
 
 
+FAKE_PINECONE_KEY = "fake-pinecone-key"
+_FAKE_PINECONES: dict = {}
+
+
+def fake_pinecone(tmp_path):
+    """A FAKE Pinecone index per test (an index has one dimension; stores get namespaces)."""
+    if tmp_path not in _FAKE_PINECONES:
+        from promethean_persistence.testing.pinecone_fake import FakePinecone
+
+        _FAKE_PINECONES[tmp_path] = FakePinecone(FAKE_PINECONE_KEY).start()
+    return _FAKE_PINECONES[tmp_path]
+
+
 def server_config(tmp_path, primary: str, vector: str) -> dict:
     """Settings for the server-backed drivers of this pair (fresh collections each time)."""
     out: dict = {}
@@ -118,6 +146,19 @@ def server_config(tmp_path, primary: str, vector: str) -> dict:
                            "exact_threshold": 0 if vector == "chromadb-hnsw" else 1000}
     elif vector == "chromadb-embedded":
         out["chromadb"] = {"path": str(tmp_path / "chroma")}
+    elif vector == "qdrant":
+        require_extra("qdrant_client")
+        out["qdrant"] = {"path": ":memory:"}
+    elif vector == "qdrant-edge":
+        require_extra("qdrant_edge")
+        out["qdrant"] = {"path": str(tmp_path / f"edge-{uuid.uuid4().hex[:6]}")}
+    elif vector == "qdrant-real":
+        out["qdrant"] = {k: v for k, v in REAL_QDRANT.items() if v}
+    elif vector == "pinecone":
+        require_extra("pinecone")
+        out["pinecone"] = {"api_key": FAKE_PINECONE_KEY, "host": fake_pinecone(tmp_path).url}
+    elif vector == "pinecone-real":
+        out["pinecone"] = {k: v for k, v in REAL_PINECONE.items() if v}
     if out:
         out["agent_name"] = f"t{uuid.uuid4().hex[:10]}"
     return out
@@ -134,7 +175,8 @@ def require_postgres() -> str:
 def base_config(tmp_path, primary: str, vector: str, **overrides) -> dict:
     servers = server_config(tmp_path, primary, vector)
     primary = "mongodb" if primary == "mongodb-real" else primary
-    vector = "chromadb" if vector.startswith("chromadb") else vector
+    vector = vector if vector == "qdrant-edge" else (
+        vector.split("-")[0] if vector.split("-")[0] in ("chromadb", "qdrant", "pinecone") else vector)
     vector, variant = VARIANTS.get(vector, (vector, {}))
     variant = {**variant, **servers}
     if "postgresql" in (primary, vector) or vector == "pgvector":
@@ -180,7 +222,7 @@ def require_extra(*modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        message = f"needs {', '.join(missing)} (pip install -e '.[local]')"
+        message = f"needs {', '.join(missing)} (pip install -e '.[all,test]')"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -135,6 +135,7 @@ class _Drivers:
         self.tmp = tmp
         self.loop = asyncio.new_event_loop()
         self.drivers: list = []
+        self.fake = None
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)
@@ -160,6 +161,20 @@ class _Drivers:
 
             drivers.append(ChromaVector(name, path=f"{self.tmp}/chroma"))  # exact search under a filter
             drivers.append(ChromaVector(f"{name}_h", path=f"{self.tmp}/chroma", exact_threshold=0))  # HNSW
+        if importlib.util.find_spec("qdrant_client") is not None:  # the client's local mode
+            from promethean_persistence.drivers.vector.qdrant import QdrantVector
+
+            drivers.append(QdrantVector(name, path=":memory:"))
+        if importlib.util.find_spec("qdrant_edge") is not None:  # Qdrant's engine in-process
+            from promethean_persistence.drivers.vector.qdrant_edge import QdrantEdgeVector
+
+            drivers.append(QdrantEdgeVector(name, f"{self.tmp}/edge"))
+        if importlib.util.find_spec("pinecone") is not None:  # the FAKE Pinecone data plane
+            from promethean_persistence.drivers.vector.pinecone import PineconeVector
+            from promethean_persistence.testing.pinecone_fake import FakePinecone
+
+            self.fake = FakePinecone("k").start()
+            drivers.append(PineconeVector(name, api_key="k", host=self.fake.url))
         if PG_DSN:
             from promethean_persistence.drivers.primary.postgres import PostgresPrimary
             from promethean_persistence.drivers.vector.pgvector import PgvectorVector
@@ -176,6 +191,8 @@ class _Drivers:
             self.run(d.drop())
             self.run(d.aclose())
         self.loop.close()
+        if self.fake is not None:
+            self.fake.stop()
 
 
 @pytest.fixture(scope="module")

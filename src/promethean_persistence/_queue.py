@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._entries import now_ms
-from ._errors import BackendUnavailable, EmbeddingError, SemanticStoreError
+from ._errors import BackendRejected, BackendUnavailable, EmbeddingError, SemanticStoreError, ValidationError
 from ._types import TOMBSTONE_VERSION, Record, VectorState
 from ._group import OutboxWriter
 from .drivers.base import Embedder, VectorDriver
@@ -316,7 +316,8 @@ class VectorWriteQueue:
             else:
                 self.total_failed += 1
                 self._failed_ids.add(job.id)
-                retry = attempts <= self.max_retries
+                # bad data or a refusal does not get better by waiting (SPEC §10): no retry
+                retry = attempts <= self.max_retries and not isinstance(error, (ValidationError, BackendRejected))
                 states.append(
                     VectorState(
                         job.id,

@@ -31,6 +31,9 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
         "local": f"{_P}.vector.local:LocalVector",
         "pgvector": f"{_P}.vector.pgvector:PgvectorVector",
         "chromadb": f"{_P}.vector.chroma:ChromaVector",
+        "qdrant": f"{_P}.vector.qdrant:QdrantVector",
+        "qdrant-edge": f"{_P}.vector.qdrant_edge:QdrantEdgeVector",
+        "pinecone": f"{_P}.vector.pinecone:PineconeVector",
     },
     "embedding": {
         "hashing": f"{_P}.embedding.hashing:HashingEmbedder",
@@ -43,7 +46,7 @@ _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}
 # says what is missing instead of pretending the name is unknown. name -> (client, extra)
 _PLANNED: dict[Kind, dict[str, tuple[str | None, str | None]]] = {
     "primary": {},
-    "vector": {"qdrant": ("qdrant_client", "qdrant"), "pinecone": ("pinecone", "pinecone")},
+    "vector": {},
     "embedding": {"ollama": (None, None), "openai": (None, None)},
 }
 

@@ -12,7 +12,7 @@ from . import _registry
 from ._config import StoreConfig
 from ._errors import SemanticStoreError, redact
 
-_VERSIONS = ("numpy", "pydantic", "hnswlib", "sentence-transformers", "torch", "chromadb", "qdrant-client",
+_VERSIONS = ("numpy", "pydantic", "hnswlib", "sentence-transformers", "torch", "chromadb", "qdrant-client", "qdrant-edge-py",
              "pinecone", "pymongo", "psycopg")
 
 

@@ -31,6 +31,7 @@ from ..._errors import BackendRejected, BackendUnavailable, ValidationError, red
 from ..._filters import Cmp, Node, Or, evaluate
 from ..._types import VectorHit
 from ._exact import as_matrix
+from ._widen import Rows, widening_search
 
 EXTRA = "chroma"
 EXACT = "_semantic_store"  #: the metadata as JSON, for exact filtering
@@ -161,6 +162,7 @@ class ChromaVector:
             if self.url:
                 parts = urlsplit(self.url)
                 ssl = parts.scheme == "https"
+                await self._heartbeat()
                 async with asyncio.timeout(self.timeout):
                     self._client = await chromadb.AsyncHttpClient(
                         host=parts.hostname or "localhost", port=parts.port or (443 if ssl else 8000), ssl=ssl)
@@ -170,6 +172,16 @@ class ChromaVector:
                 self._client = await asyncio.to_thread(chromadb.PersistentClient, path=self.path)
             await self._open_collection()
             self._max_batch = int(await self._client_call("get_max_batch_size"))
+
+    async def _heartbeat(self) -> None:
+        """Fail fast, and without leaving Chroma's client half made, when the server is down."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            response = await client.get(self.url.rstrip("/") + "/api/v2/heartbeat")
+            if response.status_code >= 500:
+                raise BackendUnavailable(f"Chroma at {self.shown}: open failed: HTTP {response.status_code}",
+                                         driver=self.name, operation="open")
 
     async def _open_collection(self) -> None:
         self._col = await self._client_call(
@@ -247,22 +259,15 @@ class ChromaVector:
                     return await self._exact(query[0], few["ids"], limit, where)
             # Chroma's own filtered HNSW search can come back short of matches that exist, so
             # a broad filter is checked here on a widening unfiltered search instead.
-            k = limit if where is None else 4 * limit
-            total = None
-            while True:
-                include = ["distances", "metadatas"] if where is not None else ["distances"]
+            include = ["distances", "metadatas"] if where is not None else ["distances"]
+
+            async def search(k: int) -> Rows:
                 result = await self._call("query", query_embeddings=query, n_results=k, include=include)
-                ids, distances = result["ids"][0], result["distances"][0]
                 metas = result.get("metadatas")
-                hits = [VectorHit(id_, self._score(d)) for n, (id_, d) in enumerate(zip(ids, distances))
-                        if where is None or evaluate(where, from_chroma_metadata(metas[0][n], self.time_key))]
-                if len(hits) < limit and len(ids) == k:
-                    total = total if total is not None else await self._call("count")
-                    if k < total:
-                        k = min(4 * k, total)
-                        continue
-                hits.sort(key=lambda h: -h.score)
-                return hits[:limit]
+                return [(id_, self._score(d), from_chroma_metadata(metas[0][n], self.time_key) if metas else None)
+                        for n, (id_, d) in enumerate(zip(result["ids"][0], result["distances"][0]))]
+
+            return await widening_search(search, limit, where, lambda: self._call("count"))
 
     async def _exact(self, query: np.ndarray, ids: list[str], limit: int, where: Node) -> list[VectorHit]:
         if not ids:

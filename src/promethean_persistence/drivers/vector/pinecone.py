@@ -1,0 +1,256 @@
+"""Pinecone vector store (the official SDK's ``AsyncIndex``): an existing index named by
+``index_name`` or ``host``, one namespace per store (``pinecone.namespace`` overrides).
+
+Pinecone metadata holds strings, numbers, booleans and lists of strings only, at most 40 KB a
+record. Our metadata goes there flattened: nested objects become dotted keys (``{"a": {"b":
+1}}`` -> ``"a.b": 1``, so dotted filters work natively), other lists become JSON text, nulls
+are left out; the exact metadata rides along as JSON under ``_semantic_store`` for the exact
+filter check. A record over the limit is refused with a clear error (not retried). Rate
+limits (429) and server errors are ``BackendUnavailable``: the write queue backs off and
+retries them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+from ..._deps import require
+from ..._errors import BackendRejected, BackendUnavailable, ConfigurationError, ValidationError, redact
+from ..._filters import Cmp, Node, Or
+from ..._types import VectorHit
+from ._exact import as_matrix
+from ._widen import Rows, widening_search
+
+EXTRA = "pinecone"
+EXACT = "_semantic_store"
+MAX_METADATA_BYTES = 40 * 1024
+MAX_TOP_K = 10_000
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def to_pinecone_metadata(metadata: Mapping[str, Any], id_: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for k, v in value.items():
+                put(f"{prefix}.{k}", v)
+        elif value is None or (isinstance(value, Mapping) and not value):
+            return
+        elif isinstance(value, (str, bool, int, float)):
+            out[prefix] = value
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[prefix] = list(value)
+        else:
+            out[prefix] = _dumps(value)
+
+    for key, value in metadata.items():
+        put(str(key), value)
+    out[EXACT] = _dumps(dict(metadata))
+    size = len(_dumps(out).encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValidationError(
+            f"metadata of {id_!r} is {size} bytes as Pinecone metadata; Pinecone accepts at most "
+            f"{MAX_METADATA_BYTES} bytes per record", field="metadata", driver="pinecone", document_id=id_)
+    return out
+
+
+class PineconeVector:
+    """Vector driver on a Pinecone index (cosine metric expected)."""
+
+    name: ClassVar[str] = "pinecone"
+
+    def __init__(self, collection: str, *, api_key: str | None, host: str | None = None,
+                 index_name: str | None = None, namespace: str | None = None, batch_size: int = 100,
+                 timeout: float = 30.0) -> None:
+        if not api_key:
+            raise ConfigurationError("The pinecone driver needs pinecone.api_key (PINECONE_API_KEY)",
+                                     driver=self.name)
+        if not host and not index_name:
+            raise ConfigurationError("The pinecone driver needs pinecone.index_name (PINECONE_INDEX_NAME) "
+                                     "or pinecone.host (PINECONE_HOST)", driver=self.name)
+        self.collection = collection
+        self.namespace = namespace or collection
+        self._api_key = api_key
+        self.host, self.index_name = host, index_name
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.shown = redact(host or f"index {index_name}", api_key)
+        self.dims: int | None = None
+        self._index: Any = None
+
+    @classmethod
+    def from_config(cls, config, collection: str) -> PineconeVector:
+        p = config.pinecone
+        return cls(collection, api_key=p.api_key.get_secret_value() if p.api_key else None, host=p.host,
+                   index_name=p.index_name, namespace=p.namespace, batch_size=p.batch_size)
+
+    def __repr__(self) -> str:
+        return f"PineconeVector({self.shown!r}, namespace={self.namespace!r})"
+
+    @asynccontextmanager
+    async def _mapped(self, operation: str):
+        try:
+            yield
+        except (ValidationError, BackendRejected, BackendUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every SDK error becomes ours
+            status = getattr(exc, "status_code", None)
+            text = redact(str(exc), self._api_key) or type(exc).__name__
+            unavailable = (status in (429, 500, 502, 503, 504) or isinstance(exc, (TimeoutError, ConnectionError))
+                           or type(exc).__name__ in ("PineconeConnectionError", "PineconeTimeoutError",
+                                                     "RateLimitError", "ServiceError"))
+            cls = BackendUnavailable if unavailable else BackendRejected
+            raise cls(f"Pinecone at {self.shown}: {operation} failed: {text}", driver=self.name,
+                      operation=operation) from None
+
+    async def open(self) -> None:
+        pinecone = require("pinecone", extra=EXTRA, driver=self.name)
+        async with self._mapped("open"):
+            if self.host:
+                self._index = pinecone.AsyncIndex(host=self.host, api_key=self._api_key, timeout=self.timeout)
+            else:
+                client = pinecone.PineconeAsyncio(api_key=self._api_key)
+                try:
+                    self._index = await client.index(name=self.index_name)
+                finally:
+                    await client.close()
+            try:
+                stats = await self._index.describe_index_stats()
+            except BaseException:
+                await self.aclose()
+                raise
+            self.dims = int(stats.dimension) if stats.dimension else None
+
+    async def aclose(self) -> None:
+        index, self._index = self._index, None
+        if index is not None:
+            await index.close()
+
+    async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        payloads = [to_pinecone_metadata(m, i) for i, m in zip(ids, metadata)]
+        async with self._mapped("upsert"):
+            if vectors is None:  # Pinecone's update merges metadata: write the record again
+                current = await self._fetch(ids)
+                missing = [i for i in ids if i not in current]
+                if missing:
+                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
+                                          driver=self.name)
+                rows = [(i, list(current[i].values), p) for i, p in zip(ids, payloads)]
+            else:
+                matrix = as_matrix(vectors, self.dims, self.name)
+                if len(matrix) != len(ids):
+                    raise ValidationError(f"{len(ids)} ids but {len(matrix)} vectors", driver=self.name)
+                rows = [(i, v.tolist(), p) for i, v, p in zip(ids, matrix, payloads)]
+            for start in range(0, len(rows), self.batch_size):
+                batch = [{"id": i, "values": v, "metadata": p} for i, v, p in rows[start : start + self.batch_size]]
+                await self._index.upsert(vectors=batch, namespace=self.namespace)
+            if vectors is not None:
+                self.dims = self.dims or len(rows[0][1])
+
+    async def _fetch(self, ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), 100):  # ids go in the query string
+            result = await self._index.fetch(ids=ids[start : start + 100], namespace=self.namespace)
+            found.update(result.vectors)
+        return found
+
+    async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        if self.dims is None:
+            return []
+        query = as_matrix(vector, self.dims, self.name)[0].tolist()
+        native = pinecone_filter(where) if where is not None else None
+
+        async def search(k: int) -> Rows:
+            result = await self._index.query(vector=query, top_k=min(k, MAX_TOP_K), namespace=self.namespace,
+                                             filter=native, include_metadata=where is not None)
+            rows: Rows = []
+            for m in result.matches:
+                meta = None
+                if where is not None:
+                    exact = (m.metadata or {}).get(EXACT)
+                    meta = json.loads(exact) if isinstance(exact, str) else dict(m.metadata or {})
+                rows.append((m.id, float(m.score), meta))
+            return rows
+
+        async with self._mapped("query"):
+            return await widening_search(search, limit, where, self.count)
+
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return set()
+        async with self._mapped("existing"):
+            return set(await self._fetch(ids))
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(ids))
+        async with self._mapped("delete"):
+            for start in range(0, len(ids), 1000):
+                await self._index.delete(ids=ids[start : start + 1000], namespace=self.namespace)
+
+    async def count(self) -> int:
+        async with self._mapped("count"):
+            stats = await self._index.describe_index_stats()
+        ns = stats.namespaces.get(self.namespace)
+        return int(ns.vector_count) if ns is not None else 0
+
+    async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        token = None
+        while True:
+            async with self._mapped("iter_ids"):
+                page = await self._index.list_paginated(namespace=self.namespace, limit=min(batch_size, 100),
+                                                        pagination_token=token)
+            ids = [v.id for v in page.vectors]
+            if ids:
+                yield ids
+            token = page.pagination.next if page.pagination else None
+            if not token:
+                return
+
+    async def drop(self) -> None:
+        async with self._mapped("drop"):
+            if await self.count():
+                await self._index.delete(delete_all=True, namespace=self.namespace)
+
+
+# -- the filter language as a Pinecone filter (never narrower than the exact filter) ----------
+
+_PLAIN = re.compile(r"^[^$]")
+
+
+def _native(node: Cmp) -> dict[str, Any] | None:
+    key, op, value = ".".join(node.path), node.op, node.value
+    if not _PLAIN.match(key) or key == EXACT:
+        return None
+    # Lists match by their elements in Pinecone and never in our semantics; nulls are not
+    # stored. So only conditions that can only admit more: $eq, $in and numeric ranges.
+    if op == "eq" and isinstance(value, (str, bool, int, float)):
+        return {key: {"$eq": value}}
+    if op == "in" and value and all(isinstance(v, str) for v in value):
+        return {key: {"$in": list(value)}}
+    if op == "in" and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return {key: {"$in": list(value)}}
+    if op in ("gt", "gte", "lt", "lte") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {key: {f"${op}": value}}
+    return None
+
+
+def pinecone_filter(node: Node) -> dict[str, Any] | None:
+    if isinstance(node, Cmp):
+        return _native(node)
+    parts = [pinecone_filter(n) for n in node.items]
+    if isinstance(node, Or):
+        return None if any(p is None for p in parts) else {"$or": parts}
+    kept = [p for p in parts if p is not None]
+    return None if not kept else kept[0] if len(kept) == 1 else {"$and": kept}

@@ -1,0 +1,304 @@
+"""Qdrant vector store (``AsyncQdrantClient``): a server (``url`` + ``api_key``) or the
+client's local mode (``path``, or ``":memory:"``).
+
+Qdrant point ids are UUIDs or integers, so an entry id maps to the UUIDv5 of it; the payload
+is ``{"id": <entry id>, "metadata": <entry metadata>}``, which keeps nested metadata as it is
+(dotted filter keys reach into it) and never mixes our keys with the caller's. Filters go to
+Qdrant as far as its conditions mean the same (never narrower); the exact filter is checked on
+the payload, widening the search until ``limit`` matches are found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+from ..._deps import require
+from ..._errors import BackendRejected, BackendUnavailable, ConfigurationError, ValidationError, redact
+from ..._filters import Cmp, Node, Or
+from ..._types import VectorHit
+from ._exact import as_matrix
+from ._widen import Rows, widening_search
+
+EXTRA = "qdrant"
+NAMESPACE = uuid.UUID("5b8f7c1e-2f0a-4c71-9a54-3f1d2e6b9c10")  #: fixed: point ids stay stable
+_BATCH = 256
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
+log = logging.getLogger("promethean_persistence.qdrant")
+
+
+def point_id(id_: str) -> str:
+    """The Qdrant point id of an entry id (UUIDv5, deterministic)."""
+    return str(uuid.uuid5(NAMESPACE, id_))
+
+
+class QdrantVector:
+    """Vector driver on Qdrant (cosine distance, collection sized by the first vectors)."""
+
+    name: ClassVar[str] = "qdrant"
+
+    def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
+                 api_key: str | None = None, timeout: float = 30.0) -> None:
+        if not url and not path:
+            raise ConfigurationError("The qdrant driver needs qdrant.url (QDRANT_URL) or qdrant.path "
+                                     "(QDRANT_PATH; ':memory:' for an in-process collection)", driver=self.name)
+        self.collection = collection
+        self.url, self.path = url, path
+        self._api_key = api_key
+        self.timeout = timeout
+        self.shown = redact(url, api_key) if url else f"path {path}"
+        self.dims: int | None = None
+        self._client: Any = None
+        self._indexed: set[str] = set()
+
+    @classmethod
+    def from_config(cls, config, collection: str) -> QdrantVector:
+        q = config.qdrant
+        return cls(q.collection or collection, url=q.url, path=q.path if not q.url else None,
+                   api_key=q.api_key.get_secret_value() if q.api_key else None)
+
+    def __repr__(self) -> str:
+        return f"QdrantVector({self.shown!r}, collection={self.collection!r})"
+
+    @asynccontextmanager
+    async def _mapped(self, operation: str):
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except (ValidationError, BackendRejected, BackendUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every client error becomes ours
+            text = redact(str(exc), self._api_key) or type(exc).__name__
+            unavailable = isinstance(exc, (TimeoutError, ConnectionError, OSError)) or type(exc).__name__ in (
+                "ResponseHandlingException", "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError",
+                "_InactiveRpcError") or re.search(r"\b(50[234]|429)\b", text) is not None
+            cls = BackendUnavailable if unavailable else BackendRejected
+            raise cls(f"Qdrant at {self.shown}: {operation} failed: {text}", driver=self.name,
+                      operation=operation) from exc
+
+    async def open(self) -> None:
+        qdrant_client = require("qdrant_client", extra=EXTRA, driver=self.name)
+        async with self._mapped("open"):
+            if self.url:
+                self._client = qdrant_client.AsyncQdrantClient(url=self.url, api_key=self._api_key,
+                                                               timeout=int(self.timeout))
+            elif self.path == ":memory:":
+                self._client = qdrant_client.AsyncQdrantClient(location=":memory:")
+            else:
+                self._client = qdrant_client.AsyncQdrantClient(path=self.path)
+            try:
+                await self._load_dims()
+            except BaseException:
+                await self.aclose()
+                raise
+
+    async def _load_dims(self) -> None:
+        self.dims = None
+        if await self._client.collection_exists(self.collection):
+            info = await self._client.get_collection(self.collection)
+            vectors = info.config.params.vectors
+            self.dims = int(vectors.size) if hasattr(vectors, "size") else None
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def _ensure(self, dims: int) -> None:
+        if self.dims is not None:
+            return
+        models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
+        if not await self._client.collection_exists(self.collection):
+            try:
+                await self._client.create_collection(
+                    self.collection,
+                    vectors_config=models.VectorParams(size=dims, distance=models.Distance.COSINE))
+            except Exception:  # noqa: BLE001 - another store may have created it meanwhile
+                if not await self._client.collection_exists(self.collection):
+                    raise
+        await self._load_dims()
+        if self.dims != dims:
+            raise ValidationError(f"vector dimension {dims} does not match the collection's {self.dims}",
+                                  field="vectors", driver=self.name)
+
+    async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
+        ids = list(ids)
+        if not ids:
+            return
+        payloads = [{"id": i, "metadata": dict(m)} for i, m in zip(ids, metadata)]
+        async with self._mapped("upsert"):
+            if vectors is None:
+                missing = [i for i in ids if i not in await self.existing(ids)]
+                if missing:
+                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
+                                          driver=self.name)
+                ops = [models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(
+                    payload=p, points=[point_id(p["id"])])) for p in payloads]
+                for start in range(0, len(ops), _BATCH):
+                    await self._client.batch_update_points(self.collection, ops[start : start + _BATCH], wait=True)
+                return
+            matrix = as_matrix(vectors, self.dims, self.name)
+            if len(matrix) != len(ids):
+                raise ValidationError(f"{len(ids)} ids but {len(matrix)} vectors", driver=self.name)
+            await self._ensure(int(matrix.shape[1]))
+            for start in range(0, len(ids), _BATCH):
+                points = [models.PointStruct(id=point_id(p["id"]), vector=v.tolist(), payload=p)
+                          for p, v in zip(payloads[start : start + _BATCH], matrix[start : start + _BATCH])]
+                await self._client.upsert(self.collection, points=points, wait=True)
+
+    async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        async with self._mapped("query"):
+            if self.dims is None:
+                await self._load_dims()
+                if self.dims is None:
+                    return []
+            query = as_matrix(vector, self.dims, self.name)[0].tolist()
+            native = qdrant_filter(where) if where is not None else None
+            if native is not None and self.url:
+                await self._index(where)
+
+            async def search(k: int) -> Rows:
+                result = await self._client.query_points(
+                    self.collection, query=query, limit=k, query_filter=native,
+                    with_payload=["id", "metadata"] if where is not None else ["id"])
+                return [(p.payload["id"], float(p.score), (p.payload or {}).get("metadata")) for p in result.points]
+
+            return await widening_search(search, limit, where, self.count)
+
+    async def _index(self, where: Node) -> None:
+        """Payload indexes for the keys a server is filtered on (created once, best effort)."""
+        models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
+        for node in _leaves(where):
+            key = "metadata." + ".".join(node.path)
+            values = node.value if isinstance(node.value, tuple) else (node.value,)
+            if key in self._indexed or not values or values[0] is None:
+                continue
+            kind = (models.PayloadSchemaType.BOOL if isinstance(values[0], bool) else
+                    models.PayloadSchemaType.KEYWORD if isinstance(values[0], str) else models.PayloadSchemaType.FLOAT)
+            self._indexed.add(key)
+            try:
+                await self._client.create_payload_index(self.collection, key, field_schema=kind, wait=False)
+            except Exception as exc:  # noqa: BLE001 - an index only speeds filters up
+                log.info("payload index on %s not created: %s", key, exc)
+
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(ids))
+        if not ids or self.dims is None:
+            return set()
+        found: set[str] = set()
+        async with self._mapped("existing"):
+            for start in range(0, len(ids), 1000):
+                points = await self._client.retrieve(
+                    self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"])
+                found.update(p.payload["id"] for p in points)
+        return found
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
+        ids = list(dict.fromkeys(ids))
+        if not ids or self.dims is None:
+            return
+        async with self._mapped("delete"):
+            for start in range(0, len(ids), 1000):
+                await self._client.delete(self.collection, models.PointIdsList(
+                    points=[point_id(i) for i in ids[start : start + 1000]]), wait=True)
+
+    async def count(self) -> int:
+        if self.dims is None:
+            return 0
+        async with self._mapped("count"):
+            return int((await self._client.count(self.collection, exact=True)).count)
+
+    async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        if self.dims is None:
+            return
+        offset = None
+        while True:
+            async with self._mapped("iter_ids"):
+                points, offset = await self._client.scroll(self.collection, limit=batch_size, offset=offset,
+                                                           with_payload=["id"])
+            if points:
+                yield [p.payload["id"] for p in points]
+            if offset is None:
+                return
+
+    async def drop(self) -> None:
+        async with self._mapped("drop"):
+            if await self._client.collection_exists(self.collection):
+                await self._client.delete_collection(self.collection)
+            self.dims = None
+            self._indexed.clear()
+
+
+# -- the filter language as a Qdrant Filter (never narrower than the exact filter) ----------
+
+def _leaves(node: Node) -> list[Cmp]:
+    return [node] if isinstance(node, Cmp) else [leaf for n in node.items for leaf in _leaves(n)]
+
+
+class Kit:
+    """Constructors of Qdrant filter objects: qdrant-client's models or qdrant-edge's classes."""
+
+    def __init__(self, *, field, match_value, match_any, range_, filter_, filter_type, bools: bool = True) -> None:
+        self.field, self.match_value, self.match_any = field, match_value, match_any
+        self.range, self.filter, self.filter_type = range_, filter_, filter_type
+        self.bools = bools  #: whether a boolean MatchValue works (not in qdrant-edge 0.9)
+
+
+def client_kit() -> Kit:
+    models = require("qdrant_client.models", extra=EXTRA, driver="qdrant")
+    return Kit(field=lambda key, match=None, range=None: models.FieldCondition(key=key, match=match, range=range),
+               match_value=lambda v: models.MatchValue(value=v), match_any=lambda vs: models.MatchAny(any=vs),
+               range_=lambda **kw: models.Range(**kw),
+               filter_=lambda must=None, should=None: models.Filter(must=must, should=should),
+               filter_type=models.Filter)
+
+
+def _condition(node: Cmp, kit: Kit) -> Any:
+    if not all(_PLAIN_KEY.match(p) for p in node.path):
+        return None  # Qdrant's key syntax would read it differently
+    key = "metadata." + ".".join(node.path)
+    op, value = node.op, node.value
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    # A list value matches by its elements in Qdrant and never in our semantics: conditions
+    # below can only admit more, and $ne/$nin/$exists are left to the exact check.
+    if op == "eq":
+        if isinstance(value, bool) and not kit.bools:
+            return None
+        if isinstance(value, (str, bool)):
+            return kit.field(key, match=kit.match_value(value))
+        if number(value):
+            return kit.field(key, range=kit.range(gte=value, lte=value))
+        return None
+    if op == "in" and value and all(v is not None for v in value):
+        if all(isinstance(v, str) for v in value):
+            return kit.field(key, match=kit.match_any(list(value)))
+        parts = [_condition(Cmp(node.path, "eq", v), kit) for v in value]
+        return None if any(p is None for p in parts) else kit.filter(should=parts)
+    if op in ("gt", "gte", "lt", "lte") and number(value):
+        return kit.field(key, range=kit.range(**{op: value}))
+    return None
+
+
+def qdrant_filter(node: Node, kit: Kit | None = None) -> Any:
+    """Qdrant's share of a filter, or None when it can check nothing of it."""
+    kit = kit or client_kit()
+    if isinstance(node, Cmp):
+        condition = _condition(node, kit)
+        if condition is None or isinstance(condition, kit.filter_type):
+            return condition
+        return kit.filter(must=[condition])
+    parts = [qdrant_filter(n, kit) for n in node.items]
+    if isinstance(node, Or):
+        return None if any(p is None for p in parts) else kit.filter(should=parts)
+    kept = [p for p in parts if p is not None]
+    return kit.filter(must=kept) if kept else None
