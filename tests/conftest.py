@@ -61,10 +61,27 @@ CHROMA_URL = os.environ.get("TEST_CHROMA_URL")
 MONGO_URI = os.environ.get("TEST_MONGODB_URI")
 
 
+def _close_chroma_sessions() -> None:
+    """chromadb shares one HTTP session per server across its sync clients and never closes it."""
+    import sys
+
+    if "chromadb" not in sys.modules:
+        return
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    for system in list(SharedSystemClient._identifier_to_system.values()):
+        for component in list(getattr(system, "_instances", {}).values()):
+            session = getattr(component, "_session", None)
+            if session is not None and hasattr(session, "close"):
+                session.close()
+
+
 def pytest_unconfigure(config):
     import shutil
 
     from promethean_persistence.testing import engines
+
+    _close_chroma_sessions()
 
     if _PG_ROOT is not None:
         engines.stop_postgres(_PG_ROOT)

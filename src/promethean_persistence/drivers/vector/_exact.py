@@ -32,6 +32,21 @@ def as_matrix(vectors: Any, dims: int | None, driver: str) -> np.ndarray:
     return matrix / norms
 
 
+def matrix_for(ids: list[str], vectors: Any, dims: int | None, driver: str) -> np.ndarray:
+    """``as_matrix``, plus one vector per id."""
+    matrix = as_matrix(vectors, dims, driver)
+    if len(matrix) != len(ids):
+        raise ValidationError(f"{len(ids)} ids but {len(matrix)} vectors", field="vectors", driver=driver)
+    return matrix
+
+
+def missing_vectors(ids: list[str], found: set[str], driver: str) -> None:
+    """A metadata-only upsert needs every id to have a vector already."""
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}", driver=driver)
+
+
 class ExactIndex:
     """id -> (unit vector, metadata), searched by brute force."""
 

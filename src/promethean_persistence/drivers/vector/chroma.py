@@ -30,7 +30,7 @@ from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ValidationError, redact
 from ..._filters import Cmp, Node, Or, evaluate
 from ..._types import VectorHit
-from ._exact import as_matrix
+from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 
 EXTRA = "chroma"
@@ -223,14 +223,9 @@ class ChromaVector:
         payloads = [self._payload(m, timestamps[i] if timestamps else None) for i, m in enumerate(metadata)]
         async with self._mapped("upsert"):
             if vectors is None:
-                missing = [i for i in ids if i not in await self.existing(ids)]
-                if missing:
-                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
-                                          driver=self.name)
+                missing_vectors(ids, await self.existing(ids), self.name)
             else:
-                matrix = as_matrix(vectors, self.dims, self.name)
-                if len(matrix) != len(ids):
-                    raise ValidationError(f"{len(ids)} ids but {len(matrix)} vectors", driver=self.name)
+                matrix = matrix_for(ids, vectors, self.dims, self.name)
             for start in range(0, len(ids), self._max_batch):
                 part = slice(start, start + self._max_batch)
                 kwargs: dict[str, Any] = {"ids": ids[part], "metadatas": payloads[part]}

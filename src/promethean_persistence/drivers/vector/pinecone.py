@@ -22,7 +22,7 @@ from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import VectorHit
-from ._exact import as_matrix
+from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 
 EXTRA = "pinecone"
@@ -142,15 +142,10 @@ class PineconeVector:
         async with self._mapped("upsert"):
             if vectors is None:  # Pinecone's update merges metadata: write the record again
                 current = await self._fetch(ids)
-                missing = [i for i in ids if i not in current]
-                if missing:
-                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
-                                          driver=self.name)
+                missing_vectors(ids, set(current), self.name)
                 rows = [(i, list(current[i].values), p) for i, p in zip(ids, payloads)]
             else:
-                matrix = as_matrix(vectors, self.dims, self.name)
-                if len(matrix) != len(ids):
-                    raise ValidationError(f"{len(ids)} ids but {len(matrix)} vectors", driver=self.name)
+                matrix = matrix_for(ids, vectors, self.dims, self.name)
                 rows = [(i, v.tolist(), p) for i, v, p in zip(ids, matrix, payloads)]
             for start in range(0, len(rows), self.batch_size):
                 batch = [{"id": i, "values": v, "metadata": p} for i, v, p in rows[start : start + self.batch_size]]

@@ -22,7 +22,7 @@ from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import VectorHit
-from ._exact import as_matrix
+from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 
 EXTRA = "qdrant"
@@ -134,18 +134,13 @@ class QdrantVector:
         payloads = [{"id": i, "metadata": dict(m)} for i, m in zip(ids, metadata)]
         async with self._mapped("upsert"):
             if vectors is None:
-                missing = [i for i in ids if i not in await self.existing(ids)]
-                if missing:
-                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
-                                          driver=self.name)
+                missing_vectors(ids, await self.existing(ids), self.name)
                 ops = [models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(
                     payload=p, points=[point_id(p["id"])])) for p in payloads]
                 for start in range(0, len(ops), _BATCH):
                     await self._client.batch_update_points(self.collection, ops[start : start + _BATCH], wait=True)
                 return
-            matrix = as_matrix(vectors, self.dims, self.name)
-            if len(matrix) != len(ids):
-                raise ValidationError(f"{len(ids)} ids but {len(matrix)} vectors", driver=self.name)
+            matrix = matrix_for(ids, vectors, self.dims, self.name)
             await self._ensure(int(matrix.shape[1]))
             for start in range(0, len(ids), _BATCH):
                 points = [models.PointStruct(id=point_id(p["id"]), vector=v.tolist(), payload=p)

@@ -23,7 +23,7 @@ from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ValidationError
 from ..._filters import Node, evaluate
 from ..._types import VectorHit
-from ._exact import as_matrix
+from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 from .qdrant import Kit, point_id, qdrant_filter
 
@@ -110,14 +110,11 @@ class QdrantEdgeVector:
         payloads = [{"id": i, "metadata": dict(m)} for i, m in zip(ids, metadata)]
         async with self._mapped("upsert"):
             if vectors is None:
-                missing = [i for i in ids if i not in await self.existing(ids)]
-                if missing:
-                    raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
-                                          driver=self.name)
+                missing_vectors(ids, await self.existing(ids), self.name)
                 for p in payloads:
                     await self._run(self._shard.update, q.UpdateOperation.overwrite_payload([point_id(p["id"])], p))
                 return
-            matrix = as_matrix(vectors, self.dims, self.name)
+            matrix = matrix_for(ids, vectors, self.dims, self.name)
             await self._ensure(int(matrix.shape[1]))
             for start in range(0, len(ids), _BATCH):
                 points = [q.Point(point_id(p["id"]), v.tolist(), p)
