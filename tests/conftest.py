@@ -127,6 +127,9 @@ STORES = [
     pytest.param(("sqlite", "qdrant-edge"), id="sqlite+qdrant-edge", marks=QDRANT),
 ]
 VARIANTS = {"local-hnsw": ("local", {"local": {"exact_threshold": 0}})}
+# test parameters that run a driver against another engine or with other settings
+DRIVER_OF = {"mongodb-real": "mongodb", "chromadb-embedded": "chromadb", "chromadb-hnsw": "chromadb",
+             "qdrant-real": "qdrant", "pinecone-real": "pinecone"}
 
 
 def require_server(var: str, what: str) -> str:
@@ -191,9 +194,7 @@ def require_postgres() -> str:
 
 def base_config(tmp_path, primary: str, vector: str, **overrides) -> dict:
     servers = server_config(tmp_path, primary, vector)
-    primary = "mongodb" if primary == "mongodb-real" else primary
-    vector = vector if vector == "qdrant-edge" else (
-        vector.split("-")[0] if vector.split("-")[0] in ("chromadb", "qdrant", "pinecone") else vector)
+    primary, vector = DRIVER_OF.get(primary, primary), DRIVER_OF.get(vector, vector)
     vector, variant = VARIANTS.get(vector, (vector, {}))
     variant = {**variant, **servers}
     if "postgresql" in (primary, vector) or vector == "pgvector":

@@ -17,3 +17,22 @@ def window(since: int | None, until: int | None, include_empty: bool, *, mark: s
         clauses.append(f"timestamp <= {mark}")
         params.append(until)
     return clauses, params
+
+
+def due_records(table: str, columns: str, *, mark: str, lock: str = "") -> str:
+    """Records whose vector work is due: params (now, due_by, limit)."""
+    return (
+        f"SELECT {columns} FROM {table} WHERE "
+        f"(vector_status = 'pending' AND (vector_next_at IS NULL OR vector_next_at <= {mark})) OR "
+        f"(vector_status = 'failed' AND vector_next_at IS NOT NULL AND vector_next_at <= {mark}) "
+        f"ORDER BY vector_updated_at, timestamp, id LIMIT {mark}{lock}"
+    )
+
+
+def due_tombstones(table: str, *, mark: str, lock: str = "") -> str:
+    """Tombstones due (new ones by now, failed ones by due_by): params (now, due_by, limit)."""
+    return (
+        f"SELECT id, vector_attempts, vector_error, vector_next_at, vector_updated_at FROM {table} "
+        f"WHERE vector_next_at IS NULL OR vector_next_at <= (CASE WHEN vector_attempts = 0 THEN {mark} ELSE {mark} END) "
+        f"ORDER BY vector_updated_at, id LIMIT {mark}{lock}"
+    )

@@ -95,6 +95,8 @@ class MongoPrimary:
                  text_key: str = "text", time_key: str = "createdAt") -> None:
         self._uri = uri
         self.shown = redact(uri)
+        password = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)
+        self._secret = password.group(1) if password else None
         self.database = database
         self.collection = collection
         self.options = dict(options or {})
@@ -128,16 +130,12 @@ class MongoPrimary:
         except (errors.ConnectionFailure, errors.ServerSelectionTimeoutError, errors.NetworkTimeout,
                 errors.ExecutionTimeout, errors.WaitQueueTimeoutError) as exc:
             raise BackendUnavailable(
-                f"MongoDB {operation} failed at {self.shown}: {redact(str(exc), self._password())}",
+                f"MongoDB {operation} failed at {self.shown}: {redact(str(exc), self._secret)}",
                 driver=self.name, operation=operation) from None
         except errors.PyMongoError as exc:
             raise BackendRejected(
-                f"MongoDB {operation} failed at {self.shown}: {redact(str(exc), self._password())}",
+                f"MongoDB {operation} failed at {self.shown}: {redact(str(exc), self._secret)}",
                 driver=self.name, operation=operation) from None
-
-    def _password(self) -> str | None:
-        m = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", self._uri)
-        return m.group(1) if m else None
 
     async def open(self) -> None:
         pymongo = require("pymongo", extra=EXTRA, driver=self.name)
@@ -433,9 +431,6 @@ class MongoPrimary:
         async with self._mapped("most_recent"):
             cursor = self._col.find(query).sort([(self.time_key, direction), ("id", direction)]).limit(limit)
             records = [self._record(d) async for d in cursor]
-        # legacy times are whole numbers after open; a float from a concurrent writer of the
-        # original still sorts right, its truncation may reorder within one millisecond only
-        records.sort(key=lambda r: (r.timestamp, r.id), reverse=order == "desc")
         return records
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
@@ -469,30 +464,30 @@ class MongoPrimary:
             {"collection": self.collection, "attempts": 0, "next": {"$lte": now}},
             {"collection": self.collection, "attempts": {"$gt": 0}, "next": {"$lte": due_by}},
         ]
-        order = [(f"{STATE}.updated", 1), (self.time_key, 1), ("id", 1)]
+        K = self.time_key
+        # (collection, due filter, sort, projection, prefix of the lease fields, sort key of a hit)
+        sources = [(self._col, due, [(f"{STATE}.updated", 1), (K, 1), ("id", 1)],
+                    {"id": 1, f"{STATE}.updated": 1, K: 1}, f"{STATE}.",
+                    lambda d: ((d.get(STATE) or {}).get("updated") or 0, d.get(K) or 0, d.get("id", "")))
+                   for due in due_records]
+        sources += [(self._tomb, due, [("updated", 1), ("id", 1)], None, "",
+                     lambda d: (d.get("updated") or 0, 0, d["id"])) for due in due_tombs]
+        work: list[Record] = []
         async with self._mapped("claim"):
-            candidates = []
-            for due in due_records:
-                candidates += [(d.get(STATE, {}).get("updated") or 0, d.get(self.time_key) or 0, d.get("id", ""), 0, d["_id"], due)
-                               for d in await self._col.find(due, {"_id": 1, "id": 1, f"{STATE}.updated": 1,
-                                                                   self.time_key: 1}).sort(order).limit(limit).to_list()]
-            for due in due_tombs:
-                candidates += [(t.get("updated") or 0, 0, t["id"], 1, t["_id"], due) for t in await self._tomb.find(
-                    due, {"_id": 1, "id": 1, "updated": 1}).sort([("updated", 1), ("id", 1)]).limit(limit).to_list()]
-            candidates.sort(key=lambda c: c[:3])
-            work: list[Record] = []
-            for kind, target in ((0, self._col), (1, self._tomb)):
-                for due in (due_records if kind == 0 else due_tombs):
-                    keys = [c[4] for c in candidates[:limit] if c[3] == kind and c[5] is due]
-                    if not keys:
-                        continue
-                    lease = {f"{STATE}.next": lease_until, f"{STATE}.claim": token} if kind == 0 else {
-                        "next": lease_until, "claim": token}
-                    await target.update_many({"_id": {"$in": keys}, **due}, {"$set": lease})
-                    mine = {"_id": {"$in": keys}, (f"{STATE}.claim" if kind == 0 else "claim"): token}
-                    async for d in target.find(mine):
-                        work.append(self._record(d) if kind == 0 else Record.tombstone(
-                            d["id"], d["next"], d.get("updated") or 0, d["attempts"], d.get("error")))
+            found = []  # (sort key, source, _id): the least recently touched across all sources
+            for n, (target, due, sort, projection, _, key) in enumerate(sources):
+                async for d in target.find(due, projection).sort(sort).limit(limit):
+                    found.append((key(d), n, d["_id"]))
+            found.sort(key=lambda f: f[0])
+            for n, (target, due, _, _, prefix, _) in enumerate(sources):
+                keys = [_id for _, source, _id in found[:limit] if source == n]
+                if not keys:
+                    continue
+                lease = {f"{prefix}next": lease_until, f"{prefix}claim": token}
+                await target.update_many({"_id": {"$in": keys}, **due}, {"$set": lease})  # re-checks due
+                async for d in target.find({"_id": {"$in": keys}, f"{prefix}claim": token}):
+                    work.append(self._record(d) if target is self._col else Record.tombstone(
+                        d["id"], d["next"], d.get("updated") or 0, d["attempts"], d.get("error")))
         work.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
         return work
 

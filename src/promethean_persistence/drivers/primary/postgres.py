@@ -11,7 +11,7 @@ from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
 from .._postgres import PoolUser, conninfo, filter_sql
-from .._sql import window
+from .._sql import due_records, due_tombstones, window
 from ..base import Order
 
 CATALOG = "_semantic_store_collections"
@@ -232,16 +232,11 @@ class PostgresPrimary(PoolUser):
         due_by = now if due_by is None else due_by
         until = now + lease_ms
         async with self._mapped("claim"), self._pool.connection() as conn, conn.transaction():
+            lock = " FOR UPDATE SKIP LOCKED"
             rows = await (await conn.execute(
-                f"SELECT {_COLUMNS} FROM {self._t} WHERE "
-                "(vector_status = 'pending' AND (vector_next_at IS NULL OR vector_next_at <= %s)) OR "
-                "(vector_status = 'failed' AND vector_next_at IS NOT NULL AND vector_next_at <= %s) "
-                "ORDER BY vector_updated_at, timestamp, id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (now, due_by, limit))).fetchall()
+                due_records(self._t, _COLUMNS, mark="%s", lock=lock), (now, due_by, limit))).fetchall()
             tombs = await (await conn.execute(
-                f"SELECT id, vector_attempts, vector_error, vector_next_at, vector_updated_at FROM {self._tomb} "
-                "WHERE vector_next_at IS NULL OR vector_next_at <= (CASE WHEN vector_attempts = 0 THEN %s ELSE %s END) "
-                "ORDER BY vector_updated_at, id LIMIT %s FOR UPDATE SKIP LOCKED", (now, due_by, limit))).fetchall()
+                due_tombstones(self._tomb, mark="%s", lock=lock), (now, due_by, limit))).fetchall()
             work = [_record(r) for r in rows] + [Record.tombstone(i, n, u or 0, a, e) for i, a, e, n, u in tombs]
             work.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
             work = work[:limit]

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
-from .._sql import window
+from .._sql import due_records, due_tombstones, window
 from .._sqlite import SQLiteConnection, filter_sql, quote
 from ..base import Order
 
@@ -251,17 +251,8 @@ class SQLitePrimary:
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
         due_by = now if due_by is None else due_by
-        records_sql = (
-            f"SELECT {_COLUMNS} FROM {self._table} WHERE "
-            "(vector_status = 'pending' AND (vector_next_at IS NULL OR vector_next_at <= ?)) OR "
-            "(vector_status = 'failed' AND vector_next_at IS NOT NULL AND vector_next_at <= ?) "
-            "ORDER BY vector_updated_at, timestamp, id LIMIT ?"
-        )
-        tombstones_sql = (
-            f"SELECT id, vector_attempts, vector_error, vector_next_at, vector_updated_at FROM {self._tombstones} "
-            "WHERE vector_next_at IS NULL OR vector_next_at <= (CASE WHEN vector_attempts = 0 THEN ? ELSE ? END) "
-            "ORDER BY vector_updated_at, id LIMIT ?"
-        )
+        records_sql = due_records(self._table, _COLUMNS, mark="?")
+        tombstones_sql = due_tombstones(self._tombstones, mark="?")
         lease_until = now + lease_ms
 
         def claim(conn: sqlite3.Connection) -> list[Record]:

@@ -20,16 +20,16 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..._deps import require
-from ..._errors import BackendRejected, BackendUnavailable, ValidationError, redact
+from ..._errors import BackendUnavailable, redact
 from ..._filters import Cmp, Node, Or, evaluate
 from ..._types import VectorHit
+from .._remote import mapped
 from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 
@@ -130,18 +130,9 @@ class ChromaVector:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _mapped(self, operation: str):
-        try:
-            yield
-        except (ValidationError, BackendRejected, BackendUnavailable):
-            raise
-        except Exception as exc:  # noqa: BLE001 - every client error becomes ours
-            unavailable = _unreachable(exc)
-            cls = BackendUnavailable if unavailable else BackendRejected
-            where = f"Chroma at {self.shown}" if self.url else f"Chroma ({self.shown})"
-            raise cls(f"{where}: {operation} failed: {redact(str(exc)) or type(exc).__name__}",
-                      driver=self.name, operation=operation) from exc
+    def _mapped(self, operation: str):
+        where = f"Chroma at {self.shown}" if self.url else f"Chroma ({self.shown})"
+        return mapped(where, driver=self.name, operation=operation)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         return await self._run(getattr(self._col, method), **kwargs)
@@ -309,24 +300,6 @@ class ChromaVector:
         async with self._mapped("drop"):
             await self._client_call("delete_collection", chroma_name(self.collection))
             await self._open_collection()
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Connection refused, DNS, timeouts, 5xx: worth retrying."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        name = type(seen).__name__
-        if isinstance(seen, (ConnectionError, TimeoutError, OSError)) or name in (
-            "ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "RemoteProtocolError",
-            "ReadError", "WriteError", "NetworkError", "TimeoutException", "ServerDisconnectedError",
-            "ClientConnectorError", "ClientOSError",
-        ):
-            return True
-        text = str(seen)
-        if "Could not connect" in text or "Connection refused" in text or re.search(r"\b50[234]\b", text):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 # -- the filter language as a Chroma ``where`` (never narrower than the exact filter) ------------

@@ -13,15 +13,14 @@ retries them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from ..._deps import require
-from ..._errors import BackendRejected, BackendUnavailable, ConfigurationError, ValidationError, redact
+from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import VectorHit
+from .._remote import mapped
 from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 
@@ -95,21 +94,8 @@ class PineconeVector:
     def __repr__(self) -> str:
         return f"PineconeVector({self.shown!r}, namespace={self.namespace!r})"
 
-    @asynccontextmanager
-    async def _mapped(self, operation: str):
-        try:
-            yield
-        except (ValidationError, BackendRejected, BackendUnavailable):
-            raise
-        except Exception as exc:  # noqa: BLE001 - every SDK error becomes ours
-            status = getattr(exc, "status_code", None)
-            text = redact(str(exc), self._api_key) or type(exc).__name__
-            unavailable = (status in (429, 500, 502, 503, 504) or isinstance(exc, (TimeoutError, ConnectionError))
-                           or type(exc).__name__ in ("PineconeConnectionError", "PineconeTimeoutError",
-                                                     "RateLimitError", "ServiceError"))
-            cls = BackendUnavailable if unavailable else BackendRejected
-            raise cls(f"Pinecone at {self.shown}: {operation} failed: {text}", driver=self.name,
-                      operation=operation) from None
+    def _mapped(self, operation: str):
+        return mapped(f"Pinecone at {self.shown}", driver=self.name, operation=operation, secret=self._api_key)
 
     async def open(self) -> None:
         pinecone = require("pinecone", extra=EXTRA, driver=self.name)
@@ -221,12 +207,9 @@ class PineconeVector:
 
 # -- the filter language as a Pinecone filter (never narrower than the exact filter) ----------
 
-_PLAIN = re.compile(r"^[^$]")
-
-
 def _native(node: Cmp) -> dict[str, Any] | None:
     key, op, value = ".".join(node.path), node.op, node.value
-    if not _PLAIN.match(key) or key == EXACT:
+    if key == EXACT:
         return None
     # Lists match by their elements in Pinecone and never in our semantics; nulls are not
     # stored. So only conditions that can only admit more: $eq, $in and numeric ranges.

@@ -10,18 +10,17 @@ the payload, widening the search until ``limit`` matches are found.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from ..._deps import require
-from ..._errors import BackendRejected, BackendUnavailable, ConfigurationError, ValidationError, redact
+from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import VectorHit
+from .._remote import mapped
 from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 
@@ -65,21 +64,9 @@ class QdrantVector:
     def __repr__(self) -> str:
         return f"QdrantVector({self.shown!r}, collection={self.collection!r})"
 
-    @asynccontextmanager
-    async def _mapped(self, operation: str):
-        try:
-            async with asyncio.timeout(self.timeout):
-                yield
-        except (ValidationError, BackendRejected, BackendUnavailable):
-            raise
-        except Exception as exc:  # noqa: BLE001 - every client error becomes ours
-            text = redact(str(exc), self._api_key) or type(exc).__name__
-            unavailable = isinstance(exc, (TimeoutError, ConnectionError, OSError)) or type(exc).__name__ in (
-                "ResponseHandlingException", "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError",
-                "_InactiveRpcError") or re.search(r"\b(50[234]|429)\b", text) is not None
-            cls = BackendUnavailable if unavailable else BackendRejected
-            raise cls(f"Qdrant at {self.shown}: {operation} failed: {text}", driver=self.name,
-                      operation=operation) from exc
+    def _mapped(self, operation: str):
+        return mapped(f"Qdrant at {self.shown}", driver=self.name, operation=operation, secret=self._api_key,
+                      timeout=self.timeout)
 
     async def open(self) -> None:
         qdrant_client = require("qdrant_client", extra=EXTRA, driver=self.name)

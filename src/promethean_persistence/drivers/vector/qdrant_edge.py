@@ -17,11 +17,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ValidationError
-from ..._filters import Node, evaluate
+from ..._filters import Node
 from ..._types import VectorHit
 from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
@@ -29,7 +27,6 @@ from .qdrant import Kit, point_id, qdrant_filter
 
 EXTRA = "qdrant-edge"
 _BATCH = 256
-EXACT_THRESHOLD = 1000  #: filters matching at most this many points are searched exactly
 
 
 def _kit(q) -> Kit:
@@ -129,19 +126,11 @@ class QdrantEdgeVector:
         native = qdrant_filter(where, _kit(q)) if where is not None else None
 
         async def search(k: int) -> Rows:
-            request = q.QueryRequest(limit=k, query=q.Query.Nearest(query), with_payload=True)
+            request = q.QueryRequest(limit=k, query=q.Query.Nearest(query), with_payload=True, filter=native)
             points = await self._run(self._shard.query, request)
             return [(p.payload["id"], float(p.score), p.payload.get("metadata")) for p in points]
 
         async with self._mapped("query"):
-            if where is not None:
-                # The engine's filtered search came back short in tests (beta): a selective
-                # filter is answered exactly from the matching points, a broad one by
-                # checking it on a widening unfiltered search.
-                records, _ = await self._run(self._shard.scroll, q.ScrollRequest(
-                    limit=EXACT_THRESHOLD + 1, filter=native, with_payload=True, with_vector=True))
-                if len(records) <= EXACT_THRESHOLD:
-                    return _exact(query, records, limit, where)
             return await widening_search(search, limit, where, self.count)
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
@@ -191,15 +180,7 @@ class QdrantEdgeVector:
             self.dims = None
 
 
+
 def _vector(record: Any) -> list[float]:
     vector = record.vector
     return vector.get("", next(iter(vector.values()))) if isinstance(vector, Mapping) else vector
-
-
-def _exact(query: list[float], records: list[Any], limit: int, where: Node) -> list[VectorHit]:
-    keep = [r for r in records if evaluate(where, r.payload.get("metadata") or {})]
-    if not keep:
-        return []
-    scores = as_matrix([_vector(r) for r in keep], None, "qdrant-edge") @ np.asarray(query, dtype=np.float32)
-    hits = sorted((VectorHit(r.payload["id"], float(s)) for r, s in zip(keep, scores)), key=lambda h: (-h.score, h.id))
-    return hits[:limit]
