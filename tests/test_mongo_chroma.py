@@ -285,3 +285,28 @@ def test_cli_on_original_data_by_environment(servers, original, monkeypatch):
     assert json.loads(run("--json", "report", "--all"))["inconsistent_documents"] == 0
     assert json.loads(run("--json", "search", "new copy", "-k", "1"))[0]["id"] == "x"
     assert "mongodb" in run("doctor")
+
+
+async def test_transactional_writes_one_call_at_a_time(servers):
+    """The suites run SecantusDB without transactions (it deadlocks under concurrent ones);
+    here the transactional path runs, one call at a time."""
+    from promethean_persistence._types import Record, VectorState
+    from promethean_persistence.drivers.primary.mongodb import MongoPrimary
+
+    mongo, _ = servers
+    p = MongoPrimary(mongo, "semantic_store_tests", f"tx_{uuid.uuid4().hex[:8]}", transactions=True)
+    await p.open()
+    try:
+        assert p._txn
+        rec = Record(id="a", text="one", timestamp=1, content_hash="h1")
+        assert await p.put([rec]) == [None]
+        prev = await p.put([Record(id="a", text="two", timestamp=2, content_hash="h2")],
+                           states=[VectorState("a", 1, "synced", 1, None, None, 5, 5, "m")])
+        assert prev[0].text == "one" and prev[0].vector_status == "synced"  # the state landed first
+        [got] = await p.get(["a"])
+        assert got.text == "two" and got.version == 2
+        assert await p.delete(["a"], tombstone_at=10) == ["a"]
+        assert [r.id for r in await p.claim(10, 10, 1000)] == ["a"]
+    finally:
+        await p.drop()
+        await p.aclose()

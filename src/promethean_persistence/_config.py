@@ -83,6 +83,8 @@ class MongoConfig(_Section):
     uri: SecretStr = SecretStr("mongodb://localhost:27017")
     database: str = "database"
     options: dict[str, Any] = {}
+    #: multi-document transactions: None uses them where the server announces a replica set
+    transactions: bool | None = None
 
 
 class ChromaConfig(_Section):

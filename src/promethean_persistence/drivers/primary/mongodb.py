@@ -8,8 +8,9 @@ written by the original and are read as *legacy* records. Tombstones and manifes
 the side collections ``semantic_store_tombstones`` and ``semantic_store_manifests``.
 
 Multi-document writes use a transaction where the server has them (replica sets, mongos,
-wire-compatible servers that announce a replica set); a standalone ``mongod`` gets each
-batch as ordered single-document writes, every one of them idempotent by id.
+wire-compatible servers that announce a replica set) unless ``mongodb.transactions`` is
+false; a standalone ``mongod`` gets each batch as ordered single-document writes, every one
+of them idempotent by id.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class MongoPrimary:
     name: ClassVar[str] = "mongodb"
 
     def __init__(self, uri: str, database: str, collection: str, *, options: Mapping[str, Any] | None = None,
-                 text_key: str = "text", time_key: str = "createdAt") -> None:
+                 text_key: str = "text", time_key: str = "createdAt", transactions: bool | None = None) -> None:
         self._uri = uri
         self.shown = redact(uri)
         password = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)
@@ -103,6 +104,7 @@ class MongoPrimary:
         self.text_key, self.time_key = text_key, time_key
         self._client: Any = None
         self._key: tuple[str, int] | None = None
+        self._transactions = transactions
         self._txn = False
         self._unique = False
         self._dups = False  #: superseded duplicates exist (hidden from every read)
@@ -111,7 +113,8 @@ class MongoPrimary:
     @classmethod
     def from_config(cls, config, collection: str) -> MongoPrimary:
         m = config.mongodb
-        return cls(m.uri.get_secret_value(), m.database, collection, options=m.options)
+        return cls(m.uri.get_secret_value(), m.database, collection, options=m.options,
+                   transactions=m.transactions)
 
     def use_keys(self, text_key: str, time_key: str) -> None:
         """The store's text and time field names (top-level fields, as the original)."""
@@ -152,7 +155,8 @@ class MongoPrimary:
         try:
             async with self._mapped("open"):
                 hello = await client.admin.command("hello")
-                self._txn = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+                able = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+                self._txn = able if self._transactions is None else self._transactions and able
                 db = client[self.database]
                 self._col = db[self.collection]
                 self._tomb = db[TOMBSTONES]
