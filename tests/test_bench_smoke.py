@@ -41,3 +41,16 @@ def test_chroma_benchmark_smoke():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for run in ("embedded_300", "server_300"):
         assert result[run]["insert"]["ratio"] > 0 and result[run]["query"]["ratio"] > 0
+
+
+def test_embeddings_benchmark_smoke():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "embeddings.py"), "--n", "64", "--runs", "1", "--encoder", "hashing"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["original_texts_per_s"] > 0 and result["raw_texts_per_s"] > 0
+    for driver in ("ollama", "openai"):
+        assert {"batch_1", "batch_16", "batch_64"} <= set(result["drivers"][driver])
+        assert result["batching_gain"][driver] > 0

@@ -12,6 +12,7 @@ from promethean_persistence import (
     UnknownDriverError,
 )
 from promethean_persistence._deps import require
+from promethean_persistence.testing.engines import _free_port
 
 
 def test_defaults_follow_the_spec():
@@ -178,10 +179,18 @@ def test_config_type_is_checked():
 
 
 @pytest.mark.parametrize("name", ["ollama", "openai"])
-async def test_spec_drivers_not_built_yet_are_valid_config_and_say_so(tmp_path, name):
-    config = {"primaryDriver": "memory", "vectorDriver": "memory", "embeddingDriver": name, "home": str(tmp_path)}
-    assert StoreConfig(**config).embedding_driver == name
-    with pytest.raises(ConfigurationError) as info:
-        await SemanticStore.create("t", config=config)
-    assert "not part of this version" in str(info.value)
-    assert not (tmp_path / "store.db").exists()
+async def test_unreachable_embedding_server_defers_the_manifest_not_the_open(tmp_path, name):
+    """An embedding server that is down does not stop a store from opening: writes stay in
+    the outbox (eventual mode) and the error names the server's URL."""
+    port = _free_port()
+    config = {"primaryDriver": "sqlite", "vectorDriver": "memory", "embeddingDriver": name,
+              "embeddingFunction": "mystery-model", "home": str(tmp_path), "vectorMaxRetries": 0,
+              "ollama": {"url": f"http://127.0.0.1:{port}", "maxRetries": 0},
+              "openai": {"baseUrl": f"http://127.0.0.1:{port}/v1", "maxRetries": 0}}
+    async with await SemanticStore.create("t", config=config) as store:
+        assert store.embedder.dimensions is None
+        id_ = await store.insert({"text": "kept while the server is down"})
+        entry = await store.get(id_)
+        assert entry["metadata"]["vectorStatus"] == "failed"
+        assert f"127.0.0.1:{port}" in entry["metadata"]["vectorWriteError"]
+        assert await store.primary.get_manifest() is None  # nothing known to record yet

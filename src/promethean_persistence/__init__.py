@@ -23,6 +23,7 @@ from ._errors import (
     ValidationError,
     VectorWriteError,
 )
+from ._reembed import reembed
 from ._registry import register
 from ._store import DualStoreManager, SemanticStore, SemanticStoreFactory
 
@@ -48,6 +49,7 @@ __all__ = [
     "ValidationError",
     "VectorWriteError",
     "format_message",
+    "reembed",
     "register",
 ]
 

@@ -118,15 +118,24 @@ class LocalVectorConfig(_Section):
     exact_threshold: int = Field(5_000, ge=0)  #: collections up to this size are searched exactly
 
 
-class OllamaConfig(_Section):
+class _HTTPEmbedding(_Section):
+    timeout: float = Field(60.0, gt=0)  #: seconds per request
+    batch_size: int = Field(64, ge=1)  #: texts per request
+    max_concurrency: int = Field(4, ge=1)  #: requests in flight at once
+    max_retries: int = Field(3, ge=0)  #: on connection errors, timeouts, 429 and 5xx
+
+
+class OllamaConfig(_HTTPEmbedding):
     url: str = "http://localhost:11434"
-    timeout: float = Field(60.0, gt=0)
+    dimensions: int | None = Field(None, ge=1)  #: expected size, for models we do not know
+    keep_alive: str | None = None  #: how long Ollama keeps the model loaded ("5m", "-1")
 
 
-class OpenAIConfig(_Section):
+class OpenAIConfig(_HTTPEmbedding):
     base_url: str = "https://api.openai.com/v1"
     api_key: SecretStr | None = None
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1)  #: requested size (text-embedding-3 models)
+    batch_size: int = Field(256, ge=1, le=2048)
 
 
 class SentenceTransformersConfig(_Section):

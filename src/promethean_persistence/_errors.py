@@ -118,6 +118,20 @@ class EmbeddingError(SemanticStoreError):
 class EmbeddingMismatchError(SemanticStoreError):
     """The collection was built with another embedding model or dimension."""
 
+    stored: object = None  #: the collection's Manifest, when the mismatch is with it
+
+    @classmethod
+    def between(cls, collection: str, stored, model: str, dims: int | None) -> EmbeddingMismatchError:
+        size = f"{dims} dimensions" if dims is not None else "dimension not known yet"
+        error = cls(
+            f"Collection {collection!r} was built with embedding model {stored.embedding_model!r} "
+            f"({stored.dimensions} dimensions); this store uses {model!r} ({size}). Use the same model, "
+            f"or re-embed the collection: semantic-store reembed --model {model}",
+            operation="open",
+        )
+        error.stored = stored
+        return error
+
 
 class DocumentNotFound(SemanticStoreError, KeyError):
     """No entry has the requested id."""

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._entries import now_ms
-from ._errors import BackendRejected, BackendUnavailable, EmbeddingError, SemanticStoreError, ValidationError
+from ._errors import (
+    BackendRejected,
+    BackendUnavailable,
+    DriverError,
+    EmbeddingError,
+    EmbeddingMismatchError,
+    SemanticStoreError,
+    ValidationError,
+)
 from ._types import TOMBSTONE_VERSION, Record, VectorState
 from ._group import OutboxWriter
 from .drivers.base import Embedder, VectorDriver
@@ -221,12 +229,13 @@ class VectorWriteQueue:
 
         outcomes: dict[str, BaseException | None] = {}
         if full:
-            outcomes.update(dict.fromkeys((j.id for j in full), await self._upsert(full, embed=True)))
+            outcomes.update(await self._upsert(full, embed=True))
         if meta_only:
-            error = await self._upsert(meta_only, embed=False)
-            if error is not None:  # the vector may be gone: fall back to a full write
-                error = await self._upsert(meta_only, embed=True)
-            outcomes.update(dict.fromkeys((j.id for j in meta_only), error))
+            done = await self._upsert(meta_only, embed=False)
+            retry = [j for j in meta_only if done[j.id] is not None]
+            if retry:  # the vector may be gone: fall back to a full write
+                done.update(await self._upsert(retry, embed=True))
+            outcomes.update(done)
         if deletes:
             error = None
             try:
@@ -255,7 +264,8 @@ class VectorWriteQueue:
             else:
                 job.future.set_exception(error)
 
-    async def _upsert(self, jobs: list[Job], *, embed: bool) -> BaseException | None:
+    async def _upsert(self, jobs: list[Job], *, embed: bool) -> dict[str, BaseException | None]:
+        """Embed (unless metadata only) and upsert; the outcome of each job by id."""
         records = [j.record for j in jobs]
         try:
             vectors = None
@@ -263,18 +273,24 @@ class VectorWriteQueue:
                 await self.warm()
                 try:
                     vectors = await self._timed(self._embed(records), "embed")
-                except SemanticStoreError:
-                    raise
+                except (EmbeddingMismatchError, DriverError):
+                    raise  # the server or the vector space, not one input
                 except Exception as exc:
+                    if len(jobs) > 1:  # one bad input (an unreadable image, a refused text) must not sink the batch
+                        return await self._one_by_one(jobs)
+                    if isinstance(exc, SemanticStoreError):
+                        raise
                     raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
-            metadata = [r.metadata for r in records]
-            extra = {}
-            if getattr(self.vector, "stores_documents", False):  # e.g. Chroma keeps the text too
-                extra = {"documents": [r.text for r in records], "timestamps": [r.timestamp for r in records]}
-            await self._timed(self.vector.upsert([r.id for r in records], vectors, metadata, **extra), "vector upsert")
+            await self._timed(upsert_records(self.vector, records, vectors), "vector upsert")
         except Exception as exc:  # noqa: BLE001 - recorded per job
-            return exc
-        return None
+            return dict.fromkeys((j.id for j in jobs), exc)
+        return dict.fromkeys((j.id for j in jobs), None)
+
+    async def _one_by_one(self, jobs: list[Job]) -> dict[str, BaseException | None]:
+        outcomes: dict[str, BaseException | None] = {}
+        for job in jobs:
+            outcomes.update(await self._upsert([job], embed=True))
+        return outcomes
 
     async def warm(self) -> None:
         warm = getattr(self.embedder, "warm", None)
@@ -282,14 +298,7 @@ class VectorWriteQueue:
             await warm()
 
     async def _embed(self, records: list[Record]):
-        if not self.images:
-            return await self.embedder.embed([r.text for r in records])
-        is_image = [r.metadata.get("type") == "image" for r in records]
-        texts = [r.text for r, img in zip(records, is_image) if not img]
-        images = [r.text for r, img in zip(records, is_image) if img]
-        text_vectors = iter(await self.embedder.embed(texts) if texts else [])
-        image_vectors = iter(await self.embedder.embed_images(images) if images else [])
-        return [next(image_vectors) if img else next(text_vectors) for img in is_image]
+        return await embed_records(self.embedder, records, images=self.images)
 
     def _record(self, jobs: list[Job], outcomes: dict[str, BaseException | None]) -> None:
         now = now_ms()
@@ -330,6 +339,26 @@ class VectorWriteQueue:
                     )
                 )
         self.writer.add_states(states)
+
+
+async def embed_records(embedder: Embedder, records: list[Record], *, images: bool) -> list[Any]:
+    """One vector per record; ``metadata.type == "image"`` ones through ``embed_images``."""
+    if not images:
+        return await embedder.embed([r.text for r in records])
+    is_image = [r.metadata.get("type") == "image" for r in records]
+    texts = [r.text for r, img in zip(records, is_image) if not img]
+    paths = [r.text for r, img in zip(records, is_image) if img]
+    text_vectors = iter(await embedder.embed(texts) if texts else [])
+    image_vectors = iter(await embedder.embed_images(paths) if paths else [])
+    return [next(image_vectors) if img else next(text_vectors) for img in is_image]
+
+
+async def upsert_records(vector: VectorDriver, records: list[Record], vectors: Any) -> None:
+    """Upsert records' vectors (None: metadata only), with what the driver keeps besides."""
+    extra = {}
+    if getattr(vector, "stores_documents", False):  # e.g. Chroma keeps the text too
+        extra = {"documents": [r.text for r in records], "timestamps": [r.timestamp for r in records]}
+    await vector.upsert([r.id for r in records], vectors, [r.metadata for r in records], **extra)
 
 
 def _describe(error: BaseException) -> str:

@@ -12,8 +12,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Literal
 
-from ._deps import check_installed
-from ._errors import ConfigurationError, UnknownDriverError
+from ._errors import UnknownDriverError
 
 Kind = Literal["primary", "vector", "embedding"]
 KINDS: tuple[Kind, ...] = ("primary", "vector", "embedding")
@@ -39,16 +38,11 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
         "hashing": f"{_P}.embedding.hashing:HashingEmbedder",
         "local": f"{_P}.embedding.sentence_transformers:LocalEmbedder",
         "sentence-transformers": f"{_P}.embedding.sentence_transformers:SentenceTransformersEmbedder",
+        "ollama": f"{_P}.embedding.ollama:OllamaEmbedder",
+        "openai": f"{_P}.embedding.openai:OpenAIEmbedder",
     },
 }
 _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}
-# Drivers SPEC §5 names that later issues implement: valid in configs today; opening one
-# says what is missing instead of pretending the name is unknown. name -> (client, extra)
-_PLANNED: dict[Kind, dict[str, tuple[str | None, str | None]]] = {
-    "primary": {},
-    "vector": {},
-    "embedding": {"ollama": (None, None), "openai": (None, None)},
-}
 
 
 def register(kind: Kind, name: str, target: str | type) -> None:
@@ -62,12 +56,12 @@ def _entry_points(kind: Kind) -> dict[str, str]:
 
 def known(kind: Kind) -> list[str]:
     """Every driver name accepted for ``kind``, sorted."""
-    return sorted({*_BUILTIN[kind], *_REGISTERED[kind], *_PLANNED[kind], *_entry_points(kind)})
+    return sorted({*_BUILTIN[kind], *_REGISTERED[kind], *_entry_points(kind)})
 
 
 def check(kind: Kind, name: str) -> str:
     """Return ``name`` if a driver is registered under it, else raise with a hint."""
-    if name in _BUILTIN[kind] or name in _REGISTERED[kind] or name in _PLANNED[kind] or ":" in name:
+    if name in _BUILTIN[kind] or name in _REGISTERED[kind] or ":" in name:
         return name
     names = known(kind)
     if name in names:
@@ -91,8 +85,6 @@ def build(kind: Kind, config, collection: str | None = None):
 def load(kind: Kind, name: str) -> type:
     """Return the driver class registered as ``name``; its module is imported only now."""
     check(kind, name)
-    if name in _PLANNED[kind] and name not in _REGISTERED[kind] and name not in _entry_points(kind):
-        _unavailable(kind, name)
     target = (
         _REGISTERED[kind].get(name)
         or _BUILTIN[kind].get(name)
@@ -103,15 +95,3 @@ def load(kind: Kind, name: str) -> type:
         return target
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
-
-
-def _unavailable(kind: Kind, name: str) -> None:
-    client, extra = _PLANNED[kind][name]
-    if client is not None:
-        check_installed(client, extra=extra, driver=name)
-    available = ", ".join(sorted({*_BUILTIN[kind], *_REGISTERED[kind]}))
-    raise ConfigurationError(
-        f"The {name!r} {kind} driver is not part of this version of promethean-persistence yet; "
-        f"available {kind} drivers: {available}",
-        driver=name,
-    )

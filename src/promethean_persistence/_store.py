@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from . import _filters, _registry
@@ -13,7 +13,9 @@ from ._config import StoreConfig
 from ._entries import build_record, check_limit, now_ms, to_epoch_ms, validate_id
 from ._group import OutboxWriter
 from ._errors import (
+    BackendUnavailable,
     DocumentNotFound,
+    EmbeddingError,
     EmbeddingMismatchError,
     SemanticStoreError,
     ValidationError,
@@ -64,6 +66,8 @@ class SemanticStore:
             embedder.supports_images if config.supports_images is None else config.supports_images
         ) and hasattr(embedder, "embed_images")
         self._closed = False
+        self._manifest_pending = False  #: the embedder could not tell its dimension at open
+        self.vector_collection: str | None = None  #: set by a re-embedding run, else the store's name
         self._writing = 0  #: inserts in flight; a lone one need not wait for others to join
         #: strict writes as one transaction when the vector store lives in the primary's database
         self._atomic = (
@@ -142,14 +146,19 @@ class SemanticStore:
         try:
             await primary.open()
             opened.append(primary)
-            # the original's collection_aliases: the vector collection may have another name
-            target = await primary.vector_collection() if hasattr(primary, "vector_collection") else None
-            if target and hasattr(vector, "use_collection"):
-                vector.use_collection(target)
+            manifest = await primary.get_manifest()
+            if manifest is not None and manifest.vector_collection not in (None, getattr(vector, "collection", None)):
+                vector = vector_for(vector, resolved, manifest.vector_collection)  # re-embedded
+            elif hasattr(primary, "vector_collection") and hasattr(vector, "use_collection"):
+                # the original's collection_aliases: the vector collection may have another name
+                target = await primary.vector_collection()
+                if target:
+                    vector.use_collection(target)
             await vector.open()
             opened.append(vector)
             store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
-            await store._check_manifest()
+            store.vector_collection = manifest.vector_collection if manifest else None
+            await store._check_manifest(manifest)
             if resolved.dual_write_enabled:
                 store._worker.start()  # resumes what a crashed or slow process left pending
         except BaseException:
@@ -162,29 +171,44 @@ class SemanticStore:
         return store
 
     def _manifest(self) -> Manifest:
-        return Manifest(self.config.embedding_driver, self.embedder.model, self.embedder.dimensions)
+        return Manifest(
+            self.config.embedding_driver, self.embedder.model, self.embedder.dimensions,
+            normalized=bool(getattr(self.embedder, "normalize", True)), vector_collection=self.vector_collection,
+        )
 
-    async def _check_manifest(self) -> None:
-        mine = self._manifest()
-        stored = await self.primary.get_manifest()
-        if stored is None:
-            dims = getattr(self.vector, "dims", None)  # vectors written before any manifest
-            if isinstance(dims, int) and dims != mine.dimensions:
-                raise EmbeddingMismatchError(
-                    f"The vector collection of {self.name!r} holds {dims}-dimensional vectors; this store's "
-                    f"embedding model {mine.embedding_model!r} makes {mine.dimensions}. Use the model that "
-                    "wrote them, or migrate the store to re-embed it.",
-                    operation="open",
-                )
-            await self.primary.set_manifest(mine)
+    async def _check_manifest(self, stored: Manifest | None) -> None:
+        """Refuse another embedding space than the collection's; record it on first use."""
+        embedder = self.embedder
+        dims = embedder.dimensions
+        if stored is not None:
+            if stored.embedding_model != embedder.model or dims not in (None, stored.dimensions):
+                raise EmbeddingMismatchError.between(self.name, stored, embedder.model, dims)
+            if dims is None:  # an HTTP model of unknown size: its answers must match the manifest
+                embedder.expect_dimensions(stored.dimensions)
             return
-        if (stored.embedding_model, stored.dimensions) != (mine.embedding_model, mine.dimensions):
+        if dims is None:
+            try:
+                dims = await embedder.probe()
+            except (BackendUnavailable, EmbeddingError) as exc:
+                log.warning("%s: cannot ask %r for its dimension yet (%s); the collection manifest is "
+                            "written once it answers", self.name, embedder, exc)
+                self._manifest_pending = True
+                return
+        vector_dims = getattr(self.vector, "dims", None)  # vectors written before any manifest
+        if isinstance(vector_dims, int) and vector_dims != dims:
             raise EmbeddingMismatchError(
-                f"Collection {self.name!r} was built with embedding model {stored.embedding_model!r} "
-                f"({stored.dimensions} dimensions); this store uses {mine.embedding_model!r} "
-                f"({mine.dimensions}). Use the same model, or migrate the store to re-embed it.",
+                f"The vector collection of {self.name!r} holds {vector_dims}-dimensional vectors; this store's "
+                f"embedding model {embedder.model!r} makes {dims}. Use the model that "
+                "wrote them, or re-embed the collection (semantic-store reembed).",
                 operation="open",
             )
+        await self.primary.set_manifest(self._manifest())
+
+    async def _settle_manifest(self) -> None:
+        """Write the manifest deferred at open, once the embedder has told its dimension."""
+        if self._manifest_pending and self.embedder.dimensions is not None:
+            self._manifest_pending = False
+            await self._check_manifest(await self.primary.get_manifest())
 
     async def __aenter__(self) -> SemanticStore:
         return self
@@ -200,6 +224,8 @@ class SemanticStore:
         """Before a read: this store's buffered outbox writes land first."""
         self._check_open()
         await self._writer.settle()
+        if self._manifest_pending:
+            await self._settle_manifest()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -237,6 +263,12 @@ class SemanticStore:
             errors = await self._run_jobs(jobs)
         finally:
             self._writing -= 1
+        if self._manifest_pending:
+            try:
+                await self._settle_manifest()
+            except EmbeddingMismatchError:  # the write stands; reads raise it
+                self._manifest_pending = True
+                log.exception("%s: embedding space differs from the collection's", self.name)
         if errors and self.config.consistency == "strict":
             # An explicit failure left the vector side as it was; anything else may have landed.
             untouched = {i for i, e in errors.items() if not getattr(e, "timed_out", False)}
@@ -637,6 +669,55 @@ class SemanticStore:
             raise DocumentNotFound(f"No entry with id {id_!r}", operation="retry_vector_write", document_id=id_)
         return False
 
+    # -- embedding space ------------------------------------------------------------------
+
+    async def reembed(
+        self,
+        model: str | None = None,
+        *,
+        embedding_driver: str | None = None,
+        embedder: Embedder | None = None,
+        batch_size: int = 256,
+        keep_old: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Re-embed every entry with another model into a new vector collection, side by side
+        (searches keep using the old one meanwhile), then switch over in one manifest write.
+        An interrupted run resumes when called again with the same model. Give a ``model``
+        (and ``embedding_driver``, default the current one) or an ``embedder`` instance.
+
+        Other processes with this store open keep the old model until they reopen it."""
+        from ._reembed import run
+
+        self._check_open()
+        batch_size = check_limit(batch_size, "batch_size")
+        driver = embedding_driver or self.config.embedding_driver
+        if embedder is None:
+            if model is None and embedding_driver is None:
+                raise ValidationError("reembed needs a model, an embedding_driver or an embedder", field="model")
+            config = StoreConfig(**{**self.config.model_dump(exclude_unset=True),
+                                    "embedding_driver": driver, "embedding_function": model})
+            embedder = _registry.build("embedding", config)
+        try:
+            return await run(self, embedder, driver, batch_size=batch_size, keep_old=keep_old, progress=progress)
+        except BaseException:
+            if embedder is not self.embedder:
+                await embedder.aclose()
+            raise
+
+    async def _switch(self, embedder: Embedder, vector: VectorDriver, driver: str, collection: str) -> None:
+        """Use another embedder and vector collection from now on (after a re-embedding run)."""
+        await self._writer.settle()
+        await self._queue.flush()
+        self.embedder = self._queue.embedder = embedder
+        self.vector = self._queue.vector = vector
+        self.vector_collection = collection
+        self.config = self.config.model_copy(update={"embedding_driver": driver, "embedding_function": embedder.model})
+        self.supports_images = self._queue.images = (
+            embedder.supports_images if self.config.supports_images is None else self.config.supports_images
+        ) and hasattr(embedder, "embed_images")
+        self._atomic = self._atomic and bool(self.primary.shares_transactions_with(vector))
+
     # -- queue and lifecycle --------------------------------------------------------------
 
     def get_queue_stats(self) -> dict[str, Any]:
@@ -674,13 +755,21 @@ class SemanticStore:
         await self._writer.settle()
         await self.primary.drop()
         await self.vector.drop()
-        await self.primary.set_manifest(self._manifest())
+        if self.embedder.dimensions is None:
+            self._manifest_pending = True
+        else:
+            await self.primary.set_manifest(self._manifest())
 
     async def cleanup(self) -> None:
         """Flush (bounded by vector_timeout_ms), stop this store's queue, close its drivers."""
         if self._closed:
             return
         self._closed = True
+        if self._manifest_pending:
+            try:
+                await self._settle_manifest()
+            except Exception:  # noqa: BLE001 - closing must go on
+                log.exception("%s: could not write the collection manifest", self.name)
         await self._worker.stop()
         await self._queue.close(timeout=self.config.vector_timeout_ms / 1000)
         try:
@@ -696,6 +785,17 @@ class SemanticStore:
                 log.exception("closing %r", driver)
 
     close = cleanup
+
+
+def vector_for(vector: VectorDriver, config: StoreConfig, collection: str) -> VectorDriver:
+    """A driver like ``vector`` (same class and settings) for another collection: the
+    configured collection name or namespace is what it replaces, so it is left out."""
+    unpinned = config.model_copy(update={
+        "chromadb": config.chromadb.model_copy(update={"collection": None}),
+        "qdrant": config.qdrant.model_copy(update={"collection": None}),
+        "pinecone": config.pinecone.model_copy(update={"namespace": None}),
+    })
+    return type(vector).from_config(unpinned, collection)
 
 
 def _check_names(name: Any, text_key: Any, time_key: Any) -> None:

@@ -89,16 +89,16 @@ class Manifest:
     dimensions: int
     metric: str = "cosine"
     schema_version: int = SCHEMA_VERSION
+    normalized: bool = True  #: the embedder's vectors are unit length
+    vector_collection: str | None = None  #: where the vectors live, when not the store's own name
+    reembed: dict[str, Any] | None = None  #: checkpoint of a re-embedding run in progress
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "embedding_driver": self.embedding_driver,
-            "embedding_model": self.embedding_model,
-            "dimensions": self.dimensions,
-            "metric": self.metric,
-            "schema_version": self.schema_version,
-        }
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def copy(self, **changes: Any) -> Manifest:
+        return replace(self, **changes)

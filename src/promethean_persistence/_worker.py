@@ -39,6 +39,10 @@ class OutboxWorker:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"outbox:{self.queue.collection}")
 
+    def wake(self) -> None:
+        """Look for due work now instead of at the next tick."""
+        self._wake.set()
+
     async def stop(self, timeout: float = 5.0) -> None:
         """Let the loop finish its round, then end it; cancel only if that takes too long.
 

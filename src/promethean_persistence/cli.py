@@ -273,6 +273,29 @@ def repair(ctx, dry_run, dedupe) -> None:
 
 
 @cli.command()
+@click.option("--model", help="The new embedding model (default: the configured one, EMBEDDING_FUNCTION).")
+@click.option("--embedding-driver", help="The new embedding driver (default: the configured one).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--keep-old", is_flag=True, help="Keep the old vector collection after the switch.")
+@click.pass_context
+def reembed(ctx, model, embedding_driver, batch_size, keep_old) -> None:
+    """Re-embed the store with another model, side by side; switch over at the end.
+
+    Searches keep working during the run; an interrupted run resumes where it stopped."""
+    from ._reembed import reembed as run_reembed
+
+    opts: _Ctx = ctx.obj
+    bar = _ProgressBar(opts, "reembed")
+    result = _execute(opts, lambda: run_reembed(
+        opts.store, model, embedding_driver=embedding_driver, text_key=opts.text_key, time_key=opts.time_key,
+        config=_config(opts), batch_size=batch_size, keep_old=keep_old, progress=bar))
+    if opts.json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _show_mapping(result)
+
+
+@cli.command()
 @click.pass_context
 def stats(ctx) -> None:
     """Print the vector write queue statistics."""

@@ -10,6 +10,8 @@ class EmbedderSuite:
 
     async def test_declares_model_and_dimensions(self, embedder):
         assert isinstance(embedder.model, str) and embedder.model
+        if embedder.dimensions is None:  # a served model of unknown size: asking once tells
+            await embedder.probe()
         assert isinstance(embedder.dimensions, int) and embedder.dimensions > 0
         assert isinstance(embedder.supports_images, bool)
 

@@ -207,6 +207,11 @@ class PrimaryDriverSuite:
         manifest = Manifest("hashing", "hashing-v1-8", 8)
         await primary.set_manifest(manifest)
         assert await primary.get_manifest() == manifest
+        # a re-embedding run keeps its checkpoint and target collection in the manifest
+        manifest = manifest.copy(vector_collection="c__re_1", normalized=False,
+                                 reembed={"after": "id-9", "embedding_model": "m2", "dimensions": 4})
+        await primary.set_manifest(manifest)
+        assert await primary.get_manifest() == manifest
         await primary.put([rec("a")])
         await primary.drop()
         assert await primary.count() == 0

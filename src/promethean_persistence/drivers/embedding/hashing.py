@@ -29,7 +29,9 @@ class HashingEmbedder:
 
     @classmethod
     def from_config(cls, config) -> HashingEmbedder:
-        return cls(config.hashing.dimensions)
+        # the model name says the size, so a manifest's model name rebuilds this embedder
+        match = re.fullmatch(r"hashing-v1-(\d+)", config.embedding_function or "")
+        return cls(int(match[1]) if match else config.hashing.dimensions)
 
     def embed_one(self, text: str) -> np.ndarray:
         vector = np.zeros(self.dimensions, dtype=np.float32)

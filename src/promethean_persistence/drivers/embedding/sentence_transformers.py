@@ -42,7 +42,7 @@ class SentenceTransformersEmbedder:
         self.device = device
         self.batch_size = batch_size
         self.normalize = normalize
-        self.supports_images = False
+        self._images: bool | None = None if dimensions is None else False  #: a preset is text-only
         self._path = path or model
         self._dimensions = dimensions
         self._model: Any = None
@@ -72,6 +72,13 @@ class SentenceTransformersEmbedder:
         check_installed("sentence_transformers", "torch", extra=cls.extra, driver=cls.name)
 
     @property
+    def supports_images(self) -> bool:
+        """True for models that take images (CLIP and the like); loads the model to tell."""
+        if self._images is None:
+            self._load()
+        return bool(self._images)
+
+    @property
     def dimensions(self) -> int:
         if self._dimensions is None:
             self._load()  # the model tells; only models without a preset pay this at open
@@ -99,6 +106,9 @@ class SentenceTransformersEmbedder:
                 driver=self.name,
             )
         self._dimensions, self._model, self.device = dims, model, device
+        modalities = getattr(model, "modalities", None)
+        if self._images is None:
+            self._images = "image" in modalities if modalities is not None else type(model[0]).__name__ == "CLIPModel"
         return model
 
     async def warm(self) -> None:
@@ -114,9 +124,9 @@ class SentenceTransformersEmbedder:
             self._loading = asyncio.get_running_loop().run_in_executor(self._executor, self._load)
         return await asyncio.shield(self._loading)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, inputs: list[Any]) -> np.ndarray:
         out = self._model.encode(
-            [t[:MAX_CHARS] for t in texts],
+            [t[:MAX_CHARS] if isinstance(t, str) else t for t in inputs],
             batch_size=self.batch_size,
             normalize_embeddings=self.normalize,
             convert_to_numpy=True,
@@ -134,12 +144,50 @@ class SentenceTransformersEmbedder:
         except Exception as exc:
             raise EmbeddingError(f"{self.model!r} failed to embed {len(texts)} texts: {exc}", driver=self.name) from exc
 
+    async def embed_images(self, sources: Sequence[str]) -> np.ndarray:
+        """Embed images given as file paths or http(s) URLs (models with ``supports_images``)."""
+        sources = list(sources)
+        if not sources:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        await self._ready()
+        if not self.supports_images:
+            raise EmbeddingError(f"{self.model!r} does not embed images", driver=self.name, operation="embed_images")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: self._encode([_open_image(s) for s in sources]))
+        except EmbeddingError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(f"{self.model!r} failed to embed {len(sources)} images: {exc}",
+                                 driver=self.name, operation="embed_images") from exc
+
     async def aclose(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         self._model = None
         self._loading = None
+
+
+def _open_image(source: str) -> Any:
+    """A PIL image from a path or an http(s) URL, or EmbeddingError naming the source."""
+    import io
+
+    image_module = require("PIL.Image", extra="local", driver="sentence-transformers")
+    try:
+        if source.startswith(("http://", "https://")):
+            import httpx
+
+            response = httpx.get(source, timeout=30.0, follow_redirects=True)
+            response.raise_for_status()
+            data: Any = io.BytesIO(response.content)
+        else:
+            data = os.path.expanduser(source.removeprefix("file://"))
+        with image_module.open(data) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - unreadable, missing, not an image
+        raise EmbeddingError(f"cannot read image {source[:200]!r}: {exc}", driver="sentence-transformers",
+                             operation="embed_images") from exc
 
 
 LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
