@@ -23,6 +23,9 @@ from ._errors import (
     ValidationError,
     VectorWriteError,
 )
+from ._backup import export, import_
+from ._migrate import migrate, validate
+from ._mirror import MirrorStore
 from ._reembed import reembed
 from ._registry import register
 from ._store import DualStoreManager, SemanticStore, SemanticStoreFactory
@@ -40,6 +43,7 @@ __all__ = [
     "EmbeddingError",
     "EmbeddingMismatchError",
     "MigrationError",
+    "MirrorStore",
     "MissingDependencyError",
     "SemanticStore",
     "SemanticStoreError",
@@ -48,9 +52,13 @@ __all__ = [
     "UnknownDriverError",
     "ValidationError",
     "VectorWriteError",
+    "export",
     "format_message",
+    "import_",
+    "migrate",
     "reembed",
     "register",
+    "validate",
 ]
 
 for _name in __all__:

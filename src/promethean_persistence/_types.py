@@ -92,6 +92,7 @@ class Manifest:
     normalized: bool = True  #: the embedder's vectors are unit length
     vector_collection: str | None = None  #: where the vectors live, when not the store's own name
     reembed: dict[str, Any] | None = None  #: checkpoint of a re-embedding run in progress
+    migration: dict[str, Any] | None = None  #: checkpoint of a migration into this collection
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

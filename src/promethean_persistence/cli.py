@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +18,8 @@ import click
 
 from ._config import StoreConfig
 from ._errors import ConfigurationError, SemanticStoreError, ValidationError
+from ._progress import Progress
+from ._mirror import open_store
 from ._store import SemanticStore
 
 
@@ -35,12 +36,15 @@ def _config(ctx: _Ctx) -> StoreConfig | None:
     return None
 
 
-def _run(ctx: click.Context, call: Callable[[SemanticStore], Awaitable[Any]], show: Callable[[Any], None]) -> None:
-    """Open the store, make one library call, print its result, close the store."""
+def _run(ctx: click.Context, call: Callable[[SemanticStore], Awaitable[Any]], show: Callable[[Any], None]) -> Any:
+    """Open the store, make one library call, print and return its result, close the store."""
     opts: _Ctx = ctx.obj
+    if opts.profile and not opts.config_file:
+        raise click.UsageError("--profile needs --config FILE")
 
     async def go() -> Any:
-        store = await SemanticStore.create(opts.store, opts.text_key, opts.time_key, _config(opts))
+        store = await open_store(opts.store, opts.text_key, opts.time_key, config_file=opts.config_file,
+                                 profile=opts.profile)
         try:
             return await call(store)
         finally:
@@ -51,6 +55,7 @@ def _run(ctx: click.Context, call: Callable[[SemanticStore], Awaitable[Any]], sh
         click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:
         show(result)
+    return result
 
 
 def _execute(opts: _Ctx, go: Callable[[], Awaitable[Any]]) -> Any:
@@ -92,25 +97,9 @@ def _table(entries: list[dict[str, Any]], score: bool = False) -> None:
         click.echo(f"{lead}{e['id']}  {text}" + (f"  [{shown}]" if shown else ""))
 
 
-class _ProgressBar:
-    """Rate and ETA on stderr; silent under --json or when stderr is not a terminal."""
-
-    def __init__(self, opts: _Ctx, label: str) -> None:
-        self.label = label
-        self.enabled = not opts.json and sys.stderr.isatty()
-        self.started = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or not total:
-            return
-        elapsed = time.perf_counter() - self.started
-        rate = done / elapsed if elapsed else 0.0
-        eta = (total - done) / rate if rate else 0.0
-        filled = 30 * done // total
-        click.echo(
-            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {rate:,.0f}/s ETA {eta:,.0f}s ",
-            err=True, nl=done >= total,
-        )
+def _progress_bar(opts: _Ctx, label: str) -> Progress:
+    """Silent under --json."""
+    return Progress(label, enabled=not opts.json)
 
 
 def _json_arg(value: str | None, name: str) -> Any:
@@ -285,7 +274,7 @@ def reembed(ctx, model, embedding_driver, batch_size, keep_old) -> None:
     from ._reembed import reembed as run_reembed
 
     opts: _Ctx = ctx.obj
-    bar = _ProgressBar(opts, "reembed")
+    bar = _progress_bar(opts, "reembed")
     result = _execute(opts, lambda: run_reembed(
         opts.store, model, embedding_driver=embedding_driver, text_key=opts.text_key, time_key=opts.time_key,
         config=_config(opts), batch_size=batch_size, keep_old=keep_old, progress=bar))
@@ -293,6 +282,121 @@ def reembed(ctx, model, embedding_driver, batch_size, keep_old) -> None:
         click.echo(json.dumps(result, indent=2))
     else:
         _show_mapping(result)
+
+
+def _side(opts: _Ctx, value: str, option: str) -> StoreConfig:
+    """``--from``/``--to``: a profile of the --config file, or env-style ``KEY=VALUE,...``."""
+    if "=" in value:
+        pairs = [p for p in value.replace(",", " ").split() if p]
+        env = dict(p.split("=", 1) for p in pairs if "=" in p)
+        if len(env) != len(pairs):
+            raise click.BadParameter("use PROFILE or KEY=VALUE,KEY=VALUE", param_hint=option)
+        return StoreConfig.from_env({**os.environ, **env})  # over the environment
+    if not opts.config_file:
+        raise click.UsageError(f"{option} {value}: a profile needs --config FILE (or give KEY=VALUE settings)")
+    return StoreConfig.from_file(opts.config_file, value)
+
+
+def _two_stores(ctx: click.Context, source: str, target: str, target_store: str | None,
+                call: Callable[[SemanticStore, SemanticStore], Awaitable[dict[str, Any]]]) -> None:
+    """Open the --from and --to stores, make one library call, print its report; exit 1
+    unless the report says ok."""
+    opts: _Ctx = ctx.obj
+
+    async def go() -> dict[str, Any]:
+        a = await SemanticStore.create(opts.store, opts.text_key, opts.time_key, _side(opts, source, "--from"))
+        try:
+            b = await SemanticStore.create(target_store or opts.store, opts.text_key, opts.time_key,
+                                           _side(opts, target, "--to"))
+            try:
+                return await call(a, b)
+            finally:
+                await b.cleanup()
+        finally:
+            await a.cleanup()
+
+    _report(opts, _execute(opts, go))
+
+
+def _report(opts: _Ctx, result: dict[str, Any]) -> None:
+    if opts.json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    else:
+        _show_mapping(result)
+    if result.get("status", "ok" if result.get("ok", True) else "failed") != "ok":
+        sys.exit(1)
+
+
+_FROM_TO = [
+    click.option("--from", "source", required=True, help="Source: a --config profile, or KEY=VALUE,... settings."),
+    click.option("--to", "target", required=True, help="Target: a --config profile, or KEY=VALUE,... settings."),
+    click.option("--to-store", "target_store", help="Target store name (default: --store)."),
+]
+
+
+def _from_to(f: Callable) -> Callable:
+    for option in reversed(_FROM_TO):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@_from_to
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--reembed", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="auto: copy vectors when both sides use the same model, else embed anew.")
+@click.option("--no-resume", is_flag=True, help="Start over instead of resuming an interrupted run.")
+@click.option("--no-verify", is_flag=True, help="Skip the comparison at the end.")
+@click.option("--sample-size", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Entries whose vectors are compared value by value.")
+@click.pass_context
+def migrate(ctx, source, target, target_store, batch_size, reembed, no_resume, no_verify, sample_size) -> None:
+    """Copy every entry from one store to another, resumable, verified; exit 1 if any is missing."""
+    from ._migrate import migrate as run_migrate
+
+    bar = _progress_bar(ctx.obj, "migrate")
+    _two_stores(ctx, source, target, target_store, lambda a, b: run_migrate(
+        a, b, batch_size=batch_size, reembed=reembed, resume=not no_resume, verify=not no_verify,
+        progress=bar, sample_size=sample_size))
+
+
+@cli.command()
+@_from_to
+@click.option("--sample-size", type=click.IntRange(min=0), default=100, show_default=True)
+@click.pass_context
+def validate(ctx, source, target, target_store, sample_size) -> None:
+    """Compare two stores entry by entry; exit 1 if anything is missing or different."""
+    from ._migrate import validate as run_validate
+
+    _two_stores(ctx, source, target, target_store, lambda a, b: run_validate(a, b, sample_size))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--with-vectors", is_flag=True, help="Include each entry's vector.")
+@click.pass_context
+def export(ctx, path, with_vectors) -> None:
+    """Write every entry to PATH as JSON Lines (gzip if it ends in .gz)."""
+    from ._backup import export as run_export
+
+    bar = _progress_bar(ctx.obj, "export")
+    _run(ctx, lambda s: run_export(s, path, with_vectors, progress=bar), _show_mapping)
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--reembed", is_flag=True, help="Ignore the file's vectors and embed the texts anew.")
+@click.pass_context
+def import_(ctx, path, batch_size, reembed) -> None:
+    """Load a file written by export (or JSONL entries); exit 1 if any line failed."""
+    from ._backup import import_ as run_import
+
+    bar = _progress_bar(ctx.obj, "import")
+    result = _run(ctx, lambda s: run_import(s, path, batch_size=batch_size, reembed=reembed, progress=bar),
+                  _show_mapping)
+    if result["status"] != "ok":
+        sys.exit(1)
 
 
 @cli.command()
@@ -314,7 +418,7 @@ def ingest(ctx, paths, batch_size) -> None:
     """Ingest text/Markdown files (split into passages) and JSONL entries."""
     from .ingest import ingest as run_ingest
 
-    bar = _ProgressBar(ctx.obj, "ingest")
+    bar = _progress_bar(ctx.obj, "ingest")
     _run(ctx, lambda s: run_ingest(s, paths, batch_size=batch_size, progress=bar), _show_mapping)
 
 
@@ -346,7 +450,7 @@ def demo(ctx, limit, top) -> None:
 
     if ctx.parent.get_parameter_source("store") is click.core.ParameterSource.DEFAULT:
         ctx.obj.store = "stdlib"  # keep the demo out of the user's default store
-    bar = _ProgressBar(ctx.obj, "stdlib docstrings")
+    bar = _progress_bar(ctx.obj, "stdlib docstrings")
 
     async def call(store: SemanticStore):
         ingested = await ingest_entries(store, list(stdlib_entries(limit)), progress=bar)

@@ -55,6 +55,14 @@ class VectorDriverSuite:
         assert hits[0].id == "a"
         assert [h.id for h in await vector.query(unit(0, 1), 5, parse({"v": 2}))] == ["a"]
 
+    async def test_fetch_returns_the_stored_vectors(self, vector):
+        await vector.upsert(["a", "b"], [unit(1, 2), unit(0, 1)], [{}, {}])
+        found = await vector.fetch(["a", "missing", "b"])
+        assert set(found) == {"a", "b"}
+        np.testing.assert_allclose(found["a"], unit(1, 2), atol=1e-6)
+        np.testing.assert_allclose(found["b"], unit(0, 1), atol=1e-6)
+        assert await vector.fetch([]) == {}
+
     async def test_metadata_only_upsert_keeps_the_vector(self, vector):
         await vector.upsert(["a", "b"], [unit(1), unit(0, 1)], [{"tag": "x"}, {"tag": "x"}])
         await vector.upsert(["a"], None, [{"tag": "y"}])

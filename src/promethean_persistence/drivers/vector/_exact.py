@@ -88,6 +88,9 @@ class ExactIndex:
                 self._meta[row] = meta
             self._matrix[row] = vector
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {i: self._matrix[self._rows[i]].copy() for i in ids if i in self._rows}
+
     def set_metadata(self, ids: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> list[str]:
         """Replace metadata of the ids present; return the ids that were missing."""
         missing = []

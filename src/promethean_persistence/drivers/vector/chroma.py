@@ -276,6 +276,15 @@ class ChromaVector:
                 found.update(result["ids"])  # flat ids (the original read ids[0]: a bug)
         return found
 
+    async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = list(dict.fromkeys(ids))
+        found: dict[str, np.ndarray] = {}
+        async with self._mapped("fetch"):
+            for start in range(0, len(ids), self._max_batch):
+                got = await self._call("get", ids=ids[start : start + self._max_batch], include=["embeddings"])
+                found.update(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
+        return found
+
     async def delete(self, ids: Sequence[str]) -> None:
         ids = list(dict.fromkeys(ids))
         async with self._mapped("delete"):

@@ -494,6 +494,20 @@ class LocalVector:
         await self._refresh()
         return {i for i in ids if i in self._labels}
 
+    async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = list(dict.fromkeys(ids))
+
+        def read() -> dict[str, np.ndarray]:
+            found = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._db.conn.execute(
+                    f"SELECT id, vector FROM {self._table} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                found.update((i, np.frombuffer(blob, dtype=np.float32)) for i, blob in rows)
+            return found
+
+        return await self._db.run(read, operation="fetch") if ids else {}
+
     async def count(self) -> int:
         await self._refresh()
         return len(self._labels)

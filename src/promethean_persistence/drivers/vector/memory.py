@@ -47,6 +47,9 @@ class MemoryVector:
     async def existing(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self._index}
 
+    async def fetch(self, ids: Sequence[str]) -> dict[str, Any]:
+        return self._index.vectors(ids)
+
     async def delete(self, ids: Sequence[str]) -> None:
         self._index.delete(ids)
 

@@ -147,6 +147,14 @@ class PgvectorVector(PoolUser):
         async with self._mapped("existing"), self._pool.connection() as conn:
             return await self._existing(conn, ids)
 
+    async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids or await self._load_dims() is None:
+            return {}
+        async with self._mapped("fetch"), self._pool.connection() as conn:
+            rows = await (await conn.execute(
+                f"SELECT id, embedding::text FROM {self._t} WHERE id = ANY(%s)", (list(ids),))).fetchall()
+        return {i: np.array(text[1:-1].split(","), dtype=np.float32) for i, text in rows}
+
     async def delete(self, ids: Sequence[str]) -> None:
         if not ids or await self._load_dims() is None:
             return

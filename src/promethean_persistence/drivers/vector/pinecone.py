@@ -16,6 +16,8 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..._deps import require
 from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
@@ -173,6 +175,14 @@ class PineconeVector:
             return set()
         async with self._mapped("existing"):
             return set(await self._fetch(ids))
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        async with self._mapped("fetch"):
+            found = await self._fetch(ids)
+        return {i: np.asarray(v.values, dtype=np.float32) for i, v in found.items()}
 
     async def delete(self, ids: Sequence[str]) -> None:
         ids = list(dict.fromkeys(ids))

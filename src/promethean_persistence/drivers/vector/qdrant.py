@@ -16,6 +16,8 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..._deps import require
 from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
@@ -179,6 +181,19 @@ class QdrantVector:
                 points = await self._client.retrieve(
                     self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"])
                 found.update(p.payload["id"] for p in points)
+        return found
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = list(dict.fromkeys(ids))
+        if not ids or self.dims is None:
+            return {}
+        found: dict[str, np.ndarray] = {}
+        async with self._mapped("fetch"):
+            for start in range(0, len(ids), 1000):
+                points = await self._client.retrieve(
+                    self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"],
+                    with_vectors=True)
+                found.update((p.payload["id"], np.asarray(p.vector, dtype=np.float32)) for p in points)
         return found
 
     async def delete(self, ids: Sequence[str]) -> None:

@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ValidationError
 from ..._filters import Node
@@ -143,6 +145,18 @@ class QdrantEdgeVector:
                 records = await self._run(self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]],
                                           True, False)
                 found.update(r.payload["id"] for r in records)
+        return found
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = list(dict.fromkeys(ids))
+        if not ids or self._shard is None:
+            return {}
+        found: dict[str, np.ndarray] = {}
+        async with self._mapped("fetch"):
+            for start in range(0, len(ids), 1000):
+                records = await self._run(self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]],
+                                          True, True)
+                found.update((r.payload["id"], np.asarray(_vector(r), dtype=np.float32)) for r in records)
         return found
 
     async def delete(self, ids: Sequence[str]) -> None:

@@ -1,0 +1,309 @@
+"""MirrorStore: one store-shaped object over an old and a new store, for blue-green rollouts.
+
+Writes go to both; reads come from one (``read_from``). A write the read side took is the
+caller's success; if the other side fails it, the write waits in an ordered retry queue
+instead of failing the caller. With ``compare``, reads are also asked of the other side and
+differences are counted and logged: ``stats()`` shows whether the new store is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tomllib
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._config import StoreConfig
+from ._entries import MANAGED_KEYS, now_ms
+from ._errors import ConfigurationError, SemanticStoreError, ValidationError
+from ._queue import backoff_ms
+from ._store import SemanticStore
+
+__all__ = ["MirrorStore", "open_store"]
+
+log = logging.getLogger("promethean_persistence.mirror")
+
+
+class MirrorStore:
+    """``MirrorStore(old, new, read_from="old", compare=True)``: writes to both stores, reads
+    from one. Methods not listed here (reports, repair, iteration...) act on the read side."""
+
+    def __init__(self, old: SemanticStore, new: SemanticStore, read_from: str = "old", compare: bool = True, *,
+                 retry_delay_ms: int = 1_000) -> None:
+        if read_from not in ("old", "new"):
+            raise ValidationError(f"read_from must be 'old' or 'new', got {read_from!r}", field="read_from")
+        if old is new:
+            raise ValidationError("old and new must be different stores", field="new")
+        self.old, self.new, self.read_from, self.compare = old, new, read_from, bool(compare)
+        self.reader, self.other = (old, new) if read_from == "old" else (new, old)
+        self.retry_delay_ms = retry_delay_ms
+        self._backlog: deque[tuple[str, Any]] = deque()  #: writes the other side still owes, in order
+        self._retrier: asyncio.Task | None = None
+        self._counts = {"writes": 0, "mirrored": 0, "deferred": 0, "retried": 0, "rejected": 0,
+                        "reads_compared": 0, "mismatches": 0, "compare_errors": 0}
+        self._overlaps: list[float] = []
+        self.rejected_ids: list[str] = []  #: entries the other side refused for good (bad for it)
+
+    def __repr__(self) -> str:
+        return f"MirrorStore(old={self.old!r}, new={self.new!r}, read_from={self.read_from!r})"
+
+    @property
+    def text_key(self) -> str:
+        return self.reader.text_key
+
+    @property
+    def time_key(self) -> str:
+        return self.reader.time_key
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or "reader" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.reader, name)
+
+    async def __aenter__(self) -> MirrorStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cleanup()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def insert(self, entry: Mapping[str, Any]) -> str:
+        return (await self.insert_many([entry]))[0]
+
+    add_entry = insert
+
+    async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Write to the read side (its errors are raised), then to the other side."""
+        if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
+            raise ValidationError("insert_many takes a sequence of entries", field="entries")
+        pinned = [self._pin(e) for e in entries]  # the same id and time on both sides
+        ids = await self.reader.insert_many(pinned)
+        self._counts["writes"] += len(pinned)
+        await self._mirror("insert", [self._translate(e) for e in pinned])
+        return ids
+
+    async def delete(self, id_: str) -> bool:
+        existed = await self.reader.delete(id_)
+        self._counts["writes"] += 1
+        await self._mirror("delete", id_)
+        return existed
+
+    async def drop(self) -> None:
+        await self.reader.drop()
+        await self._mirror("drop", None)
+
+    def _pin(self, entry: Any) -> Any:
+        if not isinstance(entry, Mapping):
+            return entry  # the read side raises the usual ValidationError
+        pinned = dict(entry)
+        if pinned.get("id") is None:
+            pinned["id"] = str(uuid.uuid4())
+        meta = pinned.get("metadata")
+        has_time = pinned.get(self.time_key) is not None or (
+            isinstance(meta, Mapping) and meta.get("timeStamp") is not None)
+        if not has_time:
+            pinned[self.time_key] = now_ms()
+        return pinned
+
+    def _translate(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The entry in the other side's text and time keys."""
+        r, o = self.reader, self.other
+        if (r.text_key, r.time_key) == (o.text_key, o.time_key):
+            return entry
+        out = {k: v for k, v in entry.items() if k not in (r.text_key, r.time_key)}
+        for mine, theirs in ((r.text_key, o.text_key), (r.time_key, o.time_key)):
+            if mine in entry:
+                out[theirs] = entry[mine]
+        return out
+
+    async def _mirror(self, kind: str, payload: Any) -> None:
+        if not self._backlog:  # nothing earlier waits: write now
+            if await self._apply(kind, payload):
+                return
+        self._backlog.append((kind, payload))
+        self._counts["deferred"] += 1
+        self._start_retrier()
+
+    async def _apply(self, kind: str, payload: Any) -> bool:
+        """One write on the other side; False if it should be retried later."""
+        try:
+            if kind == "insert":
+                await self.other.insert_many(payload)
+            elif kind == "delete":
+                await self.other.delete(payload)
+            else:
+                await self.other.drop()
+        except ValidationError as exc:  # the other side refuses this input for good
+            ids = [e.get("id") for e in payload] if kind == "insert" else [payload]
+            self._counts["rejected"] += len(ids)
+            self.rejected_ids += [str(i) for i in ids][: max(0, 1000 - len(self.rejected_ids))]
+            log.error("%s refused a mirrored %s of %s: %s", self.other.name, kind, ids[:5], exc)
+            return True
+        except SemanticStoreError as exc:
+            log.warning("%s: mirrored %s failed (%s); queued for retry", self.other.name, kind, exc)
+            return False
+        self._counts["mirrored"] += len(payload) if kind == "insert" else 1
+        return True
+
+    def _start_retrier(self) -> None:
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.get_running_loop().create_task(self._retry_backlog())
+
+    async def _retry_backlog(self, *, once: bool = False) -> None:
+        attempt = 0
+        while self._backlog:
+            kind, payload = self._backlog[0]
+            if await self._apply(kind, payload):
+                self._backlog.popleft()
+                self._counts["retried"] += 1
+                attempt = 0
+                continue
+            if once:
+                return
+            attempt += 1
+            await asyncio.sleep(backoff_ms(attempt, self.retry_delay_ms) / 1000)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _both(self, call: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        """The read side's answer (errors raised) and, with ``compare``, the other's (or None)."""
+        mine = getattr(self.reader, call)(*args, **kwargs)
+        if not self.compare:
+            return await mine, None
+        results = await asyncio.gather(mine, getattr(self.other, call)(*args, **kwargs), return_exceptions=True)
+        if isinstance(results[0], BaseException):
+            raise results[0]
+        if isinstance(results[1], BaseException):
+            self._counts["compare_errors"] += 1
+            log.debug("comparing %s on %s failed: %s", call, self.other.name, results[1])
+            return results[0], None
+        self._counts["reads_compared"] += 1
+        return results[0], results[1]
+
+    def _mismatch(self, call: str, detail: str) -> None:
+        self._counts["mismatches"] += 1
+        log.warning("mirror mismatch in %s: %s", call, detail)
+
+    async def get(self, id_: str) -> dict[str, Any] | None:
+        return (await self.get_many([id_]))[0]
+
+    async def get_many(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        mine, theirs = await self._both("get_many", ids)
+        if theirs is not None:
+            differ = [i for i, a, b in zip(ids, mine, theirs) if _content(a) != _content(b)]
+            if differ:
+                self._mismatch("get", f"{len(differ)} entries differ ({', '.join(map(str, differ[:5]))})")
+        return mine
+
+    async def get_most_recent(self, limit: int = 10, filter: Mapping[str, Any] | None = None, **kwargs: Any):
+        mine, theirs = await self._both("get_most_recent", limit, filter, **kwargs)
+        if theirs is not None and [e["id"] for e in mine] != [e["id"] for e in theirs]:
+            self._mismatch("get_most_recent", f"ids differ for limit={limit}")
+        return mine
+
+    async def get_most_relevant(self, query_texts: str | Sequence[str], limit: int = 10,
+                                where: Mapping[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        """The read side's results; with ``compare``, the overlap of the two sides' result ids
+        is recorded (``stats()["mean_overlap"]``), a difference counts as a mismatch."""
+        mine, theirs = await self._both("get_most_relevant", query_texts, limit, where, **kwargs)
+        if theirs is not None:
+            a, b = {e["id"] for e in mine}, {e["id"] for e in theirs}
+            overlap = len(a & b) / max(len(a), len(b)) if a or b else 1.0
+            self._overlaps.append(overlap)
+            if overlap < 1.0:
+                self._mismatch("get_most_relevant", f"overlap {overlap:.2f} for {query_texts!r}")
+        return mine
+
+    async def count(self) -> int:
+        mine, theirs = await self._both("count")
+        if theirs is not None and mine != theirs:
+            self._mismatch("count", f"{self.reader.name}: {mine}, {self.other.name}: {theirs}")
+        return mine
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Mirror counters: writes, deferred and pending writes, comparisons and overlap."""
+        overlaps = self._overlaps
+        return {
+            "read_from": self.read_from,
+            **self._counts,
+            "pending": len(self._backlog),
+            "relevance_compared": len(overlaps),
+            "mean_overlap": round(sum(overlaps) / len(overlaps), 4) if overlaps else None,
+            "rejected_ids": self.rejected_ids[:100],
+        }
+
+    def get_queue_stats(self) -> dict[str, Any]:
+        return {**self.reader.get_queue_stats(), "mirror": self.stats()}
+
+    async def flush(self) -> None:
+        """Retry the other side's backlog now, then flush both stores."""
+        await self._retry_backlog(once=True)
+        await asyncio.gather(self.reader.flush(), self.other.flush())
+
+    async def cleanup(self) -> None:
+        """Try the backlog once more, then close both stores. Writes the other side still
+        owes are logged by id: ``semantic-store migrate`` copies them over later."""
+        try:
+            await self._retry_backlog(once=True)
+        finally:
+            if self._retrier is not None:
+                self._retrier.cancel()
+                await asyncio.gather(self._retrier, return_exceptions=True)
+            if self._backlog:
+                ids = [e.get("id") for kind, p in self._backlog if kind == "insert" for e in p][:20]
+                log.error("%s still misses %d mirrored writes (entries %s...); run `semantic-store migrate` "
+                          "to bring it level", self.other.name, len(self._backlog), ids)
+            await asyncio.gather(self.old.cleanup(), self.new.cleanup())
+
+    close = cleanup
+
+
+def _content(entry: dict[str, Any] | None) -> Any:
+    """What both sides must agree on (not their own vector states)."""
+    if entry is None:
+        return None
+    meta = {k: v for k, v in entry["metadata"].items() if k not in MANAGED_KEYS}
+    return entry["id"], entry["text"], entry["timestamp"], meta
+
+
+def mirror_settings(path: str | Path, profile: str | None) -> dict[str, Any] | None:
+    """The ``mirror`` table of a profile (``[profiles.NAME.mirror]``), or None."""
+    if profile is None:
+        return None
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"Cannot read config file {str(path)!r}: {exc}") from exc
+    settings = data.get("profiles", {}).get(profile, {}).get("mirror")
+    if settings is None:
+        return None
+    unknown = set(settings) - {"old", "new", "read_from", "compare"}
+    if unknown or not {"old", "new"} <= set(settings):
+        raise ConfigurationError(
+            f"[profiles.{profile}.mirror] takes old = PROFILE, new = PROFILE, read_from = 'old'|'new', "
+            f"compare = true|false; got {sorted(settings)}")
+    return settings
+
+
+async def open_store(name: str, text_key: str = "text", time_key: str = "createdAt", *,
+                     config_file: str | Path | None = None, profile: str | None = None) -> SemanticStore | MirrorStore:
+    """The store a CLI invocation works on: a plain store, or a MirrorStore when the profile
+    is a ``mirror`` of two other profiles of the same file."""
+    settings = mirror_settings(config_file, profile) if config_file else None
+    if settings is None:
+        config = StoreConfig.from_file(config_file, profile) if config_file else None
+        return await SemanticStore.create(name, text_key, time_key, config)
+    old = await SemanticStore.create(name, text_key, time_key, StoreConfig.from_file(config_file, settings["old"]))
+    try:
+        new = await SemanticStore.create(name, text_key, time_key, StoreConfig.from_file(config_file, settings["new"]))
+    except BaseException:
+        await old.cleanup()
+        raise
+    return MirrorStore(old, new, settings.get("read_from", "old"), settings.get("compare", True))

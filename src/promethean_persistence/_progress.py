@@ -1,0 +1,35 @@
+"""A progress bar with rate and ETA on stderr, for long library calls and the CLI."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+
+class Progress:
+    """Call with ``(done, total)``; draws only when stderr is a terminal."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or not total:
+            return
+        elapsed = time.perf_counter() - self.started
+        rate = done / elapsed if elapsed else 0.0
+        eta = (total - done) / rate if rate else 0.0
+        filled = 30 * done // total
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
+                         f"{rate:,.0f}/s ETA {eta:,.0f}s {end}")
+        sys.stderr.flush()
+
+
+def progress_callback(progress: bool | Callable[[int, int], None] | None, label: str) -> Callable[[int, int], None]:
+    """``True``: a bar on stderr; a callable: itself; ``False``/None: nothing."""
+    if callable(progress):
+        return progress
+    return Progress(label) if progress else (lambda done, total: None)
