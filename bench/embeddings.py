@@ -26,7 +26,11 @@ import time
 
 from promethean_persistence.drivers.embedding.ollama import OllamaEmbedder
 from promethean_persistence.drivers.embedding.openai import OpenAIEmbedder
-from promethean_persistence.testing.embedding_server import EmbeddingServer, hashing_encoder, local_encoder
+from promethean_persistence.testing.embedding_server import (
+    EmbeddingServer,
+    hashing_encoder,
+    local_encoder,
+)
 
 WORDS = ("duck pond river stone cloud market lantern harbor violet engine garden winter signal "
          "copper meadow thunder orchard canyon silver marble forest candle rocket anchor").split()

@@ -134,6 +134,13 @@ STORES = [
     pytest.param(("sqlite", "pinecone"), id="sqlite+pinecone", marks=PINECONE),
     pytest.param(("sqlite", "qdrant-edge"), id="sqlite+qdrant-edge", marks=QDRANT),
 ]
+# the store configurations the LangChain and Haystack suites run on
+ADAPTER_STORES = [
+    pytest.param(("memory", "memory"), id="memory"),
+    pytest.param(("sqlite", "local"), id="sqlite+local"),
+    pytest.param(("postgresql", "pgvector"), id="postgresql+pgvector", marks=PG),
+    pytest.param(("mongodb", "chromadb"), id="mongodb+chromadb", marks=[MONGO, CHROMA]),
+]
 VARIANTS = {"local-hnsw": ("local", {"local": {"exact_threshold": 0}})}
 # test parameters that run a driver against another engine or with other settings
 DRIVER_OF = {"mongodb-real": "mongodb", "chromadb-embedded": "chromadb", "chromadb-hnsw": "chromadb",
@@ -255,8 +262,8 @@ def require_extra(*modules: str) -> None:
     if missing:
         message = f"needs {', '.join(missing)} (pip install -e '.[all,test]')"
         if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")

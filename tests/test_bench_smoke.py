@@ -54,3 +54,17 @@ def test_embeddings_benchmark_smoke():
     for driver in ("ollama", "openai"):
         assert {"batch_1", "batch_16", "batch_64"} <= set(result["drivers"][driver])
         assert result["batching_gain"][driver] > 0
+
+
+def test_migrate_benchmark_smoke():
+    from conftest import require_postgres
+
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "migrate.py"), "--sizes", "300", "--dsn", require_postgres()],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])["300"]
+    for kind in ("raw", "migrate", "migrate_verified"):
+        assert result[kind]["entries_per_s"] > 0
+    assert result["ratio"] > 0 and result["ratio_verified"] > 0

@@ -23,7 +23,7 @@ from promethean_persistence import (
     migrate,
     validate,
 )
-from promethean_persistence._migrate import Copier
+from promethean_persistence._copy import Copier
 from promethean_persistence.testing.store import open_store, user_meta
 
 from conftest import CHROMA, MONGO, PG, PINECONE, QDRANT, base_config
@@ -210,7 +210,7 @@ async def test_entries_written_during_the_run_are_caught_up(tmp_path, monkeypatc
 _KILLED = """
 import asyncio, sys
 from promethean_persistence import SemanticStore, migrate
-from promethean_persistence._migrate import Copier
+from promethean_persistence._copy import Copier
 
 write = Copier.write
 async def slow(self, records, vectors):

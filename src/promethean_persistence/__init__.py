@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from ._backup import export, import_
 from ._config import StoreConfig
 from ._context import ContextStore, format_message
 from ._errors import (
@@ -23,7 +24,6 @@ from ._errors import (
     ValidationError,
     VectorWriteError,
 )
-from ._backup import export, import_
 from ._migrate import migrate, validate
 from ._mirror import MirrorStore
 from ._reembed import reembed

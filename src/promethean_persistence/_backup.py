@@ -20,9 +20,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._copy import Copier
 from ._entries import build_record, check_limit, now_ms
 from ._errors import EmbeddingMismatchError, MigrationError, ValidationError
-from ._migrate import Copier, _ready, _vectors_of, describe
+from ._migrate import _ready, _vectors_of, describe
 from ._progress import progress_callback
 from ._types import Manifest, Record
 

@@ -12,177 +12,34 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._entries import check_limit, content_hash, now_ms
-from ._errors import BackendUnavailable, EmbeddingMismatchError, MigrationError, SemanticStoreError, ValidationError
-from ._progress import Progress, progress_callback
-from ._queue import backoff_ms, embed_records, upsert_records
-from ._types import Manifest, Record
+from ._copy import Copier, wants_vector
+from ._entries import check_limit, now_ms
+from ._errors import MigrationError, ValidationError
+from ._progress import progress_callback
+from ._types import Record
 
 if TYPE_CHECKING:
     from ._store import SemanticStore
 
-__all__ = ["Copier", "migrate", "validate"]
+__all__ = ["migrate", "validate"]
 
 log = logging.getLogger("promethean_persistence.migrate")
 _LISTED = 100  #: ids listed per kind in reports; counts are always complete
 _COMPARED = ("text", "timestamp", "metadata", "extra")
 
 
-# -- writing entries to a target -------------------------------------------------------------
-
-
-class Copier:
-    """Writes copies of records into ``target``: vectors first (given ones as they are, the
-    rest embedded by the target's embedder), then the records, marked synced where their
-    vector landed and pending otherwise, so the target's own outbox finishes the rest.
-
-    A batch that fails is retried (connection errors, with backoff), then split to find the
-    entries that fail on their own; those are returned, never dropped. A target that stays
-    unreachable raises ``MigrationError``: what was written stays, and a rerun resumes."""
-
-    def __init__(self, target: SemanticStore, *, max_retries: int | None = None) -> None:
-        self.target = target
-        self.max_retries = target.config.vector_max_retries if max_retries is None else max_retries
-        self.retry_delay_ms = min(target.config.vector_retry_delay_ms, 1_000)
-        self.counts = {"copied": 0, "vectors_copied": 0, "embedded": 0, "skipped": 0, "vectors_pending": 0}
-
-    async def write(self, records: Sequence[Record], vectors: Mapping[str, Any]) -> dict[str, str]:
-        """Store copies of ``records``; ``vectors`` holds ready vectors by id. Returns the
-        error of each entry that could not be stored."""
-        target = self.target
-        now = now_ms()
-        copies = [_copy_of(r, now) for r in records]
-        wanted = [r for r in copies if _wants_vector(target, r)]
-        for r in copies:
-            if not _wants_vector(target, r):
-                r.vector_status = "skipped"
-        ready = {r.id: vectors[r.id] for r in wanted if r.id in vectors}
-        errors: dict[str, str] = {}
-        todo = [r for r in wanted if r.id not in ready]
-        if todo:
-            ready.update(await self._embed(todo, errors))
-        landed: set[str] = set()
-        if ready:
-            landed = await self._upsert([r for r in wanted if r.id in ready], ready, errors)
-        model = target.embedder.model
-        for r in wanted:
-            if r.id in landed:
-                r.vector_status, r.vector_synced_at, r.embedding_model, r.vector_attempts = "synced", now, model, 1
-            else:  # the target's outbox worker writes it later
-                r.vector_next_at, r.vector_error = now, errors.get(r.id)
-        failed = await self._put(copies)
-        if failed:
-            lost = [i for i in failed if i in landed]
-            try:
-                await target.vector.delete(lost)
-            except SemanticStoreError:  # an orphan vector; repair removes it
-                log.warning("could not delete the vectors of %d entries that failed to copy", len(lost))
-        stored = [r for r in copies if r.id not in failed]
-        c = self.counts
-        c["copied"] += len(stored)
-        c["skipped"] += sum(r.vector_status == "skipped" for r in stored)
-        c["vectors_pending"] += sum(r.vector_status == "pending" for r in stored)
-        c["vectors_copied"] += sum(r.id in landed and r.id in vectors for r in stored)
-        c["embedded"] += sum(r.id in landed and r.id not in vectors for r in stored)
-        return failed
-
-    async def _retrying(self, call: Callable[[], Any]) -> Any:
-        for attempt in range(1, self.max_retries + 2):
-            try:
-                return await call()
-            except BackendUnavailable:
-                if attempt > self.max_retries:
-                    raise
-                await asyncio.sleep(backoff_ms(attempt, self.retry_delay_ms) / 1000)
-
-    async def _embed(self, records: list[Record], errors: dict[str, str]) -> dict[str, Any]:
-        target = self.target
-
-        async def embed(part: list[Record]) -> list[Any]:
-            return await self._retrying(lambda: embed_records(target.embedder, part, images=target.supports_images))
-
-        try:
-            return dict(zip((r.id for r in records), await embed(records)))
-        except EmbeddingMismatchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - find the entries that fail on their own
-            if len(records) == 1 or isinstance(exc, BackendUnavailable):
-                errors.update((r.id, _describe(exc)) for r in records)
-                return {}
-        out: dict[str, Any] = {}
-        for r in records:
-            out.update(await self._embed([r], errors))
-        return out
-
-    async def _upsert(self, records: list[Record], vectors: dict[str, Any], errors: dict[str, str]) -> set[str]:
-        vector = self.target.vector
-        try:
-            await self._retrying(lambda: upsert_records(vector, records, np.stack([vectors[r.id] for r in records])))
-            return {r.id for r in records}
-        except Exception as exc:  # noqa: BLE001 - the records still go in, pending
-            if len(records) == 1 or isinstance(exc, BackendUnavailable):
-                errors.update((r.id, _describe(exc)) for r in records)
-                return set()
-        landed: set[str] = set()
-        for r in records:
-            landed |= await self._upsert([r], vectors, errors)
-        return landed
-
-    async def _put(self, records: list[Record]) -> dict[str, str]:
-        primary = self.target.primary
-        try:
-            await self._retrying(lambda: primary.put(records))
-            return {}
-        except BackendUnavailable as exc:
-            raise MigrationError(
-                f"The target store {self.target.name!r} is unreachable ({exc}); what was copied stays, "
-                "and running the same migration again resumes from there",
-                operation="migrate", driver=self.target.config.primary_driver,
-            ) from exc
-        except Exception as exc:  # noqa: BLE001 - find the entries that fail on their own
-            if len(records) == 1:
-                return {records[0].id: _describe(exc)}
-        failed: dict[str, str] = {}
-        for r in records:
-            failed.update(await self._put([r]))
-        return failed
-
-
-def _copy_of(record: Record, now: int) -> Record:
-    """The record as a new entry of the target: same id, text, time, metadata and extra fields."""
-    return Record(
-        id=record.id, text=record.text, timestamp=record.timestamp, metadata=record.metadata,
-        extra=record.extra, content_hash=content_hash(record.text), vector_updated_at=now,
-    )
-
-
-def _wants_vector(store: SemanticStore, record: Record) -> bool:
-    if not store.config.dual_write_enabled or record.is_empty:
-        return False
-    return store.supports_images or record.metadata.get("type") != "image"
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 # -- migrate ---------------------------------------------------------------------------------
 
 
-def same_space(a: SemanticStore | Manifest, b: SemanticStore | Manifest) -> bool:
+def same_space(a: SemanticStore, b: SemanticStore) -> bool:
     """Whether vectors of ``a`` can be used as they are by ``b`` (same model and size)."""
-    return _space(a) == _space(b) and None not in _space(a)
-
-
-def _space(side: Any) -> tuple[str | None, int | None]:
-    if isinstance(side, Manifest):
-        return side.embedding_model, side.dimensions
-    return side.embedder.model, side.embedder.dimensions
+    space = (a.embedder.model, a.embedder.dimensions)
+    return space == (b.embedder.model, b.embedder.dimensions) and None not in space
 
 
 def _copy_mode(source: SemanticStore, target: SemanticStore, reembed: Any) -> bool:
@@ -226,12 +83,6 @@ async def _checkpoint(target: SemanticStore, state: dict[str, Any] | None) -> No
     await target.primary.set_manifest(manifest.copy(migration=state))
 
 
-async def _batches_with_vectors(source: SemanticStore, batch_size: int, after: str | None,
-                                copy: bool) -> AsyncIterator[tuple[list[Record], dict[str, Any]]]:
-    async for batch in source.primary.iterate(batch_size, after=after):
-        yield batch, await _vectors_of(source, batch, copy)
-
-
 async def migrate(
     source: SemanticStore,
     target: SemanticStore,
@@ -266,7 +117,7 @@ async def migrate(
         state = {"source": identity, "after": None, "failed": {}, "started_at": now_ms()}
     total = await source.count()
     report_progress = progress_callback(progress, "migrate")
-    done = state.get("done", 0) if resumed else 0
+    done = state.get("done", 0)
     copier = Copier(target)
     failed: dict[str, str] = dict(state["failed"])
 
@@ -275,8 +126,8 @@ async def migrate(
 
     async def read() -> None:
         try:
-            async for item in _batches_with_vectors(source, batch_size, state["after"], copy):
-                await queue.put(item)
+            async for batch in source.primary.iterate(batch_size, after=state["after"]):
+                await queue.put((batch, await _vectors_of(source, batch, copy)))
             await queue.put(None)
         except Exception as exc:  # noqa: BLE001 - raised by the writer
             await queue.put(exc)
@@ -329,6 +180,8 @@ async def migrate(
         "target": describe(target),
         "mode": "copy vectors" if copy else "re-embed",
         "total": total,
+        "migrated": copier.counts["copied"],  # written by this run (a resumed run: since the checkpoint)
+        "verified": verification is not None and verification["ok"],
         **copier.counts,
         "caught_up": caught_up,
         "resumed": resumed,
@@ -460,7 +313,7 @@ async def validate(
                 to_copy.append(a)
             elif fields:
                 note("mismatched", {"id": a.id, "fields": fields})
-            elif _wants_vector(target, b):
+            elif wants_vector(target, b):
                 to_check.append(b.id)
             # reservoir sample of the common ids
             if sample_size is None or len(sample) < sample_size:

@@ -227,6 +227,11 @@ class MirrorStore:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def mismatches(self) -> int:
+        """Reads whose answers differed between the two stores (with ``compare``)."""
+        return self._counts["mismatches"]
+
     def stats(self) -> dict[str, Any]:
         """Mirror counters: writes, deferred and pending writes, comparisons and overlap."""
         overlaps = self._overlaps

@@ -26,8 +26,8 @@ from ._errors import (
     SemanticStoreError,
     ValidationError,
 )
-from ._types import TOMBSTONE_VERSION, Record, VectorState
 from ._group import OutboxWriter
+from ._types import TOMBSTONE_VERSION, Record, VectorState
 from .drivers.base import Embedder, VectorDriver
 
 log = logging.getLogger("promethean_persistence.queue")
@@ -312,7 +312,7 @@ class VectorWriteQueue:
                     VectorState(job.id, TOMBSTONE_VERSION, "deleted", attempts, None, None, now)
                     if error is None
                     else VectorState(
-                        job.id, TOMBSTONE_VERSION, "deleting", attempts, _describe(error),
+                        job.id, TOMBSTONE_VERSION, "deleting", attempts, describe_error(error),
                         now + backoff_ms(attempts, self.retry_delay_ms), now,
                     )
                 )
@@ -333,7 +333,7 @@ class VectorWriteQueue:
                         record.version,
                         "failed",
                         attempts,
-                        _describe(error),
+                        describe_error(error),
                         now + backoff_ms(attempts, self.retry_delay_ms) if retry else None,
                         now,
                     )
@@ -361,6 +361,6 @@ async def upsert_records(vector: VectorDriver, records: list[Record], vectors: A
     await vector.upsert([r.id for r in records], vectors, [r.metadata for r in records], **extra)
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text[:2000]

@@ -40,6 +40,8 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
         "sentence-transformers": f"{_P}.embedding.sentence_transformers:SentenceTransformersEmbedder",
         "ollama": f"{_P}.embedding.ollama:OllamaEmbedder",
         "openai": f"{_P}.embedding.openai:OpenAIEmbedder",
+        # wrap an outside Embeddings object; built by the integration, not from config
+        "langchain": "promethean_persistence.integrations.langchain:LangChainEmbedder",
     },
 }
 _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}

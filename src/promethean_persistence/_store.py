@@ -11,7 +11,6 @@ from typing import Any
 from . import _filters, _registry
 from ._config import StoreConfig
 from ._entries import build_record, check_limit, now_ms, to_epoch_ms, validate_id
-from ._group import OutboxWriter
 from ._errors import (
     BackendUnavailable,
     DocumentNotFound,
@@ -21,6 +20,7 @@ from ._errors import (
     ValidationError,
     VectorWriteError,
 )
+from ._group import OutboxWriter
 from ._queue import Job, VectorWriteQueue, backoff_ms
 from ._types import Manifest, Record
 from ._worker import OutboxWorker
@@ -469,8 +469,10 @@ class SemanticStore:
         where: Mapping[str, Any] | None = None,
         *,
         min_score: float | None = None,
+        distinct_texts: bool = True,
     ) -> list[dict[str, Any]]:
-        """Entries most similar to any query, best first, each with ``score``."""
+        """Entries most similar to any query, best first, each with ``score``. Entries with
+        the same text as a better one are left out unless ``distinct_texts=False``."""
         await self._reading()
         limit = check_limit(limit)
         queries = [query_texts] if isinstance(query_texts, str) else query_texts
@@ -480,7 +482,26 @@ class SemanticStore:
         queries = [q for q in dict.fromkeys(queries) if q.strip()]
         if not queries:
             return []
-        vectors = await self.embedder.embed(queries)
+        # an embedder may embed queries differently from documents (e.g. LangChain models)
+        vectors = await getattr(self.embedder, "embed_queries", self.embedder.embed)(queries)
+        return await self._nearest(vectors, limit, node, min_score, distinct_texts)
+
+    async def search_by_vector(
+        self,
+        vector: Sequence[float],
+        limit: int = 10,
+        where: Mapping[str, Any] | None = None,
+        *,
+        min_score: float | None = None,
+        distinct_texts: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Entries nearest to a vector of this store's embedding space, best first."""
+        await self._reading()
+        limit = check_limit(limit)
+        return await self._nearest([vector], limit, _filters.parse(where), min_score, distinct_texts)
+
+    async def _nearest(self, vectors: Sequence[Any], limit: int, node: _filters.Node | None,
+                       min_score: float | None, distinct: bool) -> list[dict[str, Any]]:
         k = limit
         while True:
             hits = await asyncio.gather(*(self.vector.query(v, k, node) for v in vectors))
@@ -488,13 +509,14 @@ class SemanticStore:
             for hit in (h for per_query in hits for h in per_query):
                 if hit.score > best.get(hit.id, float("-inf")):
                     best[hit.id] = hit.score
-            results = await self._rank(best, limit, min_score)
+            results = await self._rank(best, limit, min_score, distinct)
             exhausted = all(len(h) < k for h in hits)
             if len(results) >= limit or exhausted:
                 return results
             k *= 4
 
-    async def _rank(self, best: dict[str, float], limit: int, min_score: float | None) -> list[dict[str, Any]]:
+    async def _rank(self, best: dict[str, float], limit: int, min_score: float | None,
+                    distinct: bool) -> list[dict[str, Any]]:
         ids = sorted(best, key=lambda i: (-best[i], i))
         if min_score is not None:
             ids = [i for i in ids if best[i] >= min_score]
@@ -502,7 +524,7 @@ class SemanticStore:
         results: list[dict[str, Any]] = []
         seen_texts: set[str] = set()
         for record in records:
-            if record is None or record.text in seen_texts:  # orphan vector, or same text
+            if record is None or (distinct and record.text in seen_texts):  # orphan vector, or same text
                 continue
             seen_texts.add(record.text)
             entry = record.to_entry()

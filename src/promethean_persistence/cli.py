@@ -18,8 +18,8 @@ import click
 
 from ._config import StoreConfig
 from ._errors import ConfigurationError, SemanticStoreError, ValidationError
-from ._progress import Progress
 from ._mirror import open_store
+from ._progress import Progress
 from ._store import SemanticStore
 
 

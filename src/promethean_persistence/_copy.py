@@ -1,0 +1,154 @@
+"""Writing copies of records into a store, as migrations, imports and adapters need: vectors
+given by the caller are used as they are, the rest are embedded by the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._entries import content_hash, now_ms
+from ._errors import BackendUnavailable, EmbeddingMismatchError, MigrationError, SemanticStoreError
+from ._queue import backoff_ms, describe_error, embed_records, upsert_records
+from ._types import Record
+
+if TYPE_CHECKING:
+    from ._store import SemanticStore
+
+__all__ = ["Copier", "wants_vector"]
+
+log = logging.getLogger("promethean_persistence.copy")
+
+
+class Copier:
+    """Writes copies of records into ``target``: vectors first (given ones as they are, the
+    rest embedded by the target's embedder), then the records, marked synced where their
+    vector landed and pending otherwise, so the target's own outbox finishes the rest.
+
+    A batch that fails is retried (connection errors, with backoff), then split to find the
+    entries that fail on their own; those are returned, never dropped. A target that stays
+    unreachable raises ``MigrationError``: what was written stays, and a rerun resumes."""
+
+    def __init__(self, target: SemanticStore, *, max_retries: int | None = None) -> None:
+        self.target = target
+        self.max_retries = target.config.vector_max_retries if max_retries is None else max_retries
+        self.retry_delay_ms = min(target.config.vector_retry_delay_ms, 1_000)
+        self.counts = {"copied": 0, "vectors_copied": 0, "embedded": 0, "skipped": 0, "vectors_pending": 0}
+
+    async def write(self, records: Sequence[Record], vectors: Mapping[str, Any]) -> dict[str, str]:
+        """Store copies of ``records``; ``vectors`` holds ready vectors by id. Returns the
+        error of each entry that could not be stored."""
+        target = self.target
+        now = now_ms()
+        copies = [_copy_of(r, now) for r in records]
+        wanted = [r for r in copies if wants_vector(target, r)]
+        for r in copies:
+            if not wants_vector(target, r):
+                r.vector_status = "skipped"
+        ready = {r.id: vectors[r.id] for r in wanted if r.id in vectors}
+        errors: dict[str, str] = {}
+        todo = [r for r in wanted if r.id not in ready]
+        if todo:
+            ready.update(await self._embed(todo, errors))
+        landed: set[str] = set()
+        if ready:
+            landed = await self._upsert([r for r in wanted if r.id in ready], ready, errors)
+        model = target.embedder.model
+        for r in wanted:
+            if r.id in landed:
+                r.vector_status, r.vector_synced_at, r.embedding_model, r.vector_attempts = "synced", now, model, 1
+            else:  # the target's outbox worker writes it later
+                r.vector_next_at, r.vector_error = now, errors.get(r.id)
+        failed = await self._put(copies)
+        if failed:
+            lost = [i for i in failed if i in landed]
+            try:
+                await target.vector.delete(lost)
+            except SemanticStoreError:  # an orphan vector; repair removes it
+                log.warning("could not delete the vectors of %d entries that failed to copy", len(lost))
+        stored = [r for r in copies if r.id not in failed]
+        c = self.counts
+        c["copied"] += len(stored)
+        c["skipped"] += sum(r.vector_status == "skipped" for r in stored)
+        c["vectors_pending"] += sum(r.vector_status == "pending" for r in stored)
+        c["vectors_copied"] += sum(r.id in landed and r.id in vectors for r in stored)
+        c["embedded"] += sum(r.id in landed and r.id not in vectors for r in stored)
+        return failed
+
+    async def _retrying(self, call: Callable[[], Any]) -> Any:
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                return await call()
+            except BackendUnavailable:
+                if attempt > self.max_retries:
+                    raise
+                await asyncio.sleep(backoff_ms(attempt, self.retry_delay_ms) / 1000)
+
+    async def _embed(self, records: list[Record], errors: dict[str, str]) -> dict[str, Any]:
+        target = self.target
+
+        async def embed(part: list[Record]) -> list[Any]:
+            return await self._retrying(lambda: embed_records(target.embedder, part, images=target.supports_images))
+
+        try:
+            return dict(zip((r.id for r in records), await embed(records)))
+        except EmbeddingMismatchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - find the entries that fail on their own
+            if len(records) == 1 or isinstance(exc, BackendUnavailable):
+                errors.update((r.id, describe_error(exc)) for r in records)
+                return {}
+        out: dict[str, Any] = {}
+        for r in records:
+            out.update(await self._embed([r], errors))
+        return out
+
+    async def _upsert(self, records: list[Record], vectors: dict[str, Any], errors: dict[str, str]) -> set[str]:
+        vector = self.target.vector
+        try:
+            await self._retrying(lambda: upsert_records(vector, records, np.stack([vectors[r.id] for r in records])))
+            return {r.id for r in records}
+        except Exception as exc:  # noqa: BLE001 - the records still go in, pending
+            if len(records) == 1 or isinstance(exc, BackendUnavailable):
+                errors.update((r.id, describe_error(exc)) for r in records)
+                return set()
+        landed: set[str] = set()
+        for r in records:
+            landed |= await self._upsert([r], vectors, errors)
+        return landed
+
+    async def _put(self, records: list[Record]) -> dict[str, str]:
+        primary = self.target.primary
+        try:
+            await self._retrying(lambda: primary.put(records))
+            return {}
+        except BackendUnavailable as exc:
+            raise MigrationError(
+                f"The target store {self.target.name!r} is unreachable ({exc}); what was copied stays, "
+                "and running the same migration again resumes from there",
+                operation="migrate", driver=self.target.config.primary_driver,
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - find the entries that fail on their own
+            if len(records) == 1:
+                return {records[0].id: describe_error(exc)}
+        failed: dict[str, str] = {}
+        for r in records:
+            failed.update(await self._put([r]))
+        return failed
+
+
+def _copy_of(record: Record, now: int) -> Record:
+    """The record as a new entry of the target: same id, text, time, metadata and extra fields."""
+    return Record(
+        id=record.id, text=record.text, timestamp=record.timestamp, metadata=record.metadata,
+        extra=record.extra, content_hash=content_hash(record.text), vector_updated_at=now,
+    )
+
+
+def wants_vector(store: SemanticStore, record: Record) -> bool:
+    if not store.config.dual_write_enabled or record.is_empty:
+        return False
+    return store.supports_images or record.metadata.get("type") != "image"

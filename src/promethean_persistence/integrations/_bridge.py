@@ -1,0 +1,86 @@
+"""What the framework adapters share: running a store's coroutines from sync code, opening a
+store around an outside embedder, and entries without the store-managed metadata keys."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from .. import _registry
+from .._config import StoreConfig
+from .._entries import MANAGED_KEYS
+from .._errors import SemanticStoreError
+from .._store import SemanticStore
+from ..drivers.base import Embedder
+
+T = TypeVar("T")
+
+
+class Runner:
+    """Runs coroutines on the event loop a store lives on.
+
+    Frameworks call sync methods from plain threads and async methods from their own loop.
+    ``Runner()`` starts a private loop in a daemon thread for a store opened by the adapter;
+    ``Runner(loop)`` uses the caller's loop. Async calls on that loop are awaited directly;
+    from any other loop they are handed over without blocking it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._thread: threading.Thread | None = None
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=loop.run_forever, name="semantic-store", daemon=True)
+            self._thread.start()
+        self.loop = loop
+
+    def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """From sync code: run ``make()`` on the store's loop and wait for it."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop or not self.loop.is_running():
+            raise SemanticStoreError(
+                "This store lives on the running event loop: use the async methods (a-prefixed) there, "
+                "or open the adapter with its sync constructor to use the sync methods", operation="call")
+        return asyncio.run_coroutine_threadsafe(_awaited(make), self.loop).result()
+
+    async def acall(self, make: Callable[[], Awaitable[T]]) -> T:
+        """From async code on any loop."""
+        if asyncio.get_running_loop() is self.loop:
+            return await make()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(make), self.loop))
+
+    def close(self) -> None:
+        if self._thread is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+            self.loop.close()
+            self._thread = None
+
+
+async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+async def open_store(
+    name: str, config: StoreConfig | Mapping[str, Any] | None, embedder: Embedder | None = None, *,
+    driver: str = "", text_key: str = "text", time_key: str = "createdAt",
+) -> SemanticStore:
+    """``SemanticStore.create``, or with an outside embedder when one is given (``driver``
+    names it in the collection manifest)."""
+    if embedder is None:
+        return await SemanticStore.create(name, text_key, time_key, config)
+    resolved = StoreConfig.resolve(config).model_copy(update={"embedding_driver": driver})
+    collection = resolved.collection_name(name)
+    return await SemanticStore.from_drivers(
+        name, text_key, time_key, config=resolved, embedder=embedder,
+        primary=_registry.build("primary", resolved, collection),
+        vector=_registry.build("vector", resolved, collection),
+    )
+
+
+def user_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's metadata of a returned entry, without the store-managed keys."""
+    return {k: v for k, v in entry["metadata"].items() if k not in MANAGED_KEYS}
