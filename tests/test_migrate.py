@@ -57,9 +57,20 @@ def entries(n: int, start: int = 0) -> list[dict]:
     return out
 
 
-async def make(tmp_path, kind: str, side: str, **overrides) -> SemanticStore:
-    primary, vector = KINDS[kind][0]
-    return await open_store("moved", base_config(tmp_path / side, primary, vector, **overrides))
+@pytest.fixture
+async def stores(tmp_path):
+    """``await stores(kind, side, **config)``: a store named "moved" in ``tmp_path / side``,
+    closed after the test."""
+    opened: list[SemanticStore] = []
+
+    async def make(kind: str, side: str, **overrides) -> SemanticStore:
+        store = await open_store("moved", base_config(tmp_path / side, *KINDS[kind][0], **overrides))
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.cleanup()
 
 
 def content(record) -> tuple:
@@ -71,140 +82,120 @@ async def records(store: SemanticStore) -> list:
 
 
 @pytest.mark.parametrize(("source_kind", "target_kind"), PAIRS)
-async def test_migrate_copies_everything_between_drivers(tmp_path, source_kind, target_kind):
-    source = await make(tmp_path, source_kind, "a")
-    target = await make(tmp_path, target_kind, "b")
-    try:
-        await source.insert_many(entries(60))
-        await source.flush()
-        report = await migrate(source, target, batch_size=16, progress=False)
-        assert report["status"] == "ok", report
-        assert report["mode"] == "copy vectors"
-        assert (report["copied"], report["vectors_copied"], report["skipped"], report["embedded"]) == (61, 60, 1, 0)
-        assert report["verification"]["exact"] and report["verification"]["compared"] == 61
-        assert [content(r) for r in await records(target)] == [content(r) for r in await records(source)]
-        assert await target.vector.count() == 60
-        hits = await target.get_most_relevant("sourdough bread baking — note 6 ✓ 日本", 1)
-        assert hits[0]["id"] == "e0006"
-        entry = await target.get("e0001")
-        assert entry["timestamp"] == 1_700_000_001_000 and entry["metadata"]["vectorStatus"] == "synced"
-        assert user_meta(entry) == {"n": 1, "tags": ["a", "ü"], "deep": {"k": [1, {"x": None}]}, "type": "note"}
-        assert (await target.get("blank"))["metadata"]["vectorStatus"] == "skipped"
-        # a second run (nothing left to resume) rewrites in place: no duplicates
-        again = await migrate(source, target, batch_size=16, progress=False)
-        assert again["status"] == "ok" and await target.count() == 61 and await target.vector.count() == 60
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+async def test_migrate_copies_everything_between_drivers(stores, source_kind, target_kind):
+    source = await stores(source_kind, "a")
+    target = await stores(target_kind, "b")
+    await source.insert_many(entries(60))
+    await source.flush()
+    report = await migrate(source, target, batch_size=16, progress=False)
+    assert report["status"] == "ok", report
+    assert report["mode"] == "copy vectors"
+    assert (report["copied"], report["vectors_copied"], report["skipped"], report["embedded"]) == (61, 60, 1, 0)
+    assert report["verification"]["exact"] and report["verification"]["compared"] == 61
+    assert [content(r) for r in await records(target)] == [content(r) for r in await records(source)]
+    assert await target.vector.count() == 60
+    hits = await target.get_most_relevant("sourdough bread baking — note 6 ✓ 日本", 1)
+    assert hits[0]["id"] == "e0006"
+    entry = await target.get("e0001")
+    assert entry["timestamp"] == 1_700_000_001_000 and entry["metadata"]["vectorStatus"] == "synced"
+    assert user_meta(entry) == {"n": 1, "tags": ["a", "ü"], "deep": {"k": [1, {"x": None}]}, "type": "note"}
+    assert (await target.get("blank"))["metadata"]["vectorStatus"] == "skipped"
+    # a second run (nothing left to resume) rewrites in place: no duplicates
+    again = await migrate(source, target, batch_size=16, progress=False)
+    assert again["status"] == "ok" and await target.count() == 61 and await target.vector.count() == 60
 
 
-async def test_migrate_reembeds_into_another_model(tmp_path):
-    source = await make(tmp_path, "sqlite+local", "a")
-    target = await make(tmp_path, "memory", "b", embedding_function="hashing-v1-64")
-    try:
-        await source.insert_many(entries(30))
-        with pytest.raises(MigrationError, match="hashing-v1-256.*hashing-v1-64"):
-            await migrate(source, target, reembed="never", progress=False)
-        report = await migrate(source, target, progress=False)
-        assert report["status"] == "ok" and report["mode"] == "re-embed"
-        assert (report["embedded"], report["vectors_copied"]) == (30, 0)
-        assert len(next(iter((await target.vector.fetch(["e0003"])).values()))) == 64
-        assert (await target.get_most_relevant("rain over mountains — note 7 ✓ 日本", 1))[0]["id"] == "e0007"
-        assert (await migrate(source, target, reembed=True, progress=False))["embedded"] == 30
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+async def test_migrate_reembeds_into_another_model(stores):
+    source = await stores("sqlite+local", "a")
+    target = await stores("memory", "b", embedding_function="hashing-v1-64")
+    await source.insert_many(entries(30))
+    with pytest.raises(MigrationError, match="hashing-v1-256.*hashing-v1-64"):
+        await migrate(source, target, reembed="never", progress=False)
+    report = await migrate(source, target, progress=False)
+    assert report["status"] == "ok" and report["mode"] == "re-embed"
+    assert (report["embedded"], report["vectors_copied"]) == (30, 0)
+    assert len(next(iter((await target.vector.fetch(["e0003"])).values()))) == 64
+    assert (await target.get_most_relevant("rain over mountains — note 7 ✓ 日本", 1))[0]["id"] == "e0007"
+    assert (await migrate(source, target, reembed=True, progress=False))["embedded"] == 30
 
 
-async def test_failed_entries_are_retried_then_listed_never_dropped(tmp_path, monkeypatch):
-    source = await make(tmp_path, "sqlite+local", "a")
-    target = await make(tmp_path, "sqlite+local", "b")
-    try:
-        await source.insert_many(entries(40))
-        put = target.primary.put
-        attempts: dict[str, int] = {}
+async def test_failed_entries_are_retried_then_listed_never_dropped(stores, monkeypatch):
+    source = await stores("sqlite+local", "a")
+    target = await stores("sqlite+local", "b")
+    await source.insert_many(entries(40))
+    put = target.primary.put
+    attempts: dict[str, int] = {}
 
-        async def refusing(records, **kwargs):
-            for r in records:
-                if r.id in ("e0007", "e0031"):
-                    attempts[r.id] = attempts.get(r.id, 0) + 1
-                    raise BackendRejected(f"refused {r.id}", driver="test")
-            return await put(records, **kwargs)
+    async def refusing(records, **kwargs):
+        for r in records:
+            if r.id in ("e0007", "e0031"):
+                attempts[r.id] = attempts.get(r.id, 0) + 1
+                raise BackendRejected(f"refused {r.id}", driver="test")
+        return await put(records, **kwargs)
 
-        monkeypatch.setattr(target.primary, "put", refusing)
-        report = await migrate(source, target, batch_size=10, progress=False)
-        assert report["status"] == "failed"
-        assert report["failed"] == 2 and report["failed_ids"] == ["e0007", "e0031"]
-        assert all("refused" in e["error"] for e in report["errors"])
-        assert attempts == {"e0007": 3, "e0031": 3}  # in its batch, alone, and once more at the end
-        assert report["verification"]["missing_ids"] == ["e0007", "e0031"]
-        assert await target.count() == 39
-        assert (await target.primary.get_manifest()).migration["failed"].keys() == {"e0007", "e0031"}
-        # the target heals: a rerun resumes and copies just what is missing
-        monkeypatch.setattr(target.primary, "put", put)
-        again = await migrate(source, target, progress=False)
-        assert again["status"] == "ok" and again["resumed"] and again["copied"] == 2
-        assert again["verification"]["exact"]
-        assert (await target.primary.get_manifest()).migration is None
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+    monkeypatch.setattr(target.primary, "put", refusing)
+    report = await migrate(source, target, batch_size=10, progress=False)
+    assert report["status"] == "failed"
+    assert report["failed"] == 2 and report["failed_ids"] == ["e0007", "e0031"]
+    assert all("refused" in e["error"] for e in report["errors"])
+    assert attempts == {"e0007": 3, "e0031": 3}  # in its batch, alone, and once more at the end
+    assert report["verification"]["missing_ids"] == ["e0007", "e0031"]
+    assert await target.count() == 39
+    assert (await target.primary.get_manifest()).migration["failed"].keys() == {"e0007", "e0031"}
+    # the target heals: a rerun resumes and copies just what is missing
+    monkeypatch.setattr(target.primary, "put", put)
+    again = await migrate(source, target, progress=False)
+    assert again["status"] == "ok" and again["resumed"] and again["copied"] == 2
+    assert again["verification"]["exact"]
+    assert (await target.primary.get_manifest()).migration is None
 
 
-async def test_unreachable_target_stops_the_run_and_resume_finishes_it(tmp_path, monkeypatch):
-    source = await make(tmp_path, "sqlite+local", "a")
-    target = await make(tmp_path, "sqlite+local", "b", vector_max_retries=1)
-    try:
-        await source.insert_many(entries(50))
-        write = Copier.write
-        calls = 0
+async def test_unreachable_target_stops_the_run_and_resume_finishes_it(stores, monkeypatch):
+    source = await stores("sqlite+local", "a")
+    target = await stores("sqlite+local", "b", vector_max_retries=1)
+    await source.insert_many(entries(50))
+    write = Copier.write
+    calls = 0
 
-        async def flaky(self, records, vectors):
-            nonlocal calls
-            calls += 1
-            if calls == 3:
-                from promethean_persistence import BackendUnavailable
+    async def flaky(self, records, vectors):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            from promethean_persistence import BackendUnavailable
 
-                async def down(*a, **k):
-                    raise BackendUnavailable("connection refused", driver="sqlite")
+            async def down(*a, **k):
+                raise BackendUnavailable("connection refused", driver="sqlite")
 
-                monkeypatch.setattr(target.primary, "put", down)
-            return await write(self, records, vectors)
+            monkeypatch.setattr(target.primary, "put", down)
+        return await write(self, records, vectors)
 
-        monkeypatch.setattr(Copier, "write", flaky)
-        with pytest.raises(MigrationError, match="unreachable.*resumes"):
-            await migrate(source, target, batch_size=10, progress=False)
-        monkeypatch.undo()
-        assert await target.count() == 20
-        report = await migrate(source, target, batch_size=10, progress=False)
-        assert report["resumed"] and report["copied"] == 31 and report["status"] == "ok"
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+    monkeypatch.setattr(Copier, "write", flaky)
+    with pytest.raises(MigrationError, match="unreachable.*resumes"):
+        await migrate(source, target, batch_size=10, progress=False)
+    monkeypatch.undo()
+    assert await target.count() == 20
+    report = await migrate(source, target, batch_size=10, progress=False)
+    assert report["resumed"] and report["copied"] == 31 and report["status"] == "ok"
 
 
-async def test_entries_written_during_the_run_are_caught_up(tmp_path, monkeypatch):
-    source = await make(tmp_path, "sqlite+local", "a")
-    target = await make(tmp_path, "memory", "b")
-    try:
-        await source.insert_many(entries(40))
-        write = Copier.write
+async def test_entries_written_during_the_run_are_caught_up(stores, monkeypatch):
+    source = await stores("sqlite+local", "a")
+    target = await stores("memory", "b")
+    await source.insert_many(entries(40))
+    write = Copier.write
 
-        async def meanwhile(self, records, vectors):
-            if any(r.id == "e0020" for r in records):  # behind the checkpoint already: only the end check sees it
-                await source.insert({"id": "a-late", "text": "written during the migration"})
-                await source.insert({"id": "e0001", "text": "changed during the migration"})
-            return await write(self, records, vectors)
+    async def meanwhile(self, records, vectors):
+        if any(r.id == "e0020" for r in records):  # behind the checkpoint already: only the end check sees it
+            await source.insert({"id": "a-late", "text": "written during the migration"})
+            await source.insert({"id": "e0001", "text": "changed during the migration"})
+        return await write(self, records, vectors)
 
-        monkeypatch.setattr(Copier, "write", meanwhile)
-        report = await migrate(source, target, batch_size=10, progress=False)
-        assert report["status"] == "ok" and report["caught_up"] == 2
-        assert (await target.get("a-late"))["text"] == "written during the migration"
-        assert (await target.get("e0001"))["text"] == "changed during the migration"
-        assert report["verification"]["exact"]
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+    monkeypatch.setattr(Copier, "write", meanwhile)
+    report = await migrate(source, target, batch_size=10, progress=False)
+    assert report["status"] == "ok" and report["caught_up"] == 2
+    assert (await target.get("a-late"))["text"] == "written during the migration"
+    assert (await target.get("e0001"))["text"] == "changed during the migration"
+    assert report["verification"]["exact"]
 
 
 _KILLED = """
@@ -265,94 +256,79 @@ async def test_kill_9_mid_migration_then_resume_gives_an_exact_copy(tmp_path):
         await target.cleanup()
 
 
-async def test_validate_finds_missing_extra_changed_and_vectorless_entries(tmp_path):
-    source = await make(tmp_path, "sqlite+local", "a")
-    target = await make(tmp_path, "sqlite+local", "b")
-    try:
-        await source.insert_many(entries(30))
-        assert (await migrate(source, target, progress=False))["status"] == "ok"
-        await target.primary.delete(["e0003"])
-        await target.insert({"id": "zzz", "text": "only on the target"})
-        await target.insert({"id": "e0005", "text": "edited on the target"})
-        await target.vector.delete(["e0009"])
-        report = await validate(source, target, sample_size=None)
-        assert not report["ok"] and not report["exact"]
-        assert (report["missing_ids"], report["extra_ids"]) == (["e0003"], ["zzz"])
-        assert report["mismatches"] == [{"id": "e0005", "fields": ["text", "timestamp", "metadata", "extra"]}]
-        assert report["vectors_missing_ids"] == ["e0009"]
-        assert (report["source_count"], report["target_count"], report["sampled"]) == (31, 31, 30)
-        assert report["vector_mismatches"] == 1  # e0005's new text has another vector
-        await target.vector.upsert(["e0011"], [np.eye(256, dtype=np.float32)[0]], [{}])
-        assert (await validate(source, target, sample_size=None))["vector_mismatches"] == 2
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+async def test_validate_finds_missing_extra_changed_and_vectorless_entries(stores):
+    source = await stores("sqlite+local", "a")
+    target = await stores("sqlite+local", "b")
+    await source.insert_many(entries(30))
+    assert (await migrate(source, target, progress=False))["status"] == "ok"
+    await target.primary.delete(["e0003"])
+    await target.insert({"id": "zzz", "text": "only on the target"})
+    await target.insert({"id": "e0005", "text": "edited on the target"})
+    await target.vector.delete(["e0009"])
+    report = await validate(source, target, sample_size=None)
+    assert not report["ok"] and not report["exact"]
+    assert (report["missing_ids"], report["extra_ids"]) == (["e0003"], ["zzz"])
+    assert report["mismatches"] == [{"id": "e0005", "fields": ["text", "timestamp", "metadata", "extra"]}]
+    assert report["vectors_missing_ids"] == ["e0009"]
+    assert (report["source_count"], report["target_count"], report["sampled"]) == (31, 31, 30)
+    assert report["vector_mismatches"] == 1  # e0005's new text has another vector
+    await target.vector.upsert(["e0011"], [np.eye(256, dtype=np.float32)[0]], [{}])
+    assert (await validate(source, target, sample_size=None))["vector_mismatches"] == 2
 
 
 @pytest.mark.parametrize("name", ["backup.jsonl", "backup.jsonl.gz"])
 @pytest.mark.parametrize("with_vectors", [True, False], ids=["vectors", "texts"])
-async def test_export_import_round_trip_is_lossless(tmp_path, name, with_vectors):
-    source = await make(tmp_path, "sqlite+local", "a")
-    target = await make(tmp_path, "memory", "b")
-    try:
-        await source.insert_many(entries(45))
-        path = tmp_path / name
-        out = await export(source, path, with_vectors=with_vectors)
-        assert (out["entries"], out["vectors"]) == (46, 45 if with_vectors else 0)
-        opened = gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else open(path, encoding="utf-8")
-        with opened as f:
-            header = json.loads(f.readline())
-            f.readline()  # "blank"
-            assert "日本" in f.readline()  # unicode as it is, not escaped
-        assert header["manifest"]["embedding_model"] == "hashing-v1-256" and header["count"] == 46
-        report = await import_(target, path)
-        assert report["status"] == "ok" and report["imported"] == 46
-        assert (report["vectors_copied"], report["embedded"]) == ((45, 0) if with_vectors else (0, 45))
-        assert [content(r) for r in await records(target)] == [content(r) for r in await records(source)]
-        a = await source.vector.fetch(["e0010"])
-        b = await target.vector.fetch(["e0010"])
-        np.testing.assert_allclose(a["e0010"], b["e0010"], atol=0 if with_vectors else 1e-6)
-        assert (await validate(source, target))["exact"]
-        again = await import_(target, path)  # upserts by id: nothing doubles
-        assert again["imported"] == 46 and await target.count() == 46
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+async def test_export_import_round_trip_is_lossless(stores, tmp_path, name, with_vectors):
+    source = await stores("sqlite+local", "a")
+    target = await stores("memory", "b")
+    await source.insert_many(entries(45))
+    path = tmp_path / name
+    out = await export(source, path, with_vectors=with_vectors)
+    assert (out["entries"], out["vectors"]) == (46, 45 if with_vectors else 0)
+    opened = gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else open(path, encoding="utf-8")
+    with opened as f:
+        header = json.loads(f.readline())
+        f.readline()  # "blank"
+        assert "日本" in f.readline()  # unicode as it is, not escaped
+    assert header["manifest"]["embedding_model"] == "hashing-v1-256" and header["count"] == 46
+    report = await import_(target, path)
+    assert report["status"] == "ok" and report["imported"] == 46
+    assert (report["vectors_copied"], report["embedded"]) == ((45, 0) if with_vectors else (0, 45))
+    assert [content(r) for r in await records(target)] == [content(r) for r in await records(source)]
+    a = await source.vector.fetch(["e0010"])
+    b = await target.vector.fetch(["e0010"])
+    np.testing.assert_allclose(a["e0010"], b["e0010"], atol=0 if with_vectors else 1e-6)
+    assert (await validate(source, target))["exact"]
+    again = await import_(target, path)  # upserts by id: nothing doubles
+    assert again["imported"] == 46 and await target.count() == 46
 
 
-async def test_import_refuses_vectors_of_another_model_and_reports_bad_lines(tmp_path):
-    source = await make(tmp_path, "sqlite+local", "a")
-    target = await make(tmp_path, "memory", "b", embedding_function="hashing-v1-64")
-    try:
-        await source.insert_many(entries(10))
-        path = tmp_path / "b.jsonl"
-        await export(source, path, with_vectors=True)
-        with pytest.raises(EmbeddingMismatchError, match="hashing-v1-256.*hashing-v1-64.*reembed"):
-            await import_(target, path)
-        assert await target.count() == 0
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("{not json\n")
-            f.write(json.dumps({"id": "x1", "timestamp": 1}) + "\n")
-            f.write(json.dumps({"id": "x2", "text": "fine", "timestamp": "yesterday-ish"}) + "\n")
-        report = await import_(target, path, reembed=True)
-        assert report["status"] == "failed" and report["imported"] == 11 and report["failed"] == 3
-        assert [e["line"] for e in report["errors"]] == [13, 14, 15]
-        assert "text" in report["errors"][1]["error"] and "timestamp" in report["errors"][2]["error"]
-    finally:
-        await source.cleanup()
-        await target.cleanup()
+async def test_import_refuses_vectors_of_another_model_and_reports_bad_lines(stores, tmp_path):
+    source = await stores("sqlite+local", "a")
+    target = await stores("memory", "b", embedding_function="hashing-v1-64")
+    await source.insert_many(entries(10))
+    path = tmp_path / "b.jsonl"
+    await export(source, path, with_vectors=True)
+    with pytest.raises(EmbeddingMismatchError, match="hashing-v1-256.*hashing-v1-64.*reembed"):
+        await import_(target, path)
+    assert await target.count() == 0
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("{not json\n")
+        f.write(json.dumps({"id": "x1", "timestamp": 1}) + "\n")
+        f.write(json.dumps({"id": "x2", "text": "fine", "timestamp": "yesterday-ish"}) + "\n")
+    report = await import_(target, path, reembed=True)
+    assert report["status"] == "failed" and report["imported"] == 11 and report["failed"] == 3
+    assert [e["line"] for e in report["errors"]] == [13, 14, 15]
+    assert "text" in report["errors"][1]["error"] and "timestamp" in report["errors"][2]["error"]
 
 
-async def test_import_takes_plain_jsonl_entries(tmp_path):
-    target = await make(tmp_path, "memory", "b")
-    try:
-        path = tmp_path / "plain.jsonl"
-        path.write_text("\n".join(json.dumps(e) for e in entries(5)) + "\n", encoding="utf-8")
-        report = await import_(target, path)
-        assert report["status"] == "ok" and report["imported"] == 6
-        assert (await target.get("e0002"))["timestamp"] == 1_700_000_002_000
-    finally:
-        await target.cleanup()
+async def test_import_takes_plain_jsonl_entries(stores, tmp_path):
+    target = await stores("memory", "b")
+    path = tmp_path / "plain.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in entries(5)) + "\n", encoding="utf-8")
+    report = await import_(target, path)
+    assert report["status"] == "ok" and report["imported"] == 6
+    assert (await target.get("e0002"))["timestamp"] == 1_700_000_002_000
 
 
 def test_cli_migrate_validate_export_import(sh, tmp_path, monkeypatch):

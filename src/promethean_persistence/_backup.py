@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-
-import numpy as np
 
 from ._copy import Copier
 from ._entries import build_record, check_limit, now_ms
@@ -40,6 +37,8 @@ _LISTED = 100
 
 def _open(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
+        import gzip
+
         return gzip.open(path, mode + "t", encoding="utf-8", compresslevel=6)
     return open(path, mode, encoding="utf-8")
 
@@ -97,7 +96,7 @@ def _line(record: Record, vector: Any) -> str:
     if record.extra:
         item["extra"] = record.extra
     if vector is not None:
-        item["vector"] = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+        item["vector"] = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
     return json.dumps(item, ensure_ascii=False) + "\n"
 
 
@@ -227,13 +226,20 @@ def _parse(store: SemanticStore, item: Any, ours: bool, use_vectors: bool) -> tu
     vector = item.get("vector")
     if vector is None or not use_vectors:
         return record, None
-    if isinstance(vector, str):
-        vector = np.frombuffer(base64.b64decode(vector, validate=True), dtype="<f4")
-    vector = np.asarray(vector, dtype=np.float32)
-    if vector.shape != (store.embedder.dimensions,) or not np.isfinite(vector).all():
-        raise ValidationError(f"vector of {item['id']!r} has shape {vector.shape}, expected "
-                              f"({store.embedder.dimensions},) finite floats", field="vector")
-    return record, vector
+    return record, _vector(record.id, vector, store.embedder.dimensions)
+
+
+def _vector(id_: str, value: str | list[float], dims: int | None) -> Any:
+    """A vector from base64 float32 (as exported) or a list of numbers, checked."""
+    import numpy as np
+
+    if isinstance(value, str):
+        value = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")
+    vector = np.asarray(value, dtype=np.float32)
+    if vector.shape != (dims,) or not np.isfinite(vector).all():
+        raise ValidationError(f"vector of {id_!r} has shape {vector.shape}, expected ({dims},) finite floats",
+                              field="vector")
+    return vector
 
 
 def _record(store: SemanticStore, entry: dict[str, Any]) -> Record:

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ._entries import content_hash, now_ms
 from ._errors import BackendUnavailable, EmbeddingMismatchError, MigrationError, SemanticStoreError
 from ._queue import backoff_ms, describe_error, embed_records, upsert_records
@@ -18,7 +16,7 @@ from ._types import Record
 if TYPE_CHECKING:
     from ._store import SemanticStore
 
-__all__ = ["Copier", "wants_vector"]
+__all__ = ["Copier"]
 
 log = logging.getLogger("promethean_persistence.copy")
 
@@ -44,18 +42,30 @@ class Copier:
         target = self.target
         now = now_ms()
         copies = [_copy_of(r, now) for r in records]
-        wanted = [r for r in copies if wants_vector(target, r)]
+        wanted: list[Record] = []
         for r in copies:
-            if not wants_vector(target, r):
+            if target._wants_vector(r):
+                wanted.append(r)
+            else:
                 r.vector_status = "skipped"
         ready = {r.id: vectors[r.id] for r in wanted if r.id in vectors}
+
+        async def embed(part: list[Record]) -> list[Any]:
+            return await embed_records(target.embedder, part, images=target.supports_images)
+
+        async def upsert(part: list[Record]) -> list[Record]:
+            import numpy as np
+
+            await upsert_records(target.vector, part, np.stack([ready[r.id] for r in part]))
+            return part
+
         errors: dict[str, str] = {}
         todo = [r for r in wanted if r.id not in ready]
         if todo:
-            ready.update(await self._embed(todo, errors))
+            ready.update(await self._split(todo, embed, errors))
         landed: set[str] = set()
         if ready:
-            landed = await self._upsert([r for r in wanted if r.id in ready], ready, errors)
+            landed = set(await self._split([r for r in wanted if r.id in ready], upsert, errors))
         model = target.embedder.model
         for r in wanted:
             if r.id in landed:
@@ -87,38 +97,23 @@ class Copier:
                     raise
                 await asyncio.sleep(backoff_ms(attempt, self.retry_delay_ms) / 1000)
 
-    async def _embed(self, records: list[Record], errors: dict[str, str]) -> dict[str, Any]:
-        target = self.target
-
-        async def embed(part: list[Record]) -> list[Any]:
-            return await self._retrying(lambda: embed_records(target.embedder, part, images=target.supports_images))
-
+    async def _split(self, records: list[Record], call: Callable[[list[Record]], Any],
+                     errors: dict[str, str]) -> dict[str, Any]:
+        """``call(part)`` gives one result per record of ``part``: tried on the whole batch
+        (connection errors retried), then record by record to find those that fail on their
+        own. Returns the results by id; the errors of the rest go to ``errors``."""
         try:
-            return dict(zip((r.id for r in records), await embed(records)))
+            return dict(zip((r.id for r in records), await self._retrying(lambda: call(records))))
         except EmbeddingMismatchError:
             raise
-        except Exception as exc:  # noqa: BLE001 - find the entries that fail on their own
+        except Exception as exc:  # noqa: BLE001 - the records still go in, pending
             if len(records) == 1 or isinstance(exc, BackendUnavailable):
                 errors.update((r.id, describe_error(exc)) for r in records)
                 return {}
         out: dict[str, Any] = {}
         for r in records:
-            out.update(await self._embed([r], errors))
+            out.update(await self._split([r], call, errors))
         return out
-
-    async def _upsert(self, records: list[Record], vectors: dict[str, Any], errors: dict[str, str]) -> set[str]:
-        vector = self.target.vector
-        try:
-            await self._retrying(lambda: upsert_records(vector, records, np.stack([vectors[r.id] for r in records])))
-            return {r.id for r in records}
-        except Exception as exc:  # noqa: BLE001 - the records still go in, pending
-            if len(records) == 1 or isinstance(exc, BackendUnavailable):
-                errors.update((r.id, describe_error(exc)) for r in records)
-                return set()
-        landed: set[str] = set()
-        for r in records:
-            landed |= await self._upsert([r], vectors, errors)
-        return landed
 
     async def _put(self, records: list[Record]) -> dict[str, str]:
         primary = self.target.primary
@@ -147,8 +142,3 @@ def _copy_of(record: Record, now: int) -> Record:
         extra=record.extra, content_hash=content_hash(record.text), vector_updated_at=now,
     )
 
-
-def wants_vector(store: SemanticStore, record: Record) -> bool:
-    if not store.config.dual_write_enabled or record.is_empty:
-        return False
-    return store.supports_images or record.metadata.get("type") != "image"

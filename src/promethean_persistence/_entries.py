@@ -166,6 +166,11 @@ def build_record(
     )
 
 
+def user_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A returned entry's metadata without the store-managed keys."""
+    return {k: v for k, v in entry["metadata"].items() if k not in MANAGED_KEYS}
+
+
 def check_limit(limit: Any, field: str = "limit") -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValidationError(f"{field} must be an int >= 1, got {limit!r}", field=field)

@@ -15,9 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ._copy import Copier, wants_vector
+from ._copy import Copier
 from ._entries import check_limit, now_ms
 from ._errors import MigrationError, ValidationError
 from ._progress import progress_callback
@@ -78,11 +76,6 @@ async def _ready(store: SemanticStore) -> None:
         await store._settle_manifest()
 
 
-async def _checkpoint(target: SemanticStore, state: dict[str, Any] | None) -> None:
-    manifest = await target.primary.get_manifest() or target._manifest()
-    await target.primary.set_manifest(manifest.copy(migration=state))
-
-
 async def migrate(
     source: SemanticStore,
     target: SemanticStore,
@@ -110,8 +103,8 @@ async def migrate(
     await _ready(target)
     copy = _copy_mode(source, target, reembed)
     identity = _identity(source)
-    manifest = await target.primary.get_manifest()
-    state = manifest.migration if manifest is not None else None
+    manifest = await target.primary.get_manifest() or target._manifest()  # read once; checkpoints replace it
+    state = manifest.migration
     resumed = bool(resume and state and state.get("source") == identity)
     if not resumed:
         state = {"source": identity, "after": None, "failed": {}, "started_at": now_ms()}
@@ -143,7 +136,7 @@ async def migrate(
             failed.update(await copier.write(batch, vectors))
             done += len(batch)
             state.update(after=batch[-1].id, done=done, failed=_capped(failed))
-            await _checkpoint(target, state)
+            await target.primary.set_manifest(manifest.copy(migration=state))
             report_progress(min(done, total), total)
 
     reader = asyncio.create_task(read())
@@ -172,7 +165,7 @@ async def migrate(
             await target.flush()
             verification = await validate(source, target, sample_size)
     ok = not failed and (verification is None or verification["ok"])
-    await _checkpoint(target, None if ok else {**state, "failed": _capped(failed)})
+    await target.primary.set_manifest(manifest.copy(migration=None if ok else {**state, "failed": _capped(failed)}))
     seconds = time.perf_counter() - started
     return {
         "status": "ok" if ok else "failed",
@@ -313,7 +306,7 @@ async def validate(
                 to_copy.append(a)
             elif fields:
                 note("mismatched", {"id": a.id, "fields": fields})
-            elif wants_vector(target, b):
+            elif target._wants_vector(b):
                 to_check.append(b.id)
             # reservoir sample of the common ids
             if sample_size is None or len(sample) < sample_size:
@@ -351,6 +344,8 @@ async def _compare_vectors(source: SemanticStore, target: SemanticStore, ids: li
     """How many sampled entries have a different vector on the two sides (same space only)."""
     if not ids or not same_space(source, target) or not all(hasattr(s.vector, "fetch") for s in (source, target)):
         return 0
+    import numpy as np
+
     differ = 0
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import StoreConfig
-from ._entries import MANAGED_KEYS, now_ms
+from ._entries import now_ms, user_metadata
 from ._errors import ConfigurationError, SemanticStoreError, ValidationError
 from ._queue import backoff_ms
 from ._store import SemanticStore
@@ -274,8 +274,7 @@ def _content(entry: dict[str, Any] | None) -> Any:
     """What both sides must agree on (not their own vector states)."""
     if entry is None:
         return None
-    meta = {k: v for k, v in entry["metadata"].items() if k not in MANAGED_KEYS}
-    return entry["id"], entry["text"], entry["timestamp"], meta
+    return entry["id"], entry["text"], entry["timestamp"], user_metadata(entry)
 
 
 def mirror_settings(path: str | Path, profile: str | None) -> dict[str, Any] | None:

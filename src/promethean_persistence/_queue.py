@@ -48,9 +48,9 @@ class Job:
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-def backoff_ms(attempts: int, base_ms: int) -> int:
+def backoff_ms(attempts: int, base_ms: int, cap_ms: int = MAX_BACKOFF_MS) -> int:
     """Exponential backoff with jitter: base * 2^(attempts-1), capped, scaled by 0.5-1.0."""
-    delay = min(base_ms * 2 ** max(attempts - 1, 0), MAX_BACKOFF_MS)
+    delay = min(base_ms * 2 ** max(attempts - 1, 0), cap_ms)
     return int(delay * random.uniform(0.5, 1.0))
 
 

@@ -95,7 +95,7 @@ async def run(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Move ``store`` to ``embedder``'s vector space; see the module docstring."""
-    from ._store import vector_for
+    from ._store import supports_images, vector_for, wants_vector
 
     started = time.perf_counter()
     primary = store.primary
@@ -109,7 +109,7 @@ async def run(
         dims = await embedder.probe()
     if (embedder.model, dims) == (manifest.embedding_model, manifest.dimensions):
         return {"status": "unchanged", "model": embedder.model, "dimensions": dims, "embedded": 0}
-    images = bool(getattr(embedder, "supports_images", False)) and hasattr(embedder, "embed_images")
+    images = supports_images(embedder, store.config)
 
     target = target_collection(store, embedder.model, dims)
     checkpoint = manifest.reembed
@@ -139,8 +139,7 @@ async def run(
         total = await primary.count()
 
         def wanted(r: Record) -> bool:
-            return store.config.dual_write_enabled and not r.is_empty and (
-                r.metadata.get("type") != "image" or images)
+            return wants_vector(r, enabled=store.config.dual_write_enabled, images=images)
 
         def current(r: Record) -> bool:
             """Its vector in the new collection is up to date."""

@@ -62,9 +62,7 @@ class SemanticStore:
         self.primary = primary
         self.vector = vector
         self.embedder = embedder
-        self.supports_images = (
-            embedder.supports_images if config.supports_images is None else config.supports_images
-        ) and hasattr(embedder, "embed_images")
+        self.supports_images = supports_images(embedder, config)
         self._closed = False
         self._manifest_pending = False  #: the embedder could not tell its dimension at open
         self.vector_collection: str | None = None  #: set by a re-embedding run, else the store's name
@@ -112,14 +110,17 @@ class SemanticStore:
         text_key: str = "text",
         time_key: str = "createdAt",
         config: StoreConfig | Mapping[str, Any] | None = None,
+        *,
+        embedder: Embedder | None = None,
     ) -> SemanticStore:
-        """Open (creating if needed) the store ``name``; config beats env beats defaults."""
+        """Open (creating if needed) the store ``name``; config beats env beats defaults.
+        ``embedder``: an embedder instance to use instead of the configured one."""
         _check_names(name, text_key, time_key)
         resolved = StoreConfig.resolve(config)
         collection = resolved.collection_name(name)
         return await cls.from_drivers(
             name, text_key, time_key, config=resolved,
-            embedder=_registry.build("embedding", resolved),
+            embedder=embedder or _registry.build("embedding", resolved),
             primary=_registry.build("primary", resolved, collection),
             vector=_registry.build("vector", resolved, collection),
         )
@@ -338,13 +339,15 @@ class SemanticStore:
 
     def _set_initial_state(self, record: Record, now: int) -> None:
         record.vector_updated_at = now
-        is_image = record.metadata.get("type") == "image"
-        if not self.config.dual_write_enabled or record.is_empty or (is_image and not self.supports_images):
+        if not self._wants_vector(record):
             record.vector_status = "skipped"
             return
         record.vector_status = "pending"
         # Leased to this process until its own attempt is over, so no worker claims it twice.
         record.vector_next_at = now + self._lease_ms
+
+    def _wants_vector(self, record: Record) -> bool:
+        return wants_vector(record, enabled=self.config.dual_write_enabled, images=self.supports_images)
 
     def _job_for(self, record: Record, prev: Record | None) -> Job | None:
         """The vector write a freshly stored record needs, given the one it replaced."""
@@ -735,9 +738,7 @@ class SemanticStore:
         self.vector = self._queue.vector = vector
         self.vector_collection = collection
         self.config = self.config.model_copy(update={"embedding_driver": driver, "embedding_function": embedder.model})
-        self.supports_images = self._queue.images = (
-            embedder.supports_images if self.config.supports_images is None else self.config.supports_images
-        ) and hasattr(embedder, "embed_images")
+        self.supports_images = self._queue.images = supports_images(embedder, self.config)
         self._atomic = self._atomic and bool(self.primary.shares_transactions_with(vector))
 
     # -- queue and lifecycle --------------------------------------------------------------
@@ -807,6 +808,18 @@ class SemanticStore:
                 log.exception("closing %r", driver)
 
     close = cleanup
+
+
+def supports_images(embedder: Embedder, config: StoreConfig) -> bool:
+    """Image entries are embedded as images: the config says so, else the embedder does."""
+    wanted = embedder.supports_images if config.supports_images is None else config.supports_images
+    return bool(wanted) and hasattr(embedder, "embed_images")
+
+
+def wants_vector(record: Record, *, enabled: bool, images: bool) -> bool:
+    """An entry gets a vector unless vector writes are off, its text is empty, or it is an
+    image and the embedder does not take images."""
+    return enabled and not record.is_empty and (images or record.metadata.get("type") != "image")
 
 
 def vector_for(vector: VectorDriver, config: StoreConfig, collection: str) -> VectorDriver:

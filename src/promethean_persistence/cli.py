@@ -51,11 +51,16 @@ def _run(ctx: click.Context, call: Callable[[SemanticStore], Awaitable[Any]], sh
             await store.cleanup()
 
     result = _execute(opts, go)
+    _print(opts, result, show)
+    return result
+
+
+def _print(opts: _Ctx, result: Any, show: Callable[[Any], None]) -> None:
+    """JSON under --json, else ``show``."""
     if opts.json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:
         show(result)
-    return result
 
 
 def _execute(opts: _Ctx, go: Callable[[], Awaitable[Any]]) -> Any:
@@ -278,10 +283,7 @@ def reembed(ctx, model, embedding_driver, batch_size, keep_old) -> None:
     result = _execute(opts, lambda: run_reembed(
         opts.store, model, embedding_driver=embedding_driver, text_key=opts.text_key, time_key=opts.time_key,
         config=_config(opts), batch_size=batch_size, keep_old=keep_old, progress=bar))
-    if opts.json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        _show_mapping(result)
+    _print(opts, result, _show_mapping)
 
 
 def _side(opts: _Ctx, value: str, option: str) -> StoreConfig:
@@ -319,10 +321,7 @@ def _two_stores(ctx: click.Context, source: str, target: str, target_store: str 
 
 
 def _report(opts: _Ctx, result: dict[str, Any]) -> None:
-    if opts.json:
-        click.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
-    else:
-        _show_mapping(result)
+    _print(opts, result, _show_mapping)
     if result.get("status", "ok" if result.get("ok", True) else "failed") != "ok":
         sys.exit(1)
 

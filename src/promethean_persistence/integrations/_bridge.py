@@ -1,19 +1,13 @@
-"""What the framework adapters share: running a store's coroutines from sync code, opening a
-store around an outside embedder, and entries without the store-managed metadata keys."""
+"""What the framework adapters share: running a store's coroutines from sync code."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from .. import _registry
-from .._config import StoreConfig
-from .._entries import MANAGED_KEYS
 from .._errors import SemanticStoreError
-from .._store import SemanticStore
-from ..drivers.base import Embedder
 
 T = TypeVar("T")
 
@@ -63,24 +57,3 @@ class Runner:
 async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
 
-
-async def open_store(
-    name: str, config: StoreConfig | Mapping[str, Any] | None, embedder: Embedder | None = None, *,
-    driver: str = "", text_key: str = "text", time_key: str = "createdAt",
-) -> SemanticStore:
-    """``SemanticStore.create``, or with an outside embedder when one is given (``driver``
-    names it in the collection manifest)."""
-    if embedder is None:
-        return await SemanticStore.create(name, text_key, time_key, config)
-    resolved = StoreConfig.resolve(config).model_copy(update={"embedding_driver": driver})
-    collection = resolved.collection_name(name)
-    return await SemanticStore.from_drivers(
-        name, text_key, time_key, config=resolved, embedder=embedder,
-        primary=_registry.build("primary", resolved, collection),
-        vector=_registry.build("vector", resolved, collection),
-    )
-
-
-def user_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """The caller's metadata of a returned entry, without the store-managed keys."""
-    return {k: v for k, v in entry["metadata"].items() if k not in MANAGED_KEYS}

@@ -21,8 +21,9 @@ from .._copy import Copier
 from .._deps import require
 from .._entries import build_record
 from .._errors import ValidationError
+from .._store import SemanticStore
 from .._types import Record
-from ._bridge import Runner, open_store
+from ._bridge import Runner
 
 require("haystack", extra="haystack", driver="haystack")
 
@@ -46,8 +47,7 @@ class SemanticStoreDocumentStore:
         self.name, self.config, self.text_key, self.time_key = name, config, text_key, time_key
         self._runner = Runner()
         try:
-            self.store = self._runner.call(
-                lambda: open_store(name, config, text_key=text_key, time_key=time_key))
+            self.store = self._runner.call(lambda: SemanticStore.create(name, text_key, time_key, config))
         except BaseException:
             self._runner.close()
             raise
@@ -111,14 +111,15 @@ class SemanticStoreDocumentStore:
     # -- on the store's loop --------------------------------------------------------------
 
     async def _filter(self, filters: dict[str, Any] | None) -> list[Document]:
-        node = _parsed(filters)
-        if node is False:
+        where = _where(filters)
+        if where is False:
             return []
         total = await self.store.count()  # also lands this store's buffered writes
         if not total:
             return []
         # records, not entries: the Document's own fields live in the record's extra fields
-        records = await self.store.primary.most_recent(total, node, order="asc", include_empty=True)
+        records = await self.store.primary.most_recent(total, _filters.parse(where), order="asc",
+                                                       include_empty=True)
         return [_document(r, embedding=True) for r in records]
 
     async def _write(self, documents: list[Document], policy: DuplicatePolicy) -> int:
@@ -167,11 +168,10 @@ class SemanticStoreDocumentStore:
 
     async def _nearest(self, query: list[float], filters: dict[str, Any] | None, top_k: int, scale: bool,
                        with_embedding: bool) -> list[Document]:
-        where = translate_filters(filters)
+        where = _where(filters)
         if where is False:
             return []
-        _parsed(filters)
-        hits = await self.store.search_by_vector(query, top_k, None if where is True else where)
+        hits = await self.store.search_by_vector(query, top_k, where)
         records = await self.store.primary.get([e["id"] for e in hits])
         return [_document(r, embedding=with_embedding, score=(e["score"] + 1) / 2 if scale else e["score"])
                 for r, e in zip(records, hits) if r is not None]
@@ -264,16 +264,17 @@ def _comparison(f: dict[str, Any]) -> dict[str, Any] | bool:
     return {field[5:]: {ours: value}}
 
 
-def _parsed(filters: dict[str, Any] | None) -> _filters.Node | None | bool:
-    """The parsed filter (None: everything, False: nothing); values our language cannot
-    compare are a FilterError too."""
+def _where(filters: dict[str, Any] | None) -> dict[str, Any] | None | bool:
+    """The filter in our language (None: everything, False: nothing), checked: values our
+    language cannot compare are a FilterError too."""
     where = translate_filters(filters)
     if isinstance(where, bool):
         return None if where else False
     try:
-        return _filters.parse(where)
+        _filters.parse(where)
     except ValidationError as exc:
         raise FilterError(str(exc)) from None
+    return where
 
 
 def _and(parts: list[Any]) -> dict[str, Any] | bool:

@@ -15,11 +15,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._config import StoreConfig
 from .._deps import require
+from .._entries import user_metadata
 from .._errors import ConfigurationError, EmbeddingError, EmbeddingMismatchError
 from .._store import SemanticStore
 from ..drivers.base import Embedder
-from ._bridge import Runner, open_store, user_metadata
+from ._bridge import Runner
 
 require("langchain_core", extra="langchain", driver="langchain")
 
@@ -264,8 +266,11 @@ class SemanticStoreVectorStore(VectorStore):
 
 
 async def _open(name: str, config: Any, embedding: Embeddings | None, keys: Mapping[str, str]) -> SemanticStore:
-    embedder = LangChainEmbedder(embedding) if embedding is not None else None
-    return await open_store(name, config, embedder, driver="langchain", **keys)
+    if embedding is None:
+        return await SemanticStore.create(name, config=config, **keys)
+    # the manifest names the driver: "langchain", with the Embeddings object's model
+    config = StoreConfig.resolve(config).model_copy(update={"embedding_driver": "langchain"})
+    return await SemanticStore.create(name, config=config, embedder=LangChainEmbedder(embedding), **keys)
 
 
 def _document(entry: Mapping[str, Any]) -> Document:

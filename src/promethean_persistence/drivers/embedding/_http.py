@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import random
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -21,6 +20,7 @@ import httpx
 import numpy as np
 
 from ..._errors import BackendUnavailable, EmbeddingError, EmbeddingMismatchError, redact
+from ..._queue import backoff_ms
 
 MAX_RETRY_WAIT_S = 60.0  #: the longest Retry-After we honour
 
@@ -193,7 +193,7 @@ class HTTPEmbedder:
                 wait = retry_after(response) if status in (429, 503) else None
             if attempt == self.max_retries:
                 raise error
-            await asyncio.sleep(wait if wait is not None else _backoff(attempt))
+            await asyncio.sleep(wait if wait is not None else backoff_ms(attempt + 1, 250, cap_ms=8_000) / 1000)
         raise AssertionError("unreachable")
 
     def _body(self, response: httpx.Response, limit: int = 300) -> str:
@@ -237,6 +237,3 @@ def retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
 
-
-def _backoff(attempt: int) -> float:
-    return min(0.25 * 2**attempt, 8.0) * random.uniform(0.5, 1.0)
