@@ -51,3 +51,11 @@ def test_migrate_benchmark_smoke():
     for kind in ("raw", "migrate", "migrate_verified"):
         assert result[kind]["entries_per_s"] > 0
     assert result["ratio"] > 0 and result["ratio_verified"] > 0
+
+
+def test_consistency_benchmark_smoke():
+    import math
+
+    result = run_bench("consistency.py", "--n", "1000", "--rounds", "2")
+    assert result["n"] == 1000 and len(result["report_seconds"]) == len(result["raw_scan_seconds"]) == 2
+    assert all(math.isfinite(result["ratio"][k]) and result["ratio"][k] > 0 for k in ("min", "median", "max"))

@@ -164,3 +164,80 @@ async def test_kill_during_ingest_loses_no_acknowledged_vector(tmp_path):
     first = rng.normal(size=(50, 32)).astype(np.float32)
     assert (await reopened.query(first[7], 1))[0].id == "k7"
     await reopened.aclose()
+
+
+def unit(rng, n: int) -> np.ndarray:
+    x = rng.normal(size=(n, DIMS))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog):
+    """Ten opens and closes above the threshold, with writes (new vectors, replaced vectors,
+    metadata-only updates, deletes, another writer that dies) between some of them: every
+    reopen loads the checkpoint, none rebuilds. Small index steps make a close land while
+    the graph holds only part of the latest writes."""
+    monkeypatch.setattr("promethean_persistence.drivers.vector.local.INDEX_CHUNK", 40)
+    caplog.set_level("WARNING", logger="promethean_persistence.local")
+    rng = np.random.default_rng(3)
+    truth: dict[str, np.ndarray] = {}
+    meta: dict[str, dict] = {}
+    path = str(tmp_path / "v.db")
+
+    async def opened() -> LocalVector:
+        driver = LocalVector(path, "c", exact_threshold=50, synchronous="OFF")
+        await driver.open()
+        graph = driver._graph
+        if graph is not None:  # each label once in the graph, and never both there and in the delta
+            labels = set(graph.get_ids_list())
+            assert len(labels) == graph.element_count
+            assert not labels & set(driver._delta)
+        return driver
+
+    async def upsert(driver, ids, vectors=None, metas=None):
+        metas = metas or [{"n": int(i[1:]), "round": r} for i in ids]
+        await driver.upsert(ids, vectors, metas)
+        meta.update(zip(ids, metas))
+        if vectors is not None:
+            truth.update(zip(ids, vectors))
+
+    n = 0
+    for r in range(10):
+        driver = await opened()
+        if r % 3 != 2:
+            new = [f"v{n + i}" for i in range(130)]
+            n += len(new)
+            await upsert(driver, new[:70], unit(rng, 70))
+            if r:
+                await upsert(driver, sorted(rng.choice(sorted(truth), 25, replace=False)), unit(rng, 25))
+                await upsert(driver, sorted(rng.choice(sorted(truth), 15, replace=False)))  # metadata only
+                gone = sorted(rng.choice(sorted(truth), 8, replace=False))
+                await driver.delete(gone)
+                for i in gone:
+                    del truth[i], meta[i]
+            await upsert(driver, new[70:], unit(rng, 60))
+        elif r == 5:  # another writer after the checkpoint, which dies without writing one
+            other = await opened()
+            await upsert(other, sorted(rng.choice(sorted(truth), 15, replace=False)))
+            await upsert(other, sorted(rng.choice(sorted(truth), 5, replace=False)), unit(rng, 5))
+            await other._db.close()
+        await driver.aclose()
+
+    rebuilds = [rec.getMessage() for rec in caplog.records if "ignoring the HNSW checkpoint" in rec.getMessage()]
+    assert rebuilds == []
+    driver = await opened()
+    assert driver._graph is not None
+    await driver.wait_indexed()
+    assert not driver._delta
+    assert await driver.count() == len(truth)
+    ids = sorted(truth)
+    assert await driver.existing([f"v{i}" for i in range(n)]) == set(ids)
+    x = np.stack([truth[i] for i in ids])
+    for k in rng.choice(len(ids), 40, replace=False):
+        hits = await driver.query(x[k], 5)
+        assert hits[0].id == ids[k] and hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert [h.id for h in hits] == [ids[i] for i in exact_top(x, x[k], 5)]
+    some = ids[:: max(1, len(ids) // 20)]
+    stored = await driver._db.run(
+        lambda: dict(driver._db.conn.execute(f"SELECT id, metadata FROM {driver._table}").fetchall()))
+    assert {i: json.loads(stored[i]) for i in some} == {i: meta[i] for i in some}
+    await driver.aclose()

@@ -123,9 +123,13 @@ async def test_original_data_is_read_classified_and_repaired(servers, original):
         assert report["vector_write_failures"][0]["id"] == "failed"
         assert report["vector_write_failures"][0]["error"] == "ollama: connection refused"
         assert report["missing_vectors"] == 1  # "gone"
-        assert report["consistent_documents"] == 8
+        assert report["stale_vectors"] == 1  # "dup": Chroma kept the older copy's text
+        assert report["consistent_documents"] == 7
         assert report["orphaned_vectors"] == 0
 
+        preview = await store.repair(dry_run=True, dedupe=True)
+        assert preview["duplicates_removed"] == 1 and "dup" in preview["requeued_ids"]
+        assert len(await asyncio.to_thread(w.raw, "dup")) == 2  # a preview deletes nothing
         result = await store.repair(dedupe=True)
         assert result["duplicates_removed"] == 1
         assert set(result["requeued_ids"]) == {"failed", "gone", "dup"}  # dup: its vector was the older copy's
@@ -140,6 +144,32 @@ async def test_original_data_is_read_classified_and_repaired(servers, original):
         assert doc["metadata"]["vectorWriteSuccess"] is True and doc["metadata"]["vectorWriteError"] is None
         assert (await asyncio.to_thread(w.chroma_record, "failed"))["document"] == "ollama was down"
         assert (await store.get_most_relevant("ollama was down", 1))[0]["id"] == "failed"
+    finally:
+        await store.cleanup()
+
+
+async def test_original_drift_is_found_and_repaired(servers, original):
+    """Drift the original's data can carry: an image it skipped but called a success, and a
+    text its application edited in MongoDB after the vector was written."""
+    mongo, chroma = servers
+    w = original()
+    w.insert({"id": "img", "text": "https://example.org/duck.png", "createdAt": 1, "metadata": {"type": "image"}},
+             vector=False)  # the original skipped images, recording vectorWriteSuccess: true
+    w.insert({"id": "note", "text": "ducks paddle on the pond", "createdAt": 2})
+    w.insert({"id": "same", "text": "geese fly south in autumn", "createdAt": 3})
+    w.docs.update_one({"id": "note"}, {"$set": {"text": "volcano ash covers the village"}})  # the app edits it
+    store = await SemanticStore.create("memories", config=_config(mongo, chroma, original.agent))
+    try:
+        report = await store.get_consistency_report(None)
+        assert report["skipped"] == 1 and report["missing_vectors"] == 0, report  # the image: skipped
+        assert report["stale_vectors"] == 1 and report["consistent_documents"] == 2, report  # "note"
+        result = await store.repair()
+        assert result["requeued_ids"] == ["note"]  # never the image: a text model would embed its URL
+        await store.flush()
+        report = await store.get_consistency_report(None)
+        assert report["inconsistent_documents"] == 0 and report["stale_vectors"] == 0, report
+        assert await asyncio.to_thread(w.chroma_record, "img") is None
+        assert (await store.get_most_relevant("volcano ash village", 1))[0]["id"] == "note"
     finally:
         await store.cleanup()
 
@@ -279,6 +309,8 @@ def test_cli_on_original_data_by_environment(servers, original, monkeypatch):
         return result.stdout
 
     assert json.loads(run("--json", "get", "x"))["text"] == "new copy"
+    preview = json.loads(run("--json", "repair", "--dry-run", "--dedupe"))
+    assert preview["duplicates_removed"] == 1 and len(w.raw("x")) == 2
     repaired = json.loads(run("--json", "repair", "--dedupe"))
     assert repaired["duplicates_removed"] == 1 and repaired["requeued_ids"] == ["x"]
     assert [d["text"] for d in w.raw("x")] == ["new copy"]

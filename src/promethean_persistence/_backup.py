@@ -121,6 +121,7 @@ async def import_(
         raise ValidationError(f"No such file: {str(file)!r}", field="path", operation="import")
     copier = Copier(store)
     errors: list[dict[str, Any]] = []
+    written: list[str] = []
     failed = read = 0
     header: dict[str, Any] | None = None
     report_progress = progress_callback(progress, "import")
@@ -153,6 +154,7 @@ async def import_(
                     vectors[record.id] = vector
             pending.clear()
             records = list({r.id: r for r in records}.values())  # the last line of an id wins
+            written.extend(r.id for r in records)
             for id_, error in (await copier.write(records, vectors)).items() if records else ():
                 failed += 1
                 if len(errors) < _LISTED:
@@ -166,6 +168,8 @@ async def import_(
                 report_progress(min(read, total), total)
         read += len(pending)
         await flush()
+    await store.flush(progress=progress_callback(progress, "indexing"))
+    vectors = await store.vector_counts(written)
     return {
         "status": "ok" if not failed else "failed",
         "path": str(file),
@@ -173,7 +177,9 @@ async def import_(
         "entries": read,
         "imported": copier.counts["copied"],
         **{k: v for k, v in copier.counts.items() if k != "copied"},
-        "failed": failed,
+        "indexed": vectors["indexed"],
+        "pending": vectors["pending"],
+        "failed": failed + vectors["failed"],  # not imported, or imported without the vector it needs
         "errors": errors,
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -56,7 +56,7 @@ class Copier:
         async def upsert(part: list[Record]) -> list[Record]:
             import numpy as np
 
-            await upsert_records(target.vector, part, np.stack([ready[r.id] for r in part]))
+            await upsert_records(target.vector, part, np.stack([ready[r.id] for r in part]), target.embedder.model)
             return part
 
         errors: dict[str, str] = {}

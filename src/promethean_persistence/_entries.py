@@ -31,6 +31,16 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def fingerprint(text_hash: str, model: str | None) -> str:
+    """What a vector was computed from: the embedded input's ``content_hash`` and the model.
+    Kept beside every vector (``FINGERPRINT_KEY``) so drift shows whatever caused it."""
+    return hashlib.blake2b(f"{model or ''}\n{text_hash}".encode(), digest_size=16).hexdigest()
+
+
+#: a legacy vector without a fingerprint, described by the text its backend kept
+TEXT_FINGERPRINT = "text:"
+
+
 def _invalid(field: str, message: str) -> ValidationError:
     return ValidationError(f"{field}: {message}", field=field, operation="insert")
 

@@ -157,8 +157,8 @@ async def migrate(
 
     verification = None
     caught_up = 0
+    await target.flush(progress=progress_callback(progress, "indexing"))  # vectors the target's outbox still owes
     if verify:
-        await target.flush()  # vectors the target's outbox still owes
         verification = await validate(source, target, sample_size, _repair=(copier, copy, failed))
         caught_up = verification.pop("repaired")
         if caught_up:
@@ -166,6 +166,7 @@ async def migrate(
             verification = await validate(source, target, sample_size)
     ok = not failed and (verification is None or verification["ok"])
     await target.primary.set_manifest(manifest.copy(migration=None if ok else {**state, "failed": _capped(failed)}))
+    vectors = await target.vector_counts()
     seconds = time.perf_counter() - started
     return {
         "status": "ok" if ok else "failed",
@@ -178,7 +179,9 @@ async def migrate(
         **copier.counts,
         "caught_up": caught_up,
         "resumed": resumed,
-        "failed": len(failed),
+        "indexed": vectors["indexed"],
+        "pending": vectors["pending"],
+        "failed": len(failed) + vectors["failed"],  # not copied, or copied without the vector it needs
         "failed_ids": sorted(failed)[:_LISTED],
         "errors": [{"id": i, "error": e} for i, e in sorted(failed.items())[:_LISTED]],
         "seconds": round(seconds, 3),

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._entries import now_ms
+from ._entries import content_hash, fingerprint, now_ms
 from ._errors import (
     BackendRejected,
     BackendUnavailable,
@@ -27,7 +27,7 @@ from ._errors import (
     ValidationError,
 )
 from ._group import OutboxWriter
-from ._types import TOMBSTONE_VERSION, Record, VectorState
+from ._types import FINGERPRINT_KEY, TOMBSTONE_VERSION, Record, VectorState
 from .drivers.base import Embedder, VectorDriver
 
 log = logging.getLogger("promethean_persistence.queue")
@@ -69,6 +69,7 @@ class VectorWriteQueue:
         enabled: bool,
         collection: str,
         images: bool = False,
+        lease_ms: int = 0,
     ) -> None:
         self.writer = writer
         self.vector = vector
@@ -86,7 +87,9 @@ class VectorWriteQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._processing = False
-        self._inline = False  #: a caller is running its own batch (the queue was idle)
+        self._batch: list[Job] = []  #: the batch being processed
+        self.lease_ms = lease_ms
+        self._renewal: asyncio.TimerHandle | None = None
         self._failed_ids: set[str] = set()
         self.total_written = 0
         self.total_failed = 0
@@ -103,46 +106,37 @@ class VectorWriteQueue:
         self._start()
 
     def _start(self) -> None:
-        if self._jobs and not self._inline and (self._runner is None or self._runner.done()):
+        if self._jobs and (self._runner is None or self._runner.done()):
             self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"vector-queue:{self.collection}")
+        if self.lease_ms and self._renewal is None:
+            self._renewal = asyncio.get_running_loop().call_later(self.lease_ms / 3000, self._renew_leases)
 
-    async def run(self, jobs: list[Job], timeout_s: float, *, alone: bool = False) -> None:
+    def _renew_leases(self) -> None:
+        """Extend the outbox lease of every write still queued or running here, so that no
+        other claimer (this process's worker included) takes work that is only slow."""
+        self._renewal = None
+        jobs = [j for j in (*self._batch, *self._jobs) if j.record is not None and not j.future.done()]
+        if not jobs:
+            return
+        now = now_ms()
+        self.writer.add_states([
+            VectorState(j.id, r.version, r.vector_status, r.vector_attempts, r.vector_error,
+                        now + self.lease_ms, r.vector_updated_at or now)
+            for j in jobs if (r := j.record) is not None and r.vector_status in ("pending", "failed", "deleting")
+        ])
+        self._renewal = asyncio.get_running_loop().call_later(self.lease_ms / 3000, self._renew_leases)
+
+    async def run(self, jobs: list[Job], timeout_s: float) -> None:
         """Submit jobs and wait at most ``timeout_s`` for their first attempt.
 
-        When the vector side is idle the caller runs its batch itself, saving two task
-        hand-offs per sequential insert; writes arriving meanwhile queue up as usual.
-        ``alone`` says no other write is in flight, so there is nobody to wait for.
-        """
-        idle = not self._jobs and not self._inline and (self._runner is None or self._runner.done())
-        if not (idle and len(jobs) <= self.batch_size and not self.flush_interval_ms):
-            self.submit(jobs)
-            await asyncio.wait([j.future for j in jobs], timeout=timeout_s)
-            return
-        self._inline = self._processing = True
-        self._idle.clear()
-        batch = jobs
-        try:
-            async with asyncio.timeout(timeout_s):
-                if not alone:
-                    await asyncio.sleep(0)  # let concurrent writers join this batch
-                room = min(self.batch_size - len(jobs), len(self._jobs))
-                batch = jobs + [self._jobs.popleft() for _ in range(room)]
-                await self._process(batch)
-        except TimeoutError:
-            # The caller reports the timeout; the writes themselves go back to the queue,
-            # as if they had waited there (repeating an interrupted upsert is harmless).
-            self._jobs.extendleft(reversed([j for j in batch if not j.future.done()]))
-        except Exception as exc:  # noqa: BLE001 - never leave a caller without an outcome
-            log.exception("vector queue of %s: batch failed unexpectedly", self.collection)
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-        finally:
-            self._inline = self._processing = False
-            if self._jobs:
-                self._start()
-            else:
-                self._idle.set()
+        The wait bounds the caller only: work still running when it ends goes on, and its
+        outcome is recorded when it comes (slow is not failed)."""
+        self.submit(jobs)
+        await asyncio.wait([j.future for j in jobs], timeout=timeout_s)
+
+    def outstanding(self) -> int:
+        """Writes queued or in the batch being processed."""
+        return len(self._jobs) + len(self._batch)
 
     async def flush(self) -> None:
         """Wait until every submitted write had its attempt."""
@@ -153,11 +147,25 @@ class VectorWriteQueue:
             async with asyncio.timeout(timeout):
                 await self.flush()
         except TimeoutError:
-            log.warning("vector queue of %s: %d writes left pending at close", self.collection, len(self._jobs))
+            if left := self.outstanding():
+                log.warning("vector queue of %s: %d writes left pending at close; the next open resumes them",
+                            self.collection, left)
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+        left = [j for j in (*self._batch, *self._jobs) if not j.future.done()]
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
-        for job in self._jobs:  # still durable as pending records; the next open resumes them
+        now = now_ms()
+        # still durable as pending records: release their leases so the next claimer (another
+        # process, or the next open) takes them at once
+        self.writer.add_states([
+            VectorState(j.id, r.version, r.vector_status, r.vector_attempts, r.vector_error, now,
+                        r.vector_updated_at or now)
+            for j in left if (r := j.record) is not None and r.vector_status in ("pending", "failed", "deleting")
+        ])
+        for job in self._jobs:
             if not job.future.done():
                 job.future.set_exception(BackendUnavailable("store closed before the vector write ran"))
         self._jobs.clear()
@@ -167,7 +175,7 @@ class VectorWriteQueue:
         return {
             "queue_length": len(self._jobs),
             "processing": self._processing,
-            "pending": len(self._jobs) + (1 if self._processing else 0),
+            "pending": self.outstanding(),
             "failed": len(self._failed_ids),
             "total_written": self.total_written,
             "total_failed": self.total_failed,
@@ -189,7 +197,7 @@ class VectorWriteQueue:
             while self._jobs:
                 if self.flush_interval_ms and len(self._jobs) < self.batch_size:
                     await asyncio.sleep(self.flush_interval_ms / 1000)
-                batch = [self._jobs.popleft() for _ in range(min(self.batch_size, len(self._jobs)))]
+                batch = self._batch = [self._jobs.popleft() for _ in range(min(self.batch_size, len(self._jobs)))]
                 self._processing = True
                 try:
                     await self._process(batch)
@@ -202,12 +210,15 @@ class VectorWriteQueue:
                     log.exception("vector queue of %s: batch failed unexpectedly", self.collection)
                 finally:
                     self._processing = False
+                    self._batch = []
         finally:
             if not self._jobs:
                 self._idle.set()
 
     async def _timed(self, awaitable, what: str):
-        if self._inline:  # the caller's own batch is bounded as a whole (see run)
+        """A remote vector backend call, bounded like a client timeout: a hanging backend
+        fails. In-process work is slow at worst, and its result is always kept."""
+        if self.vector.in_process:
             return await awaitable
         try:
             async with asyncio.timeout(self.timeout_ms / 1000):  # no extra task, unlike wait_for
@@ -236,6 +247,7 @@ class VectorWriteQueue:
             if retry:  # the vector may be gone: fall back to a full write
                 done.update(await self._upsert(retry, embed=True))
             outcomes.update(done)
+        follow = await self._moved_on([j for j in upserts if outcomes.get(j.id) is None])
         if deletes:
             error = None
             try:
@@ -263,6 +275,40 @@ class VectorWriteQueue:
                 job.future.set_result(None)
             else:
                 job.future.set_exception(error)
+        if follow:
+            for job in follow:
+                job.future.add_done_callback(consume)
+            self.submit(follow)
+
+    async def _moved_on(self, jobs: list[Job]) -> list[Job]:
+        """Follow-up writes for records that changed while their vector was being written.
+
+        The vector just written may have overwritten a newer one (another store or process
+        on the same primary wrote the id meanwhile), and its ``synced`` state will not apply
+        (the version moved on), so the record's current version is written again; a deleted
+        or emptied record gets its vector deleted. Runs after the upsert, so whichever write
+        lands last sees the newest version."""
+        if not jobs:
+            return []
+        try:
+            current = await self.writer.primary.get([j.id for j in jobs])
+        except Exception:  # noqa: BLE001 - the report and repair still see any drift
+            log.debug("could not re-read records after a vector write", exc_info=True)
+            return []
+        moved = [(job, now) for job, now in zip(jobs, current) if now is None or now.version != job.record.version]
+        if not moved:
+            return []
+        queued = {j.id: j.record.version for j in self._jobs if j.record is not None}
+        follow = []
+        for job, now in moved:
+            if now is not None and queued.get(now.id, -1) >= now.version:
+                continue  # the newer version's own write is queued here already
+            if now is None or now.vector_status == "skipped":
+                follow.append(Job("delete", job.id))
+            else:
+                same_text = content_hash(now.text) == content_hash(job.record.text)
+                follow.append(Job("upsert", now.id, now.copy(vector_attempts=0), embed=not same_text))
+        return follow
 
     async def _upsert(self, jobs: list[Job], *, embed: bool) -> dict[str, BaseException | None]:
         """Embed (unless metadata only) and upsert; the outcome of each job by id."""
@@ -272,7 +318,9 @@ class VectorWriteQueue:
             if embed:
                 await self.warm()
                 try:
-                    vectors = await self._timed(self._embed(records), "embed")
+                    # never abandoned: in-process models are slow, not failed, on a busy machine,
+                    # and HTTP embedders fail on their own client timeout
+                    vectors = await self._embed(records)
                 except (EmbeddingMismatchError, DriverError):
                     raise  # the server or the vector space, not one input
                 except Exception as exc:
@@ -281,7 +329,7 @@ class VectorWriteQueue:
                     if isinstance(exc, SemanticStoreError):
                         raise
                     raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
-            await self._timed(upsert_records(self.vector, records, vectors), "vector upsert")
+            await self._timed(upsert_records(self.vector, records, vectors, self.embedder.model), "vector upsert")
         except Exception as exc:  # noqa: BLE001 - recorded per job
             return dict.fromkeys((j.id for j in jobs), exc)
         return dict.fromkeys((j.id for j in jobs), None)
@@ -353,12 +401,24 @@ async def embed_records(embedder: Embedder, records: list[Record], *, images: bo
     return [next(image_vectors) if img else next(text_vectors) for img in is_image]
 
 
-async def upsert_records(vector: VectorDriver, records: list[Record], vectors: Any) -> None:
+def vector_metadata(record: Record, model: str | None) -> dict[str, Any]:
+    """The metadata a vector is stored with: the record's, plus the fingerprint of what was
+    embedded (from the text itself, which may have changed under a stale ``content_hash``)."""
+    return {**record.metadata, FINGERPRINT_KEY: fingerprint(content_hash(record.text), model)}
+
+
+async def upsert_records(vector: VectorDriver, records: list[Record], vectors: Any, model: str | None) -> None:
     """Upsert records' vectors (None: metadata only), with what the driver keeps besides."""
     extra = {}
     if getattr(vector, "stores_documents", False):  # e.g. Chroma keeps the text too
         extra = {"documents": [r.text for r in records], "timestamps": [r.timestamp for r in records]}
-    await vector.upsert([r.id for r in records], vectors, [r.metadata for r in records], **extra)
+    await vector.upsert([r.id for r in records], vectors, [vector_metadata(r, model) for r in records], **extra)
+
+
+def consume(future: asyncio.Future) -> None:
+    """Retrieve a background job's outcome so asyncio does not report it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def describe_error(error: BaseException) -> str:

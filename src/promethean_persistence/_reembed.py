@@ -152,7 +152,7 @@ async def run(
             for start in range(0, len(records), batch_size):
                 chunk = [r for r in records[start : start + batch_size] if wanted(r)]
                 if chunk:
-                    await upsert_records(side, chunk, await embed_records(embedder, chunk, images=images))
+                    await upsert_records(side, chunk, await embed_records(embedder, chunk, images=images), embedder.model)
             done.update((r.id, r.version) for r in records)
             return sum(map(wanted, records))
 

@@ -10,7 +10,16 @@ from typing import Any
 
 from . import _filters, _registry
 from ._config import StoreConfig
-from ._entries import build_record, check_limit, now_ms, to_epoch_ms, validate_id
+from ._entries import (
+    TEXT_FINGERPRINT,
+    build_record,
+    check_limit,
+    content_hash,
+    fingerprint,
+    now_ms,
+    to_epoch_ms,
+    validate_id,
+)
 from ._errors import (
     BackendUnavailable,
     DocumentNotFound,
@@ -21,7 +30,7 @@ from ._errors import (
     VectorWriteError,
 )
 from ._group import OutboxWriter
-from ._queue import Job, VectorWriteQueue, backoff_ms
+from ._queue import Job, VectorWriteQueue, backoff_ms, consume, vector_metadata
 from ._types import Manifest, Record
 from ._worker import OutboxWorker
 from .drivers.base import Embedder, PrimaryDriver, VectorDriver
@@ -66,7 +75,6 @@ class SemanticStore:
         self._closed = False
         self._manifest_pending = False  #: the embedder could not tell its dimension at open
         self.vector_collection: str | None = None  #: set by a re-embedding run, else the store's name
-        self._writing = 0  #: inserts in flight; a lone one need not wait for others to join
         #: strict writes as one transaction when the vector store lives in the primary's database
         self._atomic = (
             config.consistency == "strict"
@@ -74,6 +82,9 @@ class SemanticStore:
             and bool(getattr(primary, "shares_transactions_with", lambda v: False)(vector))
         )
         self._writer = OutboxWriter(primary)
+        #: how long an item handed to this process's queue is kept from other claimers (the
+        #: queue renews it while the item waits or runs here)
+        self._lease_ms = 2 * config.vector_timeout_ms + 1_000
         self._queue = VectorWriteQueue(
             writer=self._writer,
             vector=vector,
@@ -86,9 +97,8 @@ class SemanticStore:
             enabled=config.dual_write_enabled,
             images=self.supports_images,
             collection=self.name,
+            lease_ms=self._lease_ms,
         )
-        #: how long an item handed to this process's queue is kept from other claimers
-        self._lease_ms = 2 * config.vector_timeout_ms + 1_000
         self._worker = OutboxWorker(
             primary, self._queue, lease_ms=self._lease_ms,
             poll_ms=max(50, min(1000, config.vector_retry_delay_ms)),
@@ -257,13 +267,9 @@ class SemanticStore:
         if self._atomic:
             await self._insert_atomic(unique, now)
             return [r.id for r in records]
-        self._writing += 1
-        try:
-            previous = await self._writer.put(unique)
-            jobs = [j for j in (self._job_for(r, p) for r, p in zip(unique, previous)) if j is not None]
-            errors = await self._run_jobs(jobs)
-        finally:
-            self._writing -= 1
+        previous = await self._writer.put(unique)
+        jobs = [j for j in (self._job_for(r, p) for r, p in zip(unique, previous)) if j is not None]
+        errors = await self._run_jobs(jobs)
         if self._manifest_pending:
             try:
                 await self._settle_manifest()
@@ -305,17 +311,17 @@ class SemanticStore:
                     full = [r for r in records if r.id in embedded]
                     if full:
                         await self.vector.upsert_in(conn, [r.id for r in full], [embedded[r.id] for r in full],
-                                                    [r.metadata for r in full])
+                                                    self._vector_metadata(full))
                     same = [r for r in records if r.vector_status == "synced" and r.id not in embedded]
                     if same:
                         try:
                             async with conn.transaction():  # a savepoint: the vector may be gone
                                 await self.vector.upsert_in(conn, [r.id for r in same], None,
-                                                            [r.metadata for r in same])
+                                                            self._vector_metadata(same))
                         except ValidationError:
                             await self._embed_into(embedded, same)
                             await self.vector.upsert_in(conn, [r.id for r in same], [embedded[r.id] for r in same],
-                                                        [r.metadata for r in same])
+                                                        self._vector_metadata(same))
                     gone = [r.id for r, p in zip(records, previous)
                             if r.vector_status == "skipped" and p is not None and p.vector_status != "skipped"]
                     if gone:
@@ -328,6 +334,9 @@ class SemanticStore:
                 operation="insert", document_id=records[0].id,
             ) from exc
         self._queue.total_written += sum(r.vector_status == "synced" for r in records)
+
+    def _vector_metadata(self, records: list[Record]) -> list[dict[str, Any]]:
+        return [vector_metadata(r, self.embedder.model) for r in records]
 
     def _needs_embedding(self, record: Record, prev: Record | None) -> bool:
         return record.vector_status != "skipped" and not self._same_vector(record, prev)
@@ -370,14 +379,14 @@ class SemanticStore:
             return {}
         if any(j.embed and j.kind == "upsert" for j in jobs):
             await self._queue.warm()  # a first model load is not a hanging backend
-        await self._queue.run(jobs, self.config.vector_timeout_ms / 1000, alone=self._writing == 1)
+        await self._queue.run(jobs, self.config.vector_timeout_ms / 1000)
         errors: dict[str, BaseException] = {}
         for job in jobs:
             if job.future.done():
                 if job.future.exception() is not None:
                     errors[job.id] = job.future.exception()
             else:
-                job.future.add_done_callback(_consume)
+                job.future.add_done_callback(consume)
                 errors[job.id] = error = VectorWriteError(
                     f"vector write still running after {self.config.vector_timeout_ms} ms",
                     operation="insert",
@@ -407,7 +416,7 @@ class SemanticStore:
             if r.vector_status != "skipped" and r.id not in untouched
         ]
         for job in reconcile:
-            job.future.add_done_callback(_consume)
+            job.future.add_done_callback(consume)
         if reconcile:
             self._queue.submit(reconcile)
 
@@ -552,11 +561,21 @@ class SemanticStore:
 
     # -- consistency ----------------------------------------------------------------------
 
-    async def _existing(self, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
+    async def _fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
         for start in range(0, len(ids), _ID_CHUNK):
-            found |= await self.vector.existing(ids[start : start + _ID_CHUNK])
+            found.update(await self.vector.fingerprints(ids[start : start + _ID_CHUNK]))
         return found
+
+    def _is_stale(self, record: Record, stored: str | None) -> bool:
+        """The vector was computed from another input or model than the record's current one."""
+        text_hash = content_hash(record.text)
+        if stored is None:  # written before fingerprints: what the record says it embedded
+            return record.content_hash != text_hash or record.embedding_model not in (
+                self.embedder.model, None if record.legacy else self.embedder.model)
+        if stored.startswith(TEXT_FINGERPRINT):  # legacy vector: the text its backend kept
+            return stored[len(TEXT_FINGERPRINT):] != text_hash
+        return stored != fingerprint(text_hash, self.embedder.model)
 
     async def check_consistency(self, id_: str) -> dict[str, Any]:
         """Whether the entry and its vector exist, asking the vector store itself."""
@@ -590,9 +609,8 @@ class SemanticStore:
         }
         ids: dict[str, list[Record]] = {k: [] for k in ("missing", "failed", "stale", "pending", "unwanted")}
         record_ids: set[str] = set()
-        model = self.embedder.model
         async for batch in self._records(limit):
-            present = await self._existing([r.id for r in batch])
+            present = await self._fingerprints([r.id for r in batch])
             for r in batch:
                 if limit is None:
                     record_ids.add(r.id)
@@ -600,22 +618,25 @@ class SemanticStore:
                 report["total_documents"] += 1
                 report["legacy"] += r.legacy  # written by the original package
                 ok = False
-                if r.vector_status == "skipped":
+                status = r.vector_status
+                if r.legacy and status == "synced" and not self._wants_vector(r):
+                    status = "skipped"  # e.g. an image the original skipped but called a success
+                if status == "skipped":
                     report["skipped"] += 1
                     ok = not has
                     if has:
                         report["stale_vectors"] += 1
                         ids["unwanted"].append(r)
-                elif r.vector_status == "synced":
+                elif status == "synced":
                     if not has:
                         report["missing_vectors"] += 1
                         ids["missing"].append(r)
-                    elif r.embedding_model not in (model, None if r.legacy else model):
+                    elif self._is_stale(r, present[r.id]):
                         report["stale_vectors"] += 1
                         ids["stale"].append(r)
                     else:
                         ok = True
-                elif r.vector_status == "pending":
+                elif status == "pending":
                     report["pending"] += 1
                     ids["pending"].append(r)
                 else:
@@ -647,8 +668,8 @@ class SemanticStore:
         await self._queue.flush()
         await self._reading()
         duplicates: dict[str, int] = {}
-        if dedupe and not dry_run and hasattr(self.primary, "dedupe"):
-            duplicates = await self.primary.dedupe()
+        if dedupe and hasattr(self.primary, "dedupe"):
+            duplicates = await self.primary.dedupe(dry_run=dry_run)
         scan = await self._scan(None)
         ids, orphans = scan["ids"], scan["orphans"]
         requeue = ids["missing"] + ids["failed"] + ids["stale"] + ids["pending"]
@@ -659,7 +680,7 @@ class SemanticStore:
             jobs = [Job("upsert", r.id, r.copy(vector_attempts=0), embed=True) for r in requeue]
             jobs += [Job("delete", i) for i in orphans + [r.id for r in ids["unwanted"]]]
             for job in jobs:
-                job.future.add_done_callback(_consume)
+                job.future.add_done_callback(consume)
             if jobs:
                 self._queue.submit(jobs)
         return {
@@ -749,27 +770,52 @@ class SemanticStore:
 
     get_chroma_queue_stats = get_queue_stats
 
-    async def flush(self) -> None:
+    async def flush(self, *, progress: Callable[[int, int], None] | None = None) -> None:
         """Wait until every queued vector write had its attempt, then give everything still
         outstanding in the outbox (pending writes, failed writes with retries left,
-        tombstones) one attempt now, without waiting for its retry time."""
+        tombstones) one attempt now, without waiting for its retry time.
+
+        ``progress``: called with ``(done, total)`` writes as the work goes on."""
         self._check_open()
-        await self._queue.flush()
-        if self.config.dual_write_enabled:
-            attempted: set[str] = set()
-            deadline = time.monotonic() + (self._lease_ms + self.config.vector_timeout_ms) / 1000
-            while True:
-                if ran := await self._worker.run_once(force=True, skip=attempted):
-                    attempted.update(ran)
-                    continue
-                # Pending writes leased by another store or process: wait for their owner,
-                # or for the lease of an owner that died to run out.
-                await self._writer.settle()
-                if not await self.primary.count(_PENDING) or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
+        tracker = _Tracker(self, progress)
+        try:
             await self._queue.flush()
-        await self._writer.settle()
+            if self.config.dual_write_enabled:
+                attempted: set[str] = set()
+                deadline = time.monotonic() + (self._lease_ms + self.config.vector_timeout_ms) / 1000
+                while True:
+                    if ran := await self._worker.run_once(force=True, skip=attempted):
+                        attempted.update(ran)
+                        continue
+                    # Pending writes leased by another store or process: wait for their owner,
+                    # or for the lease of an owner that died to run out.
+                    await self._writer.settle()
+                    if not await self.primary.count(_PENDING) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                await self._queue.flush()
+            await self._writer.settle()
+        finally:
+            tracker.stop()
+
+    async def vector_counts(self, ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Entries by vector state, read from the primary store: ``indexed`` (vector
+        written), ``pending``, ``failed`` and ``skipped`` (no vector wanted).
+
+        ``ids``: count only these entries (a bulk job's own); None counts the whole store."""
+        await self._reading()
+        names = {"synced": "indexed", "pending": "pending", "failed": "failed", "skipped": "skipped"}
+        counts = dict.fromkeys(names.values(), 0)
+        if ids is None:
+            for status, key in names.items():
+                counts[key] = await self.primary.count(_filters.parse({"vectorStatus": status}))
+            return counts
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _ID_CHUNK):
+            for record in await self.primary.get(unique[start : start + _ID_CHUNK]):
+                if record is not None:
+                    counts[names[record.vector_status]] += 1
+        return counts
 
     async def drop(self) -> None:
         """Delete this store's data in both backends (the store stays usable, empty)."""
@@ -841,10 +887,32 @@ def _check_names(name: Any, text_key: Any, time_key: Any) -> None:
         raise ValidationError("text_key and time_key must differ", field="time_key")
 
 
-def _consume(future: asyncio.Future) -> None:
-    """Retrieve a background job's outcome so asyncio does not report it as lost."""
-    if not future.cancelled():
-        future.exception()
+class _Tracker:
+    """Reports a flush's progress from this process's queue while the flush runs."""
+
+    def __init__(self, store: SemanticStore, progress: Callable[[int, int], None] | None) -> None:
+        self._queue = store._queue
+        self._progress = progress
+        self._start = store._queue.total_written + store._queue.total_failed
+        self._total = store._queue.outstanding()
+        self._task = asyncio.get_running_loop().create_task(self._run()) if progress else None
+
+    def _report(self) -> None:
+        done = self._queue.total_written + self._queue.total_failed - self._start
+        self._total = max(self._total, done + self._queue.outstanding())
+        if self._progress is not None and self._total:
+            self._progress(min(done, self._total), self._total)
+
+    async def _run(self) -> None:
+        while True:
+            self._report()
+            await asyncio.sleep(0.25)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            if self._progress is not None and self._total:
+                self._progress(self._total, self._total)
 
 
 class SemanticStoreFactory:

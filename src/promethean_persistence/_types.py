@@ -8,6 +8,8 @@ from typing import Any, Literal
 VectorStatus = Literal["pending", "synced", "failed", "skipped", "deleting", "deleted"]
 # "deleting"/"deleted" only exist on tombstones in the outbox; entries show the other four.
 TOMBSTONE_VERSION = 0
+#: metadata key under which every vector write stores its fingerprint (see ``_entries.fingerprint``)
+FINGERPRINT_KEY = "_semantic_store_fp"
 SCHEMA_VERSION = 1
 
 

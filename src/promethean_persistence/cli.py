@@ -257,13 +257,37 @@ def retry(ctx, id_, max_retries) -> None:
 def repair(ctx, dry_run, dedupe) -> None:
     """Re-queue missing, failed and stale vectors, delete orphans, and wait for the writes."""
 
+    bar = _progress_bar(ctx.obj, "repair")
+
     async def call(store: SemanticStore):
         report = await store.repair(dry_run=dry_run, dedupe=dedupe)
         if not dry_run:
-            await store.flush()
+            await store.flush(progress=bar)
         return report
 
     _run(ctx, call, _show_mapping)
+
+
+@cli.command()
+@click.pass_context
+def flush(ctx) -> None:
+    """Write every outstanding vector (left by this or any earlier process) and print what
+    the store holds: indexed, pending, failed; exit 1 if any write is failed or still pending."""
+    bar = _progress_bar(ctx.obj, "flush")
+
+    async def call(store: SemanticStore):
+        await store.flush(progress=bar)
+        return await store.vector_counts()
+
+    counts = _run(ctx, call, _show_counts)
+    if counts["pending"] or counts["failed"]:
+        sys.exit(1)
+
+
+def _show_counts(counts: dict[str, Any]) -> None:
+    total = sum(counts[k] for k in ("indexed", "pending", "failed"))
+    click.echo(f"indexed {counts['indexed']} of {total}"
+               + (f" ({counts['pending']} pending, {counts['failed']} failed)" if total - counts["indexed"] else ""))
 
 
 @cli.command()
@@ -417,8 +441,13 @@ def ingest(ctx, paths, batch_size) -> None:
     """Ingest text/Markdown files (split into passages) and JSONL entries."""
     from .ingest import ingest as run_ingest
 
-    bar = _progress_bar(ctx.obj, "ingest")
-    _run(ctx, lambda s: run_ingest(s, paths, batch_size=batch_size, progress=bar), _show_mapping)
+    bar, index_bar = _progress_bar(ctx.obj, "ingest"), _progress_bar(ctx.obj, "indexing")
+
+    def show(result: dict[str, Any]) -> None:
+        _show_mapping(result)
+        _show_counts(result)
+
+    _run(ctx, lambda s: run_ingest(s, paths, batch_size=batch_size, progress=bar, index_progress=index_bar), show)
 
 
 @cli.command()
@@ -449,15 +478,20 @@ def demo(ctx, limit, top) -> None:
 
     if ctx.parent.get_parameter_source("store") is click.core.ParameterSource.DEFAULT:
         ctx.obj.store = "stdlib"  # keep the demo out of the user's default store
-    bar = _progress_bar(ctx.obj, "stdlib docstrings")
+    bar, index_bar = _progress_bar(ctx.obj, "stdlib docstrings"), _progress_bar(ctx.obj, "indexing")
 
     async def call(store: SemanticStore):
-        ingested = await ingest_entries(store, list(stdlib_entries(limit)), progress=bar)
+        ingested = await ingest_entries(store, list(stdlib_entries(limit)), progress=bar, index_progress=index_bar)
         return {"ingested": ingested, "answers": await answer_questions(store, k=top)}
 
     def show(result: dict[str, Any]) -> None:
         i = result["ingested"]
         click.echo(f"ingested {i['entries']} docstrings in {i['seconds']} s ({i['entries_per_s']}/s)")
+        _show_counts(i)
+        if i["pending"] or i["failed"]:
+            click.echo("the index is incomplete: answers below may miss entries (semantic-store flush finishes it)")
+        else:
+            click.echo("answering from the complete index")
         found = 0
         for a in result["answers"]:
             found += a["found"]

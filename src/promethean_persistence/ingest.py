@@ -84,28 +84,34 @@ def _file_entries(path: Path, text_key: str, time_key: str) -> list[dict[str, An
 
 
 async def ingest(
-    store, paths: Iterable[str | Path], *, batch_size: int = 256, progress: Progress | None = None
+    store, paths: Iterable[str | Path], *, batch_size: int = 256, progress: Progress | None = None,
+    index_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Read every file first (a bad file stores nothing), then insert in batches."""
+    """Read every file first (a bad file stores nothing), then insert in batches and wait
+    until every vector is written or has really failed (see ``ingest_entries``)."""
     started = time.perf_counter()
     files = expand(paths)
     entries = [e for f in files for e in _file_entries(f, store.text_key, store.time_key)]
     return await ingest_entries(store, entries, batch_size=batch_size, progress=progress,
-                                started=started, files=len(files))
+                                index_progress=index_progress, started=started, files=len(files))
 
 
 async def ingest_entries(
     store, entries: list[dict[str, Any]], *, batch_size: int = 256, progress: Progress | None = None,
-    started: float | None = None, files: int | None = None,
+    index_progress: Progress | None = None, started: float | None = None, files: int | None = None,
 ) -> dict[str, Any]:
+    """Insert ``entries`` in batches of ``batch_size`` (``progress(done, total)`` after each),
+    then flush the store (``index_progress`` follows the embedding work) so the job ends
+    indexed. Returns counts (``entries``, ``indexed``, ``pending``, ``failed``, ``skipped``)
+    and timings."""
     started = time.perf_counter() if started is None else started
-    done = 0
+    ids: list[str] = []
     for start in range(0, len(entries), batch_size):
         batch = entries[start : start + batch_size]
-        await store.insert_many(batch)
-        done += len(batch)
+        ids += await store.insert_many(batch)
         if progress:
-            progress(done, len(entries))
+            progress(len(ids), len(entries))
+    await store.flush(progress=index_progress)
     seconds = time.perf_counter() - started
-    return {"files": files, "entries": done, "seconds": round(seconds, 2),
-            "entries_per_s": round(done / seconds, 1) if seconds else None}
+    return {"files": files, "entries": len(ids), **await store.vector_counts(ids), "seconds": round(seconds, 2),
+            "entries_per_s": round(len(ids) / seconds, 1) if seconds else None}

@@ -89,6 +89,9 @@ class VectorDriver(Protocol):
     """One unit vector per entry id, with the entry's metadata for filtered search."""
 
     name: ClassVar[str]
+    #: its work runs in this process (no network): slow under load, never hanging, so the
+    #: write queue never times it out; remote backends are bounded by ``vector_timeout_ms``
+    in_process: bool
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> VectorDriver: ...
@@ -109,6 +112,10 @@ class VectorDriver(Protocol):
         """The ``limit`` most similar vectors whose metadata match ``where``, best first."""
 
     async def existing(self, ids: Sequence[str]) -> set[str]: ...
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """For each id that has a vector: the ``FINGERPRINT_KEY`` value stored with its
+        metadata, ``"text:" + content_hash(text)`` for a vector without one whose backend
+        keeps the embedded text (Chroma), else None. Batched: no per-id round trips."""
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors of those ids that exist (migrations copy them as they are)."""
     async def delete(self, ids: Sequence[str]) -> None: ...

@@ -52,12 +52,13 @@ class _Faults:
 class FaultyVector(_Faults):
     """Wraps a real VectorDriver; data calls pass through ``gate`` first."""
 
-    _GATED = ("query", "existing", "delete", "count", "upsert_in", "delete_in")
+    _GATED = ("query", "existing", "fingerprints", "delete", "count", "upsert_in", "delete_in")
 
     def __init__(self, inner: Any) -> None:
         super().__init__()
         self.inner = inner
         self.name = f"faulty-{inner.name}"
+        self.in_process = False  # it stands for a backend that can hang
         self.upserted: Counter[str] = Counter()  #: successful upserts with a vector, per id
 
     async def upsert(self, ids: Any, vectors: Any, metadata: Any, **kwargs: Any) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from .._errors import SemanticStoreError
 from .._filters import evaluate, parse
+from .._types import FINGERPRINT_KEY
 
 DIMS = 8
 
@@ -106,6 +107,26 @@ class VectorDriverSuite:
         assert await vector.existing(["a", "b", "c"]) == {"b", "c"}
         assert await vector.count() == 2
         assert "a" not in {h.id for h in await vector.query(unit(1), 5)}
+
+    async def test_fingerprints_read_back_with_the_metadata(self, vector):
+        await vector.upsert(["a", "b"], [unit(1), unit(0, 1)],
+                            [{FINGERPRINT_KEY: "fp-a", "tag": "x", "deep": {"k": 1}}, {"x": 1}])
+        assert await vector.fingerprints(["a", "b", "missing"]) == {"a": "fp-a", "b": None}
+        assert await vector.fingerprints([]) == {}
+        # ordinary keys still filter with the reserved key beside them
+        assert [h.id for h in await vector.query(unit(1), 5, parse({"tag": "x"}))] == ["a"]
+        assert [h.id for h in await vector.query(unit(1), 5, parse({"deep.k": 1}))] == ["a"]
+        assert [h.id for h in await vector.query(unit(1), 5, parse({"x": 1}))] == ["b"]
+        # a metadata-only upsert replaces the fingerprint with the rest of the metadata
+        await vector.upsert(["a"], None, [{FINGERPRINT_KEY: "fp-a2", "tag": "y"}])
+        assert await vector.fingerprints(["a", "b"]) == {"a": "fp-a2", "b": None}
+        assert [h.id for h in await vector.query(unit(1), 5, parse({"tag": "y"}))] == ["a"]
+        await vector.upsert(["b"], None, [{FINGERPRINT_KEY: "fp-b", "x": 2}])
+        assert await vector.fingerprints(["b"]) == {"b": "fp-b"}
+        await vector.upsert(["b"], None, [{"x": 3}])  # and one without a fingerprint drops it
+        assert await vector.fingerprints(["b"]) == {"b": None}
+        await vector.delete(["a"])
+        assert await vector.fingerprints(["a", "b"]) == {"b": None}
 
     async def test_iter_ids_lists_everything(self, vector):
         ids = [f"i{k}" for k in range(23)]

@@ -570,15 +570,18 @@ class MongoPrimary:
         target = (self._alias or {}).get("target")
         return str(target) if target else None
 
-    async def dedupe(self) -> dict[str, int]:
+    async def dedupe(self, *, dry_run: bool = False) -> dict[str, int]:
         """Delete the older duplicates of ids the original inserted twice; return how many
-        went per id (the vector of such an id may have come from an older copy)."""
+        went per id (the vector of such an id may have come from an older copy). With
+        ``dry_run``, only count them."""
         errors = require("pymongo.errors", extra=EXTRA, driver=self.name)
         async with self._mapped("dedupe"):
             await self._hide_duplicates()
             removed: dict[str, int] = {}
             async for doc in self._col.find({SUPERSEDED: True}, {"id": 1}):
                 removed[str(doc.get("id"))] = removed.get(str(doc.get("id")), 0) + 1
+            if dry_run:
+                return removed
             await self._col.delete_many({SUPERSEDED: True})
             self._dups = False
             if not self._unique:

@@ -9,7 +9,13 @@ import numpy as np
 
 from ..._errors import BackendRejected, ValidationError
 from ..._filters import Node, evaluate
-from ..._types import VectorHit
+from ..._types import FINGERPRINT_KEY, VectorHit
+
+
+def stored_fingerprint(metadata: Mapping[str, Any] | None) -> str | None:
+    """The ``FINGERPRINT_KEY`` value of a vector's metadata, or None without one."""
+    value = (metadata or {}).get(FINGERPRINT_KEY)
+    return value if isinstance(value, str) else None
 
 
 def as_matrix(vectors: Any, dims: int | None, driver: str) -> np.ndarray:
@@ -90,6 +96,10 @@ class ExactIndex:
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return {i: self._matrix[self._rows[i]].copy() for i in ids if i in self._rows}
+
+    def metadata(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """The stored metadata of those ids that exist."""
+        return {i: self._meta[self._rows[i]] for i in ids if i in self._rows}
 
     def set_metadata(self, ids: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> list[str]:
         """Replace metadata of the ids present; return the ids that were missing."""

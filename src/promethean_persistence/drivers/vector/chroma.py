@@ -26,11 +26,12 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..._deps import require
+from ..._entries import TEXT_FINGERPRINT, content_hash
 from ..._errors import BackendUnavailable, redact
 from ..._filters import Cmp, Node, Or, evaluate
 from ..._types import VectorHit
 from .._remote import mapped
-from ._exact import as_matrix, matrix_for, missing_vectors
+from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
 
 EXTRA = "chroma"
@@ -77,6 +78,23 @@ def from_chroma_metadata(meta: Mapping[str, Any] | None, time_key: str | None) -
     return meta
 
 
+def chroma_fingerprint(meta: Mapping[str, Any] | None, document: str | None) -> str | None:
+    """The fingerprint a record was written with; for a record without one (the original
+    package's), the hash of the text Chroma kept; else None."""
+    meta = meta or {}
+    exact = meta.get(EXACT)
+    parsed: Any = None
+    if isinstance(exact, str):  # ours: the JSON copy is rewritten whole, the flattened keys
+        try:                     # are merged by Chroma's update and may be stale
+            parsed = json.loads(exact)
+        except ValueError:
+            pass
+    fp = stored_fingerprint(parsed if isinstance(parsed, Mapping) else meta)
+    if fp is None and isinstance(document, str):
+        return TEXT_FINGERPRINT + content_hash(document)
+    return fp
+
+
 def chroma_name(collection: str) -> str:
     """Chroma allows 3-512 characters of ``[a-zA-Z0-9._-]``, alphanumeric at both ends; other
     names map to a readable, collision-free one."""
@@ -100,6 +118,7 @@ class ChromaVector:
         self.timeout = timeout
         self.exact_threshold = exact_threshold  #: filters matching this many or fewer: exact search
         self.url, self.path = url, path
+        self.in_process = url is None  #: embedded (PersistentClient)
         self.shown = redact(url) if url else f"path {path}"
         self._pinned = pinned  #: the configured collection name beats the alias lookup
         self.time_key = time_key
@@ -276,6 +295,19 @@ class ChromaVector:
                 found.update(result["ids"])  # flat ids (the original read ids[0]: a bug)
         return found
 
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        ids = list(dict.fromkeys(ids))
+        found: dict[str, str | None] = {}
+        async with self._mapped("fingerprints"):
+            for start in range(0, len(ids), self._max_batch):
+                got = await self._call("get", ids=ids[start : start + self._max_batch],
+                                       include=["metadatas", "documents"])
+                metas = got.get("metadatas") or [None] * len(got["ids"])
+                documents = got.get("documents") or [None] * len(got["ids"])
+                for id_, meta, document in zip(got["ids"], metas, documents):
+                    found[id_] = chroma_fingerprint(meta, document)
+        return found
+
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         ids = list(dict.fromkeys(ids))
         found: dict[str, np.ndarray] = {}
@@ -359,4 +391,4 @@ def chroma_where(node: Node) -> dict[str, Any] | None:
     return _join("$and", kept) if kept else None
 
 
-__all__ = ["ChromaVector", "chroma_name", "chroma_where", "from_chroma_metadata", "to_chroma_metadata"]
+__all__ = ["ChromaVector", "chroma_fingerprint", "chroma_name", "chroma_where", "from_chroma_metadata", "to_chroma_metadata"]

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..._errors import ValidationError
 from ..._filters import Node
-from ..._types import VectorHit
+from ..._types import FINGERPRINT_KEY, VectorHit
 from .._sqlite import SQLiteConnection, filter_sql, quote
 from ._exact import as_matrix
 
@@ -53,6 +53,7 @@ class LocalVector:
     """Vector driver on a local SQLite file with an HNSW accelerator."""
 
     name: ClassVar[str] = "local"
+    in_process: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -89,6 +90,7 @@ class LocalVector:
         self._delta_cache: tuple[list[int], np.ndarray] | None = None
         self._indexing: asyncio.Task | None = None
         self._checkpoint_seq = -1
+        self._graph_changed = False  # the graph differs from the last checkpoint written or loaded
 
     @classmethod
     def from_config(cls, config, collection: str) -> LocalVector:
@@ -160,9 +162,11 @@ class LocalVector:
             index_path = meta_path.parent / meta["file"]
             graph = self._hnswlib.Index(space="ip", dim=int(meta["dims"]))
             graph.load_index(str(index_path), allow_replace_deleted=True)
-            labels = np.asarray(graph.get_ids_list(), dtype=np.int64)
+            labels = graph.get_ids_list()
             if len(labels) != int(meta["labels"]):
                 raise ValueError(f"index holds {len(labels)} labels, checkpoint says {meta['labels']}")
+            if len(labels) != graph.element_count:  # one label in two slots (written by older versions)
+                raise ValueError(f"index has {graph.element_count} elements but {len(labels)} distinct labels")
             if int(meta["seq"]) > self._read_generation(self._db.conn):
                 raise ValueError("checkpoint is newer than the database")
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint only costs a rebuild
@@ -171,27 +175,46 @@ class LocalVector:
         graph.set_ef(self.ef_search)
         self._graph, self.dims = graph, int(meta["dims"])
         self._checkpoint_seq = self._seq = int(meta["seq"])
-        in_graph = set(labels.tolist())
-        rows = self._db.conn.execute(f"SELECT id, label, vector FROM {self._table} WHERE seq <= ?", (self._seq,))
-        for id_, label, blob in rows:
-            if label in in_graph:
-                self._labels[id_], self._ids[label] = label, id_
-            else:  # not in this checkpoint after all: search it exactly until indexed
-                self._add_delta(id_, label, np.frombuffer(blob, dtype=np.float32))
-        for label in in_graph - set(self._ids):
-            try:
-                graph.mark_deleted(label)
-            except RuntimeError:
-                pass
+        in_graph = set(labels)
+        conn = self._db.conn
+        conn.execute("BEGIN")  # one consistent view of the table
+        try:
+            # A label is written once and its vector never changes, so a row whose label is in
+            # the graph is indexed whatever its seq (a metadata-only update bumps the row's seq
+            # but keeps its label). Rows up to the checkpoint's seq that the graph lacks are
+            # searched exactly until indexed; later ones are left to the replay.
+            missing = []
+            for id_, label, seq in conn.execute(f"SELECT id, label, seq FROM {self._table}"):
+                if label in in_graph:
+                    self._labels[id_], self._ids[label] = label, id_
+                elif seq <= self._seq:
+                    missing.append(id_)
+            for start in range(0, len(missing), 500):
+                chunk = missing[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT id, label, vector FROM {self._table} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                for id_, label, blob in rows:
+                    self._add_delta(id_, label, np.frombuffer(blob, dtype=np.float32))
+        finally:
+            conn.execute("COMMIT")
+        for label in in_graph - set(self._ids):  # rows deleted or replaced since
+            self._mark_deleted(label)
 
     def _save_checkpoint(self) -> None:
         """Write the graph and a sidecar naming the seq it covers (atomic renames)."""
-        if self._graph is None:
+        if self._graph is None or not self._graph_changed:
             return
-        # Everything up to seq is in the graph unless it still waits in the delta.
-        pending = [label // LABELS_PER_SEQ for label in self._delta]
-        seq = min(pending) - 1 if pending else self._seq
-        if seq <= self._checkpoint_seq:
+        # Memory reflects every change up to self._seq: each live row written by then is in
+        # the graph or waits in the delta, and every label dropped by then is marked deleted
+        # in the graph. The delta is not saved; on load the rows up to seq that the graph
+        # lacks are read back from SQLite. (Naming an earlier seq, as if the graph held
+        # nothing newer, is wrong: an index step takes a chunk of the delta, which can end in
+        # the middle of a write, and the replay would add those labels to the graph again.)
+        seq = self._seq
+        labels = len(self._graph.get_ids_list())
+        if labels != self._graph.element_count:
+            log.warning("not saving the HNSW checkpoint of %s: %d elements but %d labels",
+                        self.collection, self._graph.element_count, labels)
             return
         meta_path = self._meta_path()
         meta_path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,12 +223,12 @@ class LocalVector:
         self._graph.save_index(str(tmp))
         _fsync(tmp)
         os.replace(tmp, meta_path.parent / name)
-        meta = {"file": name, "seq": seq, "dims": self.dims, "labels": len(self._graph.get_ids_list())}
+        meta = {"file": name, "seq": seq, "dims": self.dims, "labels": labels}
         tmp_meta = Path(f"{meta_path}.{os.getpid()}.tmp")
         tmp_meta.write_text(json.dumps(meta))
         _fsync(tmp_meta)
         os.replace(tmp_meta, meta_path)
-        self._checkpoint_seq = seq
+        self._checkpoint_seq, self._graph_changed = seq, False
         for old in meta_path.parent.glob(f"{self._index_base.name}.*.hnsw"):
             if old.name != name:
                 try:
@@ -254,11 +277,16 @@ class LocalVector:
             del self._labels[id_]
         if self._delta.pop(label, None) is not None:
             self._delta_cache = None
-        elif self._graph is not None:
+        else:
+            self._mark_deleted(label)
+
+    def _mark_deleted(self, label: int) -> None:
+        if self._graph is not None:
             try:
                 self._graph.mark_deleted(label)
             except RuntimeError:
-                pass  # not in the graph, or already deleted
+                return  # not in the graph, or already deleted
+            self._graph_changed = True
 
     def _add_delta(self, id_: str, label: int, vector: np.ndarray) -> None:
         self.dims = self.dims or len(vector)
@@ -303,6 +331,7 @@ class LocalVector:
             graph.resize_index(max(needed, 2 * graph.max_elements))
         graph.add_items(matrix, np.asarray(labels, dtype=np.int64), num_threads=min(2, os.cpu_count() or 1),
                         replace_deleted=True)
+        self._graph_changed = True
         for label in labels:
             del self._delta[label]
         self._delta_cache = None
@@ -493,6 +522,23 @@ class LocalVector:
     async def existing(self, ids: Sequence[str]) -> set[str]:
         await self._refresh()
         return {i for i in ids if i in self._labels}
+
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """The ``FINGERPRINT_KEY`` value stored in each vector's metadata (None where absent);
+        ids without a vector are left out."""
+        await self._refresh()
+        ids = list(dict.fromkeys(ids))
+        sql = f"SELECT id, json_extract(metadata, '$.\"{FINGERPRINT_KEY}\"') FROM {self._table} WHERE id IN "
+
+        def read() -> dict[str, str | None]:
+            found: dict[str, str | None] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for id_, fp in self._db.conn.execute(sql + f"({','.join('?' * len(chunk))})", chunk):
+                    found[id_] = fp if fp is None or isinstance(fp, str) else str(fp)
+            return found
+
+        return await self._db.run(read, operation="fingerprints") if ids else {}
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         ids = list(dict.fromkeys(ids))

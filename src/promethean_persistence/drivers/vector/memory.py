@@ -8,13 +8,14 @@ from typing import Any, ClassVar
 from ..._errors import ValidationError
 from ..._filters import Node
 from ..._types import VectorHit
-from ._exact import ExactIndex, as_matrix
+from ._exact import ExactIndex, as_matrix, stored_fingerprint
 
 
 class MemoryVector:
     """Vector driver keeping unit vectors in a numpy matrix (exact search, filters)."""
 
     name: ClassVar[str] = "memory"
+    in_process: ClassVar[bool] = True
 
     def __init__(self, collection: str = "memory") -> None:
         self.collection = collection
@@ -46,6 +47,9 @@ class MemoryVector:
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self._index}
+
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        return {i: stored_fingerprint(m) for i, m in self._index.metadata(ids).items()}
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, Any]:
         return self._index.vectors(ids)

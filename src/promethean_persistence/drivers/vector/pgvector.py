@@ -11,7 +11,7 @@ import numpy as np
 
 from ..._errors import ValidationError
 from ..._filters import Node
-from ..._types import VectorHit
+from ..._types import FINGERPRINT_KEY, VectorHit
 from .._postgres import PoolUser, conninfo, filter_sql
 from ._exact import as_matrix
 
@@ -24,6 +24,7 @@ class PgvectorVector(PoolUser):
     """Vector driver on PostgreSQL + pgvector (HNSW, cosine)."""
 
     name: ClassVar[str] = "pgvector"
+    in_process: ClassVar[bool] = False
 
     def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, m: int = 16,
                  ef_construction: int = 64, ef_search: int = 40, pool: Any = None) -> None:
@@ -146,6 +147,15 @@ class PgvectorVector(PoolUser):
             return set()
         async with self._mapped("existing"), self._pool.connection() as conn:
             return await self._existing(conn, ids)
+
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        if not ids or await self._load_dims() is None:
+            return {}
+        async with self._mapped("fingerprints"), self._pool.connection() as conn:
+            rows = await (await conn.execute(
+                f"SELECT id, metadata->>'{FINGERPRINT_KEY}' FROM {self._t} WHERE id = ANY(%s)",
+                (list(ids),))).fetchall()
+        return dict(rows)
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids or await self._load_dims() is None:

@@ -23,7 +23,7 @@ from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import VectorHit
 from .._remote import mapped
-from ._exact import as_matrix, matrix_for, missing_vectors
+from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
 
 EXTRA = "pinecone"
@@ -67,6 +67,7 @@ class PineconeVector:
     """Vector driver on a Pinecone index (cosine metric expected)."""
 
     name: ClassVar[str] = "pinecone"
+    in_process: ClassVar[bool] = False
 
     def __init__(self, collection: str, *, api_key: str | None, host: str | None = None,
                  index_name: str | None = None, namespace: str | None = None, batch_size: int = 100,
@@ -175,6 +176,14 @@ class PineconeVector:
             return set()
         async with self._mapped("existing"):
             return set(await self._fetch(ids))
+
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        async with self._mapped("fingerprints"):
+            found = await self._fetch(ids)
+        return {i: stored_fingerprint(v.metadata) for i, v in found.items()}
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         ids = list(dict.fromkeys(ids))

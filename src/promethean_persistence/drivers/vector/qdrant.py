@@ -21,9 +21,9 @@ import numpy as np
 from ..._deps import require
 from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
-from ..._types import VectorHit
+from ..._types import FINGERPRINT_KEY, VectorHit
 from .._remote import mapped
-from ._exact import as_matrix, matrix_for, missing_vectors
+from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
 
 EXTRA = "qdrant"
@@ -42,6 +42,7 @@ class QdrantVector:
     """Vector driver on Qdrant (cosine distance, collection sized by the first vectors)."""
 
     name: ClassVar[str] = "qdrant"
+    in_process: ClassVar[bool] = False  # local mode stands in for a server
 
     def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
                  api_key: str | None = None, timeout: float = 30.0) -> None:
@@ -181,6 +182,19 @@ class QdrantVector:
                 points = await self._client.retrieve(
                     self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"])
                 found.update(p.payload["id"] for p in points)
+        return found
+
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        ids = list(dict.fromkeys(ids))
+        if not ids or self.dims is None:
+            return {}
+        found: dict[str, str | None] = {}
+        async with self._mapped("fingerprints"):
+            for start in range(0, len(ids), 1000):
+                points = await self._client.retrieve(
+                    self.collection, [point_id(i) for i in ids[start : start + 1000]],
+                    with_payload=["id", f"metadata.{FINGERPRINT_KEY}"])
+                found.update((p.payload["id"], stored_fingerprint(p.payload.get("metadata"))) for p in points)
         return found
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:

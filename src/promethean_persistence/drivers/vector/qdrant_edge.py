@@ -23,7 +23,7 @@ from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ValidationError
 from ..._filters import Node
 from ..._types import VectorHit
-from ._exact import as_matrix, matrix_for, missing_vectors
+from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
 from .qdrant import Kit, point_id, qdrant_filter
 
@@ -42,6 +42,7 @@ class QdrantEdgeVector:
     """Vector driver on an embedded Qdrant edge shard (cosine)."""
 
     name: ClassVar[str] = "qdrant-edge"
+    in_process: ClassVar[bool] = True
 
     def __init__(self, collection: str, path: str) -> None:
         self.collection = collection
@@ -145,6 +146,18 @@ class QdrantEdgeVector:
                 records = await self._run(self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]],
                                           True, False)
                 found.update(r.payload["id"] for r in records)
+        return found
+
+    async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        ids = list(dict.fromkeys(ids))
+        if not ids or self._shard is None:
+            return {}
+        found: dict[str, str | None] = {}
+        async with self._mapped("fingerprints"):
+            for start in range(0, len(ids), 1000):
+                records = await self._run(self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]],
+                                          True, False)
+                found.update((r.payload["id"], stored_fingerprint(r.payload.get("metadata"))) for r in records)
         return found
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
