@@ -212,6 +212,6 @@ def test_ingest_with_the_local_model_and_a_short_timeout_ends_indexed(sh, tmp_pa
         (docs / f"page{i:03}.md").write_text(
             f"# Page {i}\n\n" + " ".join(f"word{(i * 7 + k) % 97} sentence about topic {i}" for k in range(40)))
     result = json.loads(sh("--json", "ingest", str(docs)).stdout)
-    assert result["entries"] == 300 and result["indexed"] == 300, result
+    assert result["files"] == 300 and result["entries"] > 300 and result["indexed"] == result["entries"], result
     report = json.loads(sh("--json", "report", "--all").stdout)
     assert report["pending"] == 0 and report["failed"] == 0 and report["inconsistent_documents"] == 0, report
