@@ -30,8 +30,10 @@ from promethean_persistence.drivers.embedding.hashing import HashingEmbedder
 from promethean_persistence.drivers.vector.chroma import to_chroma_metadata
 from promethean_persistence.testing import engines
 
-WORDS = ("duck pond river stone cloud market lantern harbor violet engine garden winter signal "
-         "copper meadow thunder orchard canyon silver marble forest candle rocket anchor").split()
+WORDS = (
+    "duck pond river stone cloud market lantern harbor violet engine garden winter signal "
+    "copper meadow thunder orchard canyon silver marble forest candle rocket anchor"
+).split()
 
 
 def text(i: int) -> str:
@@ -39,8 +41,15 @@ def text(i: int) -> str:
 
 
 def entries(n: int) -> list[dict]:
-    return [{"id": f"e{i:07d}", "text": text(i), "createdAt": 1_700_000_000_000 + i,
-             "metadata": {"kind": ("note", "chat", "doc")[i % 3], "n": i}} for i in range(n)]
+    return [
+        {
+            "id": f"e{i:07d}",
+            "text": text(i),
+            "createdAt": 1_700_000_000_000 + i,
+            "metadata": {"kind": ("note", "chat", "doc")[i % 3], "n": i},
+        }
+        for i in range(n)
+    ]
 
 
 def _caller(client):
@@ -61,8 +70,15 @@ async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, u
     queries = [text(i * 7919 % n) for i in range(n_queries)]
     home = tmp / f"{mode}-{n}"
     chroma = {"url": url} if mode == "server" else {"path": str(home / "chroma")}
-    config = {"primary_driver": "sqlite", "vector_driver": "chromadb", "embedding_driver": "hashing",
-              "home": str(home), "chromadb": chroma, "agent_name": "b", "vector_batch_size": batch}
+    config = {
+        "primary_driver": "sqlite",
+        "vector_driver": "chromadb",
+        "embedding_driver": "hashing",
+        "home": str(home),
+        "chromadb": chroma,
+        "agent_name": "b",
+        "vector_batch_size": batch,
+    }
 
     # ours: insert_many until every vector is written
     store = await SemanticStore.create("bench", config=config)
@@ -81,15 +97,21 @@ async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, u
     else:
         client = chromadb.PersistentClient(path=str(home / "chroma-raw"))
     call = _caller(client)
-    col = await call(client.get_or_create_collection, f"raw_bench_{n}", embedding_function=None,
-                     metadata={"hnsw:space": "cosine"})
+    col = await call(
+        client.get_or_create_collection, f"raw_bench_{n}", embedding_function=None, metadata={"hnsw:space": "cosine"}
+    )
     embedder = HashingEmbedder()
     start = time.perf_counter()
     for s in range(0, len(data), batch):
         part = data[s : s + batch]
         vectors = await embedder.embed([e["text"] for e in part])
-        await call(col.upsert, ids=[e["id"] for e in part], embeddings=vectors, documents=[e["text"] for e in part],
-                   metadatas=[{**to_chroma_metadata(e["metadata"]), "createdAt": e["createdAt"]} for e in part])
+        await call(
+            col.upsert,
+            ids=[e["id"] for e in part],
+            embeddings=vectors,
+            documents=[e["text"] for e in part],
+            metadatas=[{**to_chroma_metadata(e["metadata"]), "createdAt": e["createdAt"]} for e in part],
+        )
     raw_insert = len(data) / (time.perf_counter() - start)
 
     # queries, alternating ours and raw so background work on either side hits both alike
@@ -104,16 +126,20 @@ async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, u
         vector = await embedder.embed([q])
         result = await call(col.query, query_embeddings=vector, n_results=10, include=["distances"])
         ids = result["ids"][0]
-        conn.execute(f"SELECT id, text, timestamp, metadata FROM {table} WHERE id IN ({','.join('?' * len(ids))})",
-                     ids).fetchall()
+        conn.execute(
+            f"SELECT id, text, timestamp, metadata FROM {table} WHERE id IN ({','.join('?' * len(ids))})", ids
+        ).fetchall()
         raw_t.append(time.perf_counter() - t)
     conn.close()
     await store.cleanup()
     await call(client.delete_collection, f"raw_bench_{n}")
     ours_q, raw_q = statistics.median(ours_t) * 1000, statistics.median(raw_t) * 1000
     return {
-        "insert": {"ours_per_s": round(ours_insert, 1), "raw_per_s": round(raw_insert, 1),
-                   "ratio": round(ours_insert / raw_insert, 3)},
+        "insert": {
+            "ours_per_s": round(ours_insert, 1),
+            "raw_per_s": round(raw_insert, 1),
+            "ratio": round(ours_insert / raw_insert, 3),
+        },
         "query": {"ours_p50_ms": round(ours_q, 3), "raw_p50_ms": round(raw_q, 3), "ratio": round(ours_q / raw_q, 3)},
     }
 

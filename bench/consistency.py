@@ -26,8 +26,15 @@ from promethean_persistence._types import FINGERPRINT_KEY
 
 
 def entries(n: int) -> list[dict]:
-    return [{"id": f"e{i:07d}", "text": f"benchmark entry {i} about topic {i % 17} and more words",
-             "createdAt": 1_700_000_000_000 + i, "metadata": {"i": i, "topic": i % 17}} for i in range(n)]
+    return [
+        {
+            "id": f"e{i:07d}",
+            "text": f"benchmark entry {i} about topic {i % 17} and more words",
+            "createdAt": 1_700_000_000_000 + i,
+            "metadata": {"i": i, "topic": i % 17},
+        }
+        for i in range(n)
+    ]
 
 
 def raw_scan(path: str, table: str, vectors: str) -> int:
@@ -35,13 +42,17 @@ def raw_scan(path: str, table: str, vectors: str) -> int:
     conn = sqlite3.connect(path)
     consistent = 0
     rows = conn.execute(
-        f'SELECT id, text, metadata, vector_status, content_hash, embedding_model FROM "{table}" ORDER BY id')
+        f'SELECT id, text, metadata, vector_status, content_hash, embedding_model FROM "{table}" ORDER BY id'
+    )
     while batch := rows.fetchmany(500):
         ids = [r[0] for r in batch]
         marks = ",".join("?" * len(ids))
-        fps = dict(conn.execute(
-            f'SELECT id, json_extract(metadata, \'$."{FINGERPRINT_KEY}"\') FROM "{vectors}" WHERE id IN ({marks})',
-            ids).fetchall())
+        fps = dict(
+            conn.execute(
+                f'SELECT id, json_extract(metadata, \'$."{FINGERPRINT_KEY}"\') FROM "{vectors}" WHERE id IN ({marks})',
+                ids,
+            ).fetchall()
+        )
         for id_, text, meta, status, _hash, _model in batch:
             json.loads(meta)
             consistent += status == "synced" and id_ in fps and bool(content_hash(text))
@@ -80,8 +91,11 @@ async def main(n: int, rounds: int) -> dict:
         "report_seconds": [round(x, 3) for x in ours],
         "raw_scan_seconds": [round(x, 3) for x in anchor],
         "report_entries_per_s": round(n / statistics.median(ours)),
-        "ratio": {"min": round(min(ratios), 3), "median": round(statistics.median(ratios), 3),
-                  "max": round(max(ratios), 3)},
+        "ratio": {
+            "min": round(min(ratios), 3),
+            "median": round(statistics.median(ratios), 3),
+            "max": round(max(ratios), 3),
+        },
     }
 
 

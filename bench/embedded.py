@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from promethean_persistence import SemanticStore, StoreConfig
+from promethean_persistence.drivers.base import Capabilities
 from promethean_persistence.drivers.embedding.hashing import HashingEmbedder
 from promethean_persistence.drivers.primary.sqlite import SQLitePrimary
 from promethean_persistence.drivers.vector.local import LocalVector
@@ -52,6 +53,8 @@ class LookupEmbedder:
     model = "bench-lookup"
     dimensions = DIMS
     supports_images = False
+    normalize = True
+    capabilities = Capabilities()
 
     def __init__(self, table: dict[str, np.ndarray]) -> None:
         self.table = table
@@ -68,12 +71,21 @@ async def bench_index(n: int, home: str) -> dict:
     queries = low_rank(200, seed=2)
     exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
     table = {f"doc {i}": x[i] for i in range(n)} | {f"query {j}": q for j, q in enumerate(queries)}
-    cfg = StoreConfig(primary_driver="sqlite", vector_driver="local", embedding_driver="hashing", home=home,
-                      sqlite={"synchronous": "NORMAL"}, local={"exact_threshold": 0})
+    cfg = StoreConfig(
+        primary_driver="sqlite",
+        vector_driver="local",
+        embedding_driver="hashing",
+        home=home,
+        sqlite={"synchronous": "NORMAL"},
+        local={"exact_threshold": 0},
+    )
     collection = cfg.collection_name("index")
     store = await SemanticStore.from_drivers(
-        "index", primary=SQLitePrimary.from_config(cfg, collection), vector=LocalVector.from_config(cfg, collection),
-        embedder=LookupEmbedder(table), config=cfg,
+        "index",
+        primary=SQLitePrimary.from_config(cfg, collection),
+        vector=LocalVector.from_config(cfg, collection),
+        embedder=LookupEmbedder(table),
+        config=cfg,
     )
     for start in range(0, n, 1000):
         await store.insert_many([{"id": f"d{i}", "text": f"doc {i}"} for i in range(start, min(n, start + 1000))])
@@ -96,9 +108,14 @@ async def bench_index(n: int, home: str) -> dict:
         assert len(hits) == 10
     await store.cleanup()
     return {
-        "n": n, "dims": DIMS, "data": "rank-32 Gaussian + noise (0.3/dim), unit norm",
-        "hnsw": {"m": cfg.local.hnsw.m, "ef_construction": cfg.local.hnsw.ef_construction,
-                 "ef_search": cfg.local.hnsw.ef_search},
+        "n": n,
+        "dims": DIMS,
+        "data": "rank-32 Gaussian + noise (0.3/dim), unit norm",
+        "hnsw": {
+            "m": cfg.local.hnsw.m,
+            "ef_construction": cfg.local.hnsw.ef_construction,
+            "ef_search": cfg.local.hnsw.ef_search,
+        },
         "recall_at_10": round(float(np.mean(recalls)), 4),
         "query_p50_ms": round(statistics.median(latencies), 3),
         "get_most_relevant_p50_ms": round(statistics.median(e2e), 3),
@@ -127,24 +144,32 @@ async def bench_ingest(n: int, home: str) -> dict:
         conn.execute("COMMIT")
         vectors = await embedder.embed([texts[i] for i in chunk])
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO vecs VALUES (?, ?, ?, ?)", [(f"r{i}", i, vectors[k].tobytes(), "{}") for k, i in enumerate(chunk)])
+        conn.executemany(
+            "INSERT INTO vecs VALUES (?, ?, ?, ?)",
+            [(f"r{i}", i, vectors[k].tobytes(), "{}") for k, i in enumerate(chunk)],
+        )
         conn.execute("COMMIT")
         graph.add_items(vectors, np.asarray(list(chunk)), num_threads=2)
     raw_s = time.perf_counter() - started
     conn.close()
 
-    store = await SemanticStore.create("ingest", config={"embedding_driver": "hashing", "home": home,
-                                                          "vector_batch_size": 500})
+    store = await SemanticStore.create(
+        "ingest", config={"embedding_driver": "hashing", "home": home, "vector_batch_size": 500}
+    )
     started = time.perf_counter()
     for start in range(0, n, 500):
-        await store.insert_many([{"id": f"s{i}", "text": texts[i], "createdAt": i} for i in range(start, min(n, start + 500))])
+        await store.insert_many(
+            [{"id": f"s{i}", "text": texts[i], "createdAt": i} for i in range(start, min(n, start + 500))]
+        )
     acknowledged_s = time.perf_counter() - started
     await store.vector.wait_indexed()
     store_s = time.perf_counter() - started
     assert await store.count() == n
     await store.cleanup()
     return {
-        "n": n, "embedder": "hashing", "batch": 500,
+        "n": n,
+        "embedder": "hashing",
+        "batch": 500,
         "store_entries_per_s": round(n / store_s, 1),
         "store_acknowledged_per_s": round(n / acknowledged_s, 1),
         "hand_written_entries_per_s": round(n / raw_s, 1),
@@ -183,8 +208,11 @@ async def bench_quality(home: str) -> dict:
     await ingest_entries(store, list(stdlib_entries()))
     answers = await answer_questions(store)
     await store.cleanup()
-    return {"questions": len(answers), "found_in_top_5": sum(a["found"] for a in answers),
-            "missed": [a["question"] for a in answers if not a["found"]]}
+    return {
+        "questions": len(answers),
+        "found_in_top_5": sum(a["found"] for a in answers),
+        "missed": [a["question"] for a in answers if not a["found"]],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -203,8 +231,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quality:
         with tempfile.TemporaryDirectory() as home:
             result["quality"] = asyncio.run(bench_quality(home))
-    result["targets"] = {"recall_at_10": ">= 0.98", "query_p50_ms": "<= 1", "get_most_relevant_p50_ms": "<= 3",
-                         "store_entries_per_s": ">= 5000", "ratio": ">= 0.5"}
+    result["targets"] = {
+        "recall_at_10": ">= 0.98",
+        "query_p50_ms": "<= 1",
+        "get_most_relevant_p50_ms": "<= 3",
+        "store_entries_per_s": ">= 5000",
+        "ratio": ">= 0.5",
+    }
     print(json.dumps(result))
     return result
 

@@ -32,8 +32,10 @@ from promethean_persistence.testing.embedding_server import (
     local_encoder,
 )
 
-WORDS = ("duck pond river stone cloud market lantern harbor violet engine garden winter signal "
-         "copper meadow thunder orchard canyon silver marble forest candle rocket anchor").split()
+WORDS = (
+    "duck pond river stone cloud market lantern harbor violet engine garden winter signal "
+    "copper meadow thunder orchard canyon silver marble forest candle rocket anchor"
+).split()
 MODEL = "all-minilm"
 
 
@@ -101,7 +103,9 @@ async def main(n: int, runs: int, encoder_name: str) -> dict:
             for batch in (1, 16, 64):
                 rate = await throughput(build(driver, url, batch, 4), items, runs)
                 drivers.setdefault(driver, {})[f"batch_{batch}"] = {
-                    "texts_per_s": round(rate, 1), "ratio_to_raw": round(rate / raw_rate, 3)}
+                    "texts_per_s": round(rate, 1),
+                    "ratio_to_raw": round(rate / raw_rate, 3),
+                }
     finally:
         parent.send("stop")
         process.join(30)

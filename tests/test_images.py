@@ -33,8 +33,11 @@ def pictures(tmp_path):
 
     paths = {}
     for name, colour in {"red": (255, 0, 0), "blue": (0, 0, 255), "noise": None}.items():
-        image = Image.new("RGB", (48, 40), colour) if colour else Image.fromarray(
-            np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        image = (
+            Image.new("RGB", (48, 40), colour)
+            if colour
+            else Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        )
         paths[name] = str(tmp_path / f"{name}.png")
         image.save(paths[name])
     return paths
@@ -55,8 +58,15 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 def clip_config(tmp_path, tiny_clip, **overrides):
-    return base_config(tmp_path, "sqlite", "local", embedding_driver="sentence-transformers",
-                       embedding_function=tiny_clip, sentence_transformers={"device": "cpu"}, **overrides)
+    return base_config(
+        tmp_path,
+        "sqlite",
+        "local",
+        embedding_driver="sentence-transformers",
+        embedding_function=tiny_clip,
+        sentence_transformers={"device": "cpu"},
+        **overrides,
+    )
 
 
 async def test_clip_model_embeds_paths_and_urls(tiny_clip, pictures, image_url):
@@ -76,12 +86,14 @@ async def test_clip_model_embeds_paths_and_urls(tiny_clip, pictures, image_url):
 async def test_store_embeds_image_entries_as_images(tmp_path, tiny_clip, pictures):
     async with await SemanticStore.create("gallery", config=clip_config(tmp_path, tiny_clip)) as store:
         assert store.supports_images
-        ids = await store.insert_many([
-            {"text": pictures["red"], "metadata": {"type": "image"}},
-            {"text": pictures["noise"], "metadata": {"type": "image"}},
-            {"text": "a caption about a red square"},
-            {"text": str(tmp_path / "gone.png"), "metadata": {"type": "image"}},
-        ])
+        ids = await store.insert_many(
+            [
+                {"text": pictures["red"], "metadata": {"type": "image"}},
+                {"text": pictures["noise"], "metadata": {"type": "image"}},
+                {"text": "a caption about a red square"},
+                {"text": str(tmp_path / "gone.png"), "metadata": {"type": "image"}},
+            ]
+        )
         statuses = [(await store.get(i))["metadata"]["vectorStatus"] for i in ids]
         # the unreadable picture fails alone; the rest of its batch is written
         assert statuses == ["synced", "synced", "synced", "failed"]

@@ -25,7 +25,8 @@ class TestSemanticStoreVectorStore(VectorStoreIntegrationTests):
     @pytest.fixture(params=ADAPTER_STORES)
     def vectorstore(self, request, tmp_path):
         store = SemanticStoreVectorStore.create(
-            "lc", base_config(tmp_path, *request.param), embedding=self.get_embeddings())
+            "lc", base_config(tmp_path, *request.param), embedding=self.get_embeddings()
+        )
         try:
             yield store
         finally:
@@ -39,8 +40,12 @@ def fake():
 
 async def test_native_async_on_the_callers_loop_with_filters(tmp_path, fake):
     vs = await SemanticStoreVectorStore.afrom_texts(
-        ["cats purr", "dogs bark", "cats sleep"], fake, [{"kind": "cat"}, {"kind": "dog"}, {"kind": "cat"}],
-        ids=["c1", "d1", "c2"], config=base_config(tmp_path, "sqlite", "local"))
+        ["cats purr", "dogs bark", "cats sleep"],
+        fake,
+        [{"kind": "cat"}, {"kind": "dog"}, {"kind": "cat"}],
+        ids=["c1", "d1", "c2"],
+        config=base_config(tmp_path, "sqlite", "local"),
+    )
     try:
         hits = await vs.asimilarity_search("dogs bark", k=3, filter={"kind": "cat"})
         assert {d.id for d in hits} == {"c1", "c2"}
@@ -52,7 +57,10 @@ async def test_native_async_on_the_callers_loop_with_filters(tmp_path, fake):
         assert relevance[0][1] == pytest.approx(1.0, abs=1e-5)
         manifest = await vs.store.primary.get_manifest()
         assert (manifest.embedding_driver, manifest.embedding_model, manifest.dimensions) == (
-            "langchain", "langchain:DeterministicFakeEmbedding:12", 12)
+            "langchain",
+            "langchain:DeterministicFakeEmbedding:12",
+            12,
+        )
         with pytest.raises(Exception, match="async methods"):
             vs.similarity_search("cats")  # the store lives on this very loop
     finally:

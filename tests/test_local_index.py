@@ -42,7 +42,9 @@ async def fill(driver, x: np.ndarray) -> list[str]:
     ids = [f"v{i}" for i in range(len(x))]
     for start in range(0, len(x), 500):
         chunk = slice(start, start + 500)
-        await driver.upsert(ids[chunk], x[chunk], [{"n": i, "even": i % 2 == 0} for i in range(start, min(start + 500, len(x)))])
+        await driver.upsert(
+            ids[chunk], x[chunk], [{"n": i, "even": i % 2 == 0} for i in range(start, min(start + 500, len(x)))]
+        )
     return ids
 
 
@@ -53,9 +55,9 @@ async def test_graph_recall_and_filters(tmp_path):
     await driver.wait_indexed()
     assert not driver._delta and driver._graph is not None  # answered by the graph
     queries = low_rank(50, seed=9)
-    recall = np.mean([
-        len({h.id for h in await driver.query(q, 10)} & {ids[i] for i in exact_top(x, q, 10)}) / 10 for q in queries
-    ])
+    recall = np.mean(
+        [len({h.id for h in await driver.query(q, 10)} & {ids[i] for i in exact_top(x, q, 10)}) / 10 for q in queries]
+    )
     assert recall >= 0.95
     broad = parse({"even": True})
     mask = np.arange(len(x)) % 2 == 0
@@ -64,7 +66,13 @@ async def test_graph_recall_and_filters(tmp_path):
     selective = parse({"n": {"$in": [5, 77, 3999]}})
     hits = await driver.query(queries[0], 10, selective)
     assert sorted(h.id for h in hits) == ["v3999", "v5", "v77"]
-    assert len({h.id for h in await driver.query(queries[1], 10, broad)} & {ids[i] for i in exact_top(x, queries[1], 10, mask)}) >= 9
+    assert (
+        len(
+            {h.id for h in await driver.query(queries[1], 10, broad)}
+            & {ids[i] for i in exact_top(x, queries[1], 10, mask)}
+        )
+        >= 9
+    )
     # changes after indexing are visible at once
     await driver.delete(["v1", "v2"])
     await driver.upsert(["v3"], [queries[2]], [{"n": 3}])
@@ -149,7 +157,9 @@ WRITER = textwrap.dedent(
 
 
 async def test_kill_during_ingest_loses_no_acknowledged_vector(tmp_path):
-    with subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "v.db")], stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path / "v.db")], stdout=subprocess.PIPE, text=True
+    ) as proc:
         acknowledged = 0
         for line in proc.stdout:
             acknowledged = int(line)
@@ -176,7 +186,7 @@ async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog):
     metadata-only updates, deletes, another writer that dies) between some of them: every
     reopen loads the checkpoint, none rebuilds. Small index steps make a close land while
     the graph holds only part of the latest writes."""
-    monkeypatch.setattr("promethean_persistence.drivers.vector.local.INDEX_CHUNK", 40)
+    monkeypatch.setattr("promethean_persistence.drivers.vector.local._indexing.INDEX_CHUNK", 40)
     caplog.set_level("WARNING", logger="promethean_persistence.local")
     rng = np.random.default_rng(3)
     truth: dict[str, np.ndarray] = {}
@@ -238,6 +248,7 @@ async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog):
         assert [h.id for h in hits] == [ids[i] for i in exact_top(x, x[k], 5)]
     some = ids[:: max(1, len(ids) // 20)]
     stored = await driver._db.run(
-        lambda: dict(driver._db.conn.execute(f"SELECT id, metadata FROM {driver._table}").fetchall()))
+        lambda: dict(driver._db.conn.execute(f"SELECT id, metadata FROM {driver._table}").fetchall())
+    )
     assert {i: json.loads(stored[i]) for i in some} == {i: meta[i] for i in some}
     await driver.aclose()

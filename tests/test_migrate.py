@@ -39,19 +39,31 @@ KINDS = {
 PAIRS = [pytest.param(a, b, id=f"{a}->{b}", marks=KINDS[a][1] + KINDS[b][1]) for a in KINDS for b in KINDS if a != b]
 KINDS["sqlite+qdrant"] = (("sqlite", "qdrant-edge"), [QDRANT])
 KINDS["sqlite+pinecone"] = (("sqlite", "pinecone"), [PINECONE])
-PAIRS += [pytest.param(a, b, id=f"{a}->{b}", marks=KINDS[a][1] + KINDS[b][1])
-          for a, b in [("sqlite+qdrant", "sqlite+local"), ("sqlite+local", "sqlite+qdrant"),
-                       ("sqlite+pinecone", "sqlite+local"), ("sqlite+local", "sqlite+pinecone")]]
+PAIRS += [
+    pytest.param(a, b, id=f"{a}->{b}", marks=KINDS[a][1] + KINDS[b][1])
+    for a, b in [
+        ("sqlite+qdrant", "sqlite+local"),
+        ("sqlite+local", "sqlite+qdrant"),
+        ("sqlite+pinecone", "sqlite+local"),
+        ("sqlite+local", "sqlite+pinecone"),
+    ]
+]
 
 TOPICS = ["cats purring on sofas", "stock markets falling", "sourdough bread baking", "rain over mountains"]
 
 
 def entries(n: int, start: int = 0) -> list[dict]:
     """Unicode, nested metadata, extra top-level fields, own timestamps, an empty text."""
-    out = [{"id": f"e{i:04d}", "text": f"{TOPICS[i % 4]} — note {i} ✓ 日本",
+    out = [
+        {
+            "id": f"e{i:04d}",
+            "text": f"{TOPICS[i % 4]} — note {i} ✓ 日本",
             "createdAt": 1_700_000_000_000 + 1000 * i,
             "metadata": {"n": i, "tags": ["a", "ü"], "deep": {"k": [1, {"x": None}]}, "type": "note"},
-            "source": {"file": f"f{i}.md"}} for i in range(start, start + n)]
+            "source": {"file": f"f{i}.md"},
+        }
+        for i in range(start, start + n)
+    ]
     if start == 0:
         out.append({"id": "blank", "text": "   ", "createdAt": 5})
     return out
@@ -232,8 +244,9 @@ async def test_kill_9_mid_migration_then_resume_gives_an_exact_copy(tmp_path):
     await source.flush()
     script = tmp_path / "killed.py"
     script.write_text(_KILLED)
-    proc = subprocess.Popen([sys.executable, str(script), json.dumps(a), json.dumps(b)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), json.dumps(a), json.dumps(b)], stdout=subprocess.PIPE, text=True
+    )
     try:
         progressed = [proc.stdout.readline() for _ in range(8)]
         assert all(line.strip().isdigit() for line in progressed), progressed
@@ -337,10 +350,10 @@ def test_cli_migrate_validate_export_import(sh, tmp_path, monkeypatch):
     config.write_text(f"""
 [profiles.old]
 primary_driver = "sqlite"
-sqlite = {{ path = "{tmp_path / 'old.db'}" }}
+sqlite = {{ path = "{tmp_path / "old.db"}" }}
 [profiles.new]
 primary_driver = "sqlite"
-sqlite = {{ path = "{tmp_path / 'new.db'}" }}
+sqlite = {{ path = "{tmp_path / "new.db"}" }}
 """)
     for i in range(12):
         sh("--config", str(config), "--profile", "old", "insert", f"note number {i}", "--id", f"n{i:02d}")
@@ -348,16 +361,25 @@ sqlite = {{ path = "{tmp_path / 'new.db'}" }}
     assert out["status"] == "ok" and out["copied"] == 12 and out["verification"]["exact"]
     assert sh("--config", str(config), "--profile", "new", "count").stdout.strip() == "12"
     sh("--config", str(config), "--profile", "new", "delete", "n03")
-    out = json.loads(sh("--json", "--config", str(config), "validate", "--from", "old", "--to", "new",
-                        code=1).stdout)
+    out = json.loads(sh("--json", "--config", str(config), "validate", "--from", "old", "--to", "new", code=1).stdout)
     assert out["missing_ids"] == ["n03"]
     # env-style settings instead of profiles
     backup = tmp_path / "old.jsonl.gz"
     sh("--config", str(config), "--profile", "old", "export", str(backup), "--with-vectors")
     sh("--store", "restored", "import", str(backup))
     assert sh("--store", "restored", "count").stdout.strip() == "12"
-    out = json.loads(sh("--json", "validate", "--from", f"PRIMARY_DRIVER=sqlite,SQLITE_PATH={tmp_path / 'old.db'}",
-                        "--to", "PRIMARY_DRIVER=sqlite", "--to-store", "restored").stdout)
+    out = json.loads(
+        sh(
+            "--json",
+            "validate",
+            "--from",
+            f"PRIMARY_DRIVER=sqlite,SQLITE_PATH={tmp_path / 'old.db'}",
+            "--to",
+            "PRIMARY_DRIVER=sqlite",
+            "--to-store",
+            "restored",
+        ).stdout
+    )
     assert out["exact"] and out["compared"] == 12
 
 
@@ -375,7 +397,14 @@ def test_cli_migrate_exits_1_and_names_the_entries_that_failed(sh, monkeypatch):
         return await put(self, records, **kwargs)
 
     monkeypatch.setattr(MemoryPrimary, "put", refusing)
-    result = sh("--json", "migrate", "--from", "PRIMARY_DRIVER=sqlite",
-                "--to", "PRIMARY_DRIVER=memory,VECTOR_DRIVER=memory", code=1)
+    result = sh(
+        "--json",
+        "migrate",
+        "--from",
+        "PRIMARY_DRIVER=sqlite",
+        "--to",
+        "PRIMARY_DRIVER=memory,VECTOR_DRIVER=memory",
+        code=1,
+    )
     report = json.loads(result.stdout)
     assert report["status"] == "failed" and report["failed_ids"] == ["bad0", "bad3"] and report["copied"] == 4

@@ -114,9 +114,9 @@ def test_cli_runs_a_mirror_profile(sh, tmp_path, monkeypatch):
     config = tmp_path / "rollout.toml"
     config.write_text(f"""
 [profiles.blue]
-sqlite = {{ path = "{tmp_path / 'blue.db'}" }}
+sqlite = {{ path = "{tmp_path / "blue.db"}" }}
 [profiles.green]
-sqlite = {{ path = "{tmp_path / 'green.db'}" }}
+sqlite = {{ path = "{tmp_path / "green.db"}" }}
 [profiles.rollout.mirror]
 old = "blue"
 new = "green"

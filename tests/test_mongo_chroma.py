@@ -33,9 +33,16 @@ def servers():
 
 
 def _config(mongo: str, chroma: str, agent: str, **extra) -> dict:
-    return {"primary_driver": "mongodb", "vector_driver": "chromadb", "embedding_driver": "hashing",
-            "mongodb": {"uri": mongo}, "chromadb": {"url": chroma}, "agent_name": agent,
-            "vector_retry_delay_ms": 10, **extra}
+    return {
+        "primary_driver": "mongodb",
+        "vector_driver": "chromadb",
+        "embedding_driver": "hashing",
+        "mongodb": {"uri": mongo},
+        "chromadb": {"url": chroma},
+        "agent_name": agent,
+        "vector_retry_delay_ms": 10,
+        **extra,
+    }
 
 
 def _sync_embed(texts):
@@ -67,8 +74,14 @@ async def test_our_writes_use_the_original_layout(servers, original):
     w = original()  # only to read raw documents back
     store = await SemanticStore.create("memories", "content", "created_at", _config(mongo, chroma, original.agent))
     try:
-        id_ = await store.insert({"content": "hello duck", "created_at": 1732400000000, "channel": "c1",
-                                  "metadata": {"userName": "Duck", "nested": {"level": 1}, "tags": ["a", "b"]}})
+        id_ = await store.insert(
+            {
+                "content": "hello duck",
+                "created_at": 1732400000000,
+                "channel": "c1",
+                "metadata": {"userName": "Duck", "nested": {"level": 1}, "tags": ["a", "b"]},
+            }
+        )
         await store.flush()  # vector states are written with the next write, or within 20 ms
         [doc] = await asyncio.to_thread(w.raw, id_)
         assert doc["id"] == id_ and doc["content"] == "hello duck" and doc["channel"] == "c1"
@@ -91,19 +104,35 @@ async def test_original_data_is_read_classified_and_repaired(servers, original):
     mongo, chroma = servers
     w = original(text_key="content", time_key="created_at")
     base = 1_700_000_000_000
-    w.insert_many([{"id": f"ok{i}", "content": f"the duck swims in pond {i}", "created_at": base + i,
-                         "metadata": {"userName": "Duck", "nested": {"level": i}}} for i in range(5)])
+    w.insert_many(
+        [
+            {
+                "id": f"ok{i}",
+                "content": f"the duck swims in pond {i}",
+                "created_at": base + i,
+                "metadata": {"userName": "Duck", "nested": {"level": i}},
+            }
+            for i in range(5)
+        ]
+    )
     w.insert({"id": "dup", "content": "first version", "created_at": base + 10})
     w.insert({"id": "dup", "content": "second version", "created_at": base + 11})  # insertOne again
     w.insert({"id": "failed", "content": "ollama was down", "created_at": base + 20}, vector_ok=False)
     w.insert({"id": "gone", "content": "vector lost since", "created_at": base + 30}, vector=False)
-    w.insert({"id": "old", "content": "a document from an older version", "created_at": "2023-11-14T22:13:20Z",
-              "metadata": {"type": "text"}}, legacy=True)
-    w.insert({"id": "stamp", "content": "time only in metadata.timeStamp",
-              "metadata": {"timeStamp": base + 40}}, legacy=True)
+    w.insert(
+        {
+            "id": "old",
+            "content": "a document from an older version",
+            "created_at": "2023-11-14T22:13:20Z",
+            "metadata": {"type": "text"},
+        },
+        legacy=True,
+    )
+    w.insert(
+        {"id": "stamp", "content": "time only in metadata.timeStamp", "metadata": {"timeStamp": base + 40}}, legacy=True
+    )
 
-    store = await SemanticStore.create("memories", "content", "created_at",
-                                       _config(mongo, chroma, original.agent))
+    store = await SemanticStore.create("memories", "content", "created_at", _config(mongo, chroma, original.agent))
     try:
         assert (await store.get("dup"))["text"] == "second version"  # the newest of duplicates
         assert (await store.get("old"))["timestamp"] == 1700000000000  # ISO string read as epoch ms
@@ -153,8 +182,10 @@ async def test_original_drift_is_found_and_repaired(servers, original):
     text its application edited in MongoDB after the vector was written."""
     mongo, chroma = servers
     w = original()
-    w.insert({"id": "img", "text": "https://example.org/duck.png", "createdAt": 1, "metadata": {"type": "image"}},
-             vector=False)  # the original skipped images, recording vectorWriteSuccess: true
+    w.insert(
+        {"id": "img", "text": "https://example.org/duck.png", "createdAt": 1, "metadata": {"type": "image"}},
+        vector=False,
+    )  # the original skipped images, recording vectorWriteSuccess: true
     w.insert({"id": "note", "text": "ducks paddle on the pond", "createdAt": 2})
     w.insert({"id": "same", "text": "geese fly south in autumn", "createdAt": 3})
     w.docs.update_one({"id": "note"}, {"$set": {"text": "volcano ash covers the village"}})  # the app edits it
@@ -233,9 +264,18 @@ async def test_chroma_server_stopped_mid_ingest_then_restarted(tmp_path, servers
     root = tmp_path / "chroma"
     port = engines._free_port()
     url = engines.start_chroma(root, port)
-    store = await SemanticStore.create("outage", config=_config(
-        mongo, url, f"c{uuid.uuid4().hex[:8]}", vector_timeout_ms=1500, vector_retry_delay_ms=200,
-        vector_max_retries=50, chromadb={"url": url, "timeout": 2}))
+    store = await SemanticStore.create(
+        "outage",
+        config=_config(
+            mongo,
+            url,
+            f"c{uuid.uuid4().hex[:8]}",
+            vector_timeout_ms=1500,
+            vector_retry_delay_ms=200,
+            vector_max_retries=50,
+            chromadb={"url": url, "timeout": 2},
+        ),
+    )
     try:
         ids = await store.insert_many([{"text": f"before the crash {i}"} for i in range(100)])
         await asyncio.to_thread(engines.stop_chroma, root)
@@ -257,29 +297,42 @@ async def test_chroma_server_stopped_mid_ingest_then_restarted(tmp_path, servers
 
 async def test_unreachable_servers_name_the_url_never_the_password(tmp_path):
     port = engines._free_port()  # nothing listens there
-    config = {"primary_driver": "mongodb", "vector_driver": "memory", "embedding_driver": "hashing",
-              "mongodb": {"uri": f"mongodb://duck:s3cret-pw@127.0.0.1:{port}/",
-                          "options": {"serverSelectionTimeoutMS": 300}}}
+    config = {
+        "primary_driver": "mongodb",
+        "vector_driver": "memory",
+        "embedding_driver": "hashing",
+        "mongodb": {"uri": f"mongodb://duck:s3cret-pw@127.0.0.1:{port}/", "options": {"serverSelectionTimeoutMS": 300}},
+    }
     with pytest.raises(BackendUnavailable) as info:
         await SemanticStore.create("t", config=config)
     assert f"127.0.0.1:{port}" in str(info.value) and "s3cret-pw" not in str(info.value)
     assert "s3cret-pw" not in repr(info.value)
-    config = {"primary_driver": "memory", "vector_driver": "chromadb", "embedding_driver": "hashing",
-              "chromadb": {"url": f"http://127.0.0.1:{port}", "timeout": 2}}
+    config = {
+        "primary_driver": "memory",
+        "vector_driver": "chromadb",
+        "embedding_driver": "hashing",
+        "chromadb": {"url": f"http://127.0.0.1:{port}", "timeout": 2},
+    }
     with pytest.raises(BackendUnavailable) as info:
         await SemanticStore.create("t", config=config)
     assert f"127.0.0.1:{port}" in str(info.value)
 
 
-@pytest.mark.parametrize("driver, key, module, extra",
-                         [("mongodb", "primary_driver", "pymongo", "mongodb"),
-                          ("chromadb", "vector_driver", "chromadb", "chroma")])
+@pytest.mark.parametrize(
+    "driver, key, module, extra",
+    [("mongodb", "primary_driver", "pymongo", "mongodb"), ("chromadb", "vector_driver", "chromadb", "chroma")],
+)
 async def test_missing_client_names_the_extra(monkeypatch, tmp_path, driver, key, module, extra):
     for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
-    config = {"primary_driver": "memory", "vector_driver": "memory", "embedding_driver": "hashing",
-              "home": str(tmp_path), key: driver}
+    config = {
+        "primary_driver": "memory",
+        "vector_driver": "memory",
+        "embedding_driver": "hashing",
+        "home": str(tmp_path),
+        key: driver,
+    }
     with pytest.raises(MissingDependencyError) as info:
         await SemanticStore.create("t", config=config)
     assert f"promethean-persistence[{extra}]" in str(info.value)
@@ -297,9 +350,15 @@ def test_cli_on_original_data_by_environment(servers, original, monkeypatch):
     w = original()
     w.insert({"id": "x", "text": "old copy", "createdAt": 1})
     w.insert({"id": "x", "text": "new copy", "createdAt": 2})
-    for var, value in {"PRIMARY_DRIVER": "mongodb", "VECTOR_DRIVER": "chromadb", "EMBEDDING_DRIVER": "hashing",
-                       "MONGODB_URI": mongo, "CHROMA_URL": chroma, "AGENT_NAME": original.agent,
-                       "SEMANTIC_STORE_NAME": "memories"}.items():
+    for var, value in {
+        "PRIMARY_DRIVER": "mongodb",
+        "VECTOR_DRIVER": "chromadb",
+        "EMBEDDING_DRIVER": "hashing",
+        "MONGODB_URI": mongo,
+        "CHROMA_URL": chroma,
+        "AGENT_NAME": original.agent,
+        "SEMANTIC_STORE_NAME": "memories",
+    }.items():
         monkeypatch.setenv(var, value)
     runner = CliRunner()
 
@@ -332,8 +391,10 @@ async def test_transactional_writes_one_call_at_a_time(servers):
         assert p._txn
         rec = Record(id="a", text="one", timestamp=1, content_hash="h1")
         assert await p.put([rec]) == [None]
-        prev = await p.put([Record(id="a", text="two", timestamp=2, content_hash="h2")],
-                           states=[VectorState("a", 1, "synced", 1, None, None, 5, 5, "m")])
+        prev = await p.put(
+            [Record(id="a", text="two", timestamp=2, content_hash="h2")],
+            states=[VectorState("a", 1, "synced", 1, None, None, 5, 5, "m")],
+        )
         assert prev[0].text == "one" and prev[0].vector_status == "synced"  # the state landed first
         [got] = await p.get(["a"])
         assert got.text == "two" and got.version == 2

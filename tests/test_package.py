@@ -10,11 +10,41 @@ import pytest
 import promethean_persistence as pp
 from promethean_persistence._errors import redact
 
+# The exact public surface: adding or removing an export must be a deliberate change here.
+PUBLIC_NAMES = [
+    "BackendRejected",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "ContextStore",
+    "DocumentNotFound",
+    "DriverError",
+    "DualStoreManager",
+    "EmbeddingError",
+    "EmbeddingMismatchError",
+    "MigrationError",
+    "MirrorStore",
+    "MissingDependencyError",
+    "SemanticStore",
+    "SemanticStoreError",
+    "SemanticStoreFactory",
+    "StoreConfig",
+    "UnknownDriverError",
+    "ValidationError",
+    "VectorWriteError",
+    "export",
+    "format_message",
+    "import_",
+    "migrate",
+    "reembed",
+    "register",
+    "validate",
+]
+
 
 def test_public_names():
-    assert sorted(pp.__all__) == pp.__all__
-    for name in ("SemanticStore", "SemanticStoreFactory", "DualStoreManager", "StoreConfig"):
-        assert hasattr(pp, name)
+    assert pp.__all__ == PUBLIC_NAMES  # sorted, and exactly these
+    for name in PUBLIC_NAMES:
+        assert getattr(pp, name) is not None
 
 
 def test_import_loads_no_backend_client():
@@ -30,7 +60,9 @@ def test_import_loads_no_backend_client():
 def test_error_hierarchy():
     assert issubclass(pp.ConfigurationError, pp.SemanticStoreError)
     assert issubclass(pp.UnknownDriverError, pp.ConfigurationError)
-    assert issubclass(pp.MissingDependencyError, pp.ConfigurationError) and issubclass(pp.MissingDependencyError, ImportError)
+    assert issubclass(pp.MissingDependencyError, pp.ConfigurationError) and issubclass(
+        pp.MissingDependencyError, ImportError
+    )
     assert issubclass(pp.ValidationError, pp.SemanticStoreError) and issubclass(pp.ValidationError, ValueError)
     assert issubclass(pp.BackendUnavailable, pp.DriverError) and issubclass(pp.BackendRejected, pp.DriverError)
     assert issubclass(pp.DriverError, pp.SemanticStoreError)

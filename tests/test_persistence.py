@@ -40,7 +40,9 @@ SCRIPT = textwrap.dedent(
 
 
 def run(config: dict, mode: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(config), mode], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(config), mode], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -17,8 +17,9 @@ pytestmark = PG
 
 
 async def test_unreachable_server_error_names_the_server_not_the_password():
-    cfg = StoreConfig(postgresql={"host": "127.0.0.1", "port": 1, "database": "db", "username": "app",
-                                  "password": "hunter2-secret"})
+    cfg = StoreConfig(
+        postgresql={"host": "127.0.0.1", "port": 1, "database": "db", "username": "app", "password": "hunter2-secret"}
+    )
     driver = PostgresPrimary.from_config(cfg, "x")
     assert "hunter2" not in repr(driver)
     with pytest.raises(BackendUnavailable) as info:

@@ -27,6 +27,7 @@ def _unit(*values):
 
 # -- Qdrant (local mode: the client's stand-in) ----------------------------------------------
 
+
 @pytest.fixture
 def qdrant():
     require_extra("qdrant_client")
@@ -89,11 +90,13 @@ async def test_qdrant_needs_a_location():
     from promethean_persistence import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="QDRANT_URL"):
-        await SemanticStore.create("t", config={"primaryDriver": "memory", "vectorDriver": "qdrant",
-                                                "embeddingDriver": "hashing"})
+        await SemanticStore.create(
+            "t", config={"primaryDriver": "memory", "vectorDriver": "qdrant", "embeddingDriver": "hashing"}
+        )
 
 
 # -- Pinecone (the FAKE data plane, through the official SDK) ---------------------------------
+
 
 @pytest.fixture
 def fake():
@@ -103,8 +106,14 @@ def fake():
 
 
 def _config(fake, **extra):
-    return {"primaryDriver": "memory", "vectorDriver": "pinecone", "embeddingDriver": "hashing",
-            "pinecone": {"api_key": fake.api_key, "host": fake.url}, "vectorRetryDelayMs": 10, **extra}
+    return {
+        "primaryDriver": "memory",
+        "vectorDriver": "pinecone",
+        "embeddingDriver": "hashing",
+        "pinecone": {"api_key": fake.api_key, "host": fake.url},
+        "vectorRetryDelayMs": 10,
+        **extra,
+    }
 
 
 @pytest.mark.pinecone
@@ -130,6 +139,7 @@ async def test_the_fake_refuses_what_pinecone_refuses(fake):
     import httpx
 
     async with httpx.AsyncClient(base_url=fake.url, headers={"Api-Key": fake.api_key}) as http:
+
         async def upsert(vectors):
             return await http.post("/vectors/upsert", json={"vectors": vectors, "namespace": "n"})
 
@@ -207,6 +217,7 @@ async def test_pinecone_api_key_never_shows(fake):
 
 
 # -- qdrant-edge: Qdrant's engine in-process (beta) ------------------------------------------
+
 
 @pytest.mark.qdrant
 async def test_qdrant_edge_shard_persists_and_filters_booleans_exactly(tmp_path):

@@ -17,8 +17,10 @@ TOPICS = ["cats purring on sofas", "stock markets falling", "sourdough bread bak
 
 
 def entries(n: int, start: int = 0) -> list[dict]:
-    return [{"id": f"e{i:04d}", "text": f"{TOPICS[i % 4]} note {i}", "type": "note" if i % 3 else "todo"}
-            for i in range(start, start + n)]
+    return [
+        {"id": f"e{i:04d}", "text": f"{TOPICS[i % 4]} note {i}", "type": "note" if i % 3 else "todo"}
+        for i in range(start, start + n)
+    ]
 
 
 class Gated(HashingEmbedder):
@@ -43,8 +45,7 @@ class Gated(HashingEmbedder):
 
 async def test_reembed_switches_every_store_combination(make_store):
     store = await make_store("re")
-    await store.insert_many([{"text": e["text"], "id": e["id"], "metadata": {"type": e["type"]}}
-                             for e in entries(40)])
+    await store.insert_many([{"text": e["text"], "id": e["id"], "metadata": {"type": e["type"]}} for e in entries(40)])
     await store.flush()
     old_vector, config = store.vector, store.config
     if config.vector_driver == "pinecone":  # an index has one dimension: refused before any work
@@ -71,8 +72,9 @@ async def test_reembed_switches_every_store_combination(make_store):
 
     with pytest.raises(EmbeddingMismatchError):
         await SemanticStore.create("re", config=config)  # the old model is refused now
-    async with await SemanticStore.create("re", config=config.model_copy(
-            update={"embedding_function": "hashing-v1-64"})) as reopened:
+    async with await SemanticStore.create(
+        "re", config=config.model_copy(update={"embedding_function": "hashing-v1-64"})
+    ) as reopened:
         assert (await reopened.get_consistency_report(None))["consistent_documents"] == 40
         assert (await reopened.get_most_relevant("bread baking", 1))[0]["text"].startswith("sourdough")
         assert (await reopened.reembed("hashing-v1-64"))["status"] == "unchanged"
@@ -183,8 +185,9 @@ async def test_a_killed_run_resumes_without_loss(tmp_path):
     async with await SemanticStore.create("killed", config=config) as store:
         await store.insert_many(entries(300))
     (tmp_path / "config.json").write_text(config.model_dump_json())
-    with subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "config.json")],
-                          stdout=subprocess.PIPE, text=True) as child:
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path / "config.json")], stdout=subprocess.PIPE, text=True
+    ) as child:
         for line in child.stdout:  # kill -9 mid-run, after a few checkpoints
             if int(line) >= 50:
                 os.kill(child.pid, signal.SIGKILL)

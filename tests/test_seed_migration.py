@@ -13,8 +13,7 @@ VOLATILE = {"vectorWriteTimestamp"}
 
 def comparable(entries):
     return [
-        {"text": e["text"], "metadata": {k: v for k, v in e["metadata"].items() if k not in VOLATILE}}
-        for e in entries
+        {"text": e["text"], "metadata": {k: v for k, v in e["metadata"].items() if k not in VOLATILE}} for e in entries
     ]
 
 
@@ -28,10 +27,15 @@ async def test_backward_compatibility(env_home):
 
 
 async def test_new_api_compatibility(env_home):
-    new_store = await SemanticStoreFactory.create("test", "text", "createdAt", {
-        "primaryDriver": "memory",
-        "vectorDriver": "memory",
-    })
+    new_store = await SemanticStoreFactory.create(
+        "test",
+        "text",
+        "createdAt",
+        {
+            "primaryDriver": "memory",
+            "vectorDriver": "memory",
+        },
+    )
     await new_store.insert({"text": "test"})
     results = await new_store.get_most_recent(10)
     assert len(results) == 1
@@ -40,10 +44,15 @@ async def test_new_api_compatibility(env_home):
 
 async def test_api_parity(env_home):
     old_store = await SemanticStore.create("test-old", "text", "createdAt")
-    new_store = await SemanticStoreFactory.create("test-new", "text", "createdAt", {
-        "primaryDriver": "memory",
-        "vectorDriver": "memory",
-    })
+    new_store = await SemanticStoreFactory.create(
+        "test-new",
+        "text",
+        "createdAt",
+        {
+            "primaryDriver": "memory",
+            "vectorDriver": "memory",
+        },
+    )
     test_data = {"text": "comparison test", "metadata": {"test": True}}
     await old_store.insert(test_data)
     await new_store.insert(test_data)

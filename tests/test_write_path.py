@@ -17,9 +17,7 @@ import pytest
 from promethean_persistence import SemanticStore
 from promethean_persistence.testing.store import open_store
 
-from conftest import base_config
-
-from conftest import PG
+from conftest import PG, base_config
 
 PERSISTENT = [
     pytest.param(("sqlite", "local"), id="sqlite+local"),
@@ -53,9 +51,12 @@ async def test_sigkill_mid_ingest_loses_no_acknowledged_entry(tmp_path, drivers)
     # The dead writer's leases run out after 2 x vector_timeout_ms + 1 s; flush waits for that.
     # Two writers share the store; one is killed, the other finishes normally.
     config = base_config(tmp_path, *drivers, vector_timeout_ms=1000)
-    victim = subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(config), "v"], stdout=subprocess.PIPE, text=True)
-    survivor = subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(config), "s", "300"],
-                                stdout=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", WRITER, json.dumps(config), "v"], stdout=subprocess.PIPE, text=True
+    )
+    survivor = subprocess.Popen(
+        [sys.executable, "-c", WRITER, json.dumps(config), "s", "300"], stdout=subprocess.PIPE, text=True
+    )
     acknowledged = []
     try:
         for line in victim.stdout:
@@ -94,11 +95,15 @@ async def test_two_stores_on_one_file_neither_lose_nor_duplicate(tmp_path, drive
     a = await open_store("shared", config, faults=True)
     b = await open_store("shared", config, faults=True)
     try:
+
         async def ingest(store, prefix):
             for start in range(0, 300, 30):
-                await asyncio.gather(*(
-                    store.insert({"id": f"{prefix}{i}", "text": f"{prefix} entry {i}"}) for i in range(start, start + 30)
-                ))
+                await asyncio.gather(
+                    *(
+                        store.insert({"id": f"{prefix}{i}", "text": f"{prefix} entry {i}"})
+                        for i in range(start, start + 30)
+                    )
+                )
 
         await asyncio.gather(ingest(a, "a"), ingest(b, "b"))
         await asyncio.gather(a.flush(), b.flush())

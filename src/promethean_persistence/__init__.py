@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._migrate import migrate, validate
 from ._mirror import MirrorStore
-from ._reembed import reembed
+from ._named import reembed
 from ._registry import register
 from ._store import DualStoreManager, SemanticStore, SemanticStoreFactory
 

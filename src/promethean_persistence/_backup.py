@@ -15,11 +15,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ._copy import Copier
 from ._entries import build_record, check_limit, now_ms
-from ._errors import EmbeddingMismatchError, MigrationError, ValidationError
+from ._errors import EmbeddingMismatchError, ValidationError
 from ._migrate import _ready, _vectors_of, describe
 from ._progress import progress_callback
 from ._types import Manifest, Record
@@ -39,7 +39,7 @@ def _open(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
         import gzip
 
-        return gzip.open(path, mode + "t", encoding="utf-8", compresslevel=6)
+        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8", compresslevel=6))
     return open(path, mode, encoding="utf-8")
 
 
@@ -58,13 +58,14 @@ async def export(
     batch_size = check_limit(batch_size, "batch_size")
     started = time.perf_counter()
     await _ready(store)
-    if with_vectors and not hasattr(store.vector, "fetch"):
-        raise MigrationError(f"The {store.config.vector_driver!r} vector driver cannot read its vectors back; "
-                             "export without vectors", operation="export")
-    manifest = await store.primary.get_manifest() or store._manifest()
+    manifest = await store.primary.get_manifest() or store.manifest()
     total = await store.count()
     header = {
-        "format": FORMAT, "version": FORMAT_VERSION, "store": store.name, "exported_at": now_ms(), "count": total,
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "store": store.name,
+        "exported_at": now_ms(),
+        "count": total,
         "manifest": manifest.copy(reembed=None, migration=None).to_dict(),
         "vectors": VECTOR_ENCODING if with_vectors else None,
     }
@@ -86,13 +87,23 @@ async def export(
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return {"path": str(final), "entries": entries, "vectors": vectors, "bytes": final.stat().st_size,
-            "seconds": round(time.perf_counter() - started, 3), "manifest": header["manifest"]}
+    return {
+        "path": str(final),
+        "entries": entries,
+        "vectors": vectors,
+        "bytes": final.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 3),
+        "manifest": header["manifest"],
+    }
 
 
 def _line(record: Record, vector: Any) -> str:
-    item: dict[str, Any] = {"id": record.id, "text": record.text, "timestamp": record.timestamp,
-                            "metadata": record.metadata}
+    item: dict[str, Any] = {
+        "id": record.id,
+        "text": record.text,
+        "timestamp": record.timestamp,
+        "metadata": record.metadata,
+    }
     if record.extra:
         item["extra"] = record.extra
     if vector is not None:
@@ -199,8 +210,12 @@ def _check_header(store: SemanticStore, header: dict[str, Any] | None, file: Pat
     if header is None:
         return False
     if header.get("version", 0) > FORMAT_VERSION:
-        raise ValidationError(f"{str(file)!r} is format version {header['version']}; this version reads up to "
-                              f"{FORMAT_VERSION}. Upgrade promethean-persistence.", field="path", operation="import")
+        raise ValidationError(
+            f"{str(file)!r} is format version {header['version']}; this version reads up to "
+            f"{FORMAT_VERSION}. Upgrade promethean-persistence.",
+            field="path",
+            operation="import",
+        )
     if not header.get("vectors") or reembed:
         return False
     manifest = Manifest.from_dict(header.get("manifest") or {})
@@ -209,7 +224,9 @@ def _check_header(store: SemanticStore, header: dict[str, Any] | None, file: Pat
         raise EmbeddingMismatchError(
             f"{str(file)!r} holds vectors of {manifest.embedding_model!r} ({manifest.dimensions} dimensions) but "
             f"{store.name!r} embeds with {model!r} ({dims} dimensions); import with reembed=True "
-            "(semantic-store import --reembed) to embed the texts anew", operation="import")
+            "(semantic-store import --reembed) to embed the texts anew",
+            operation="import",
+        )
     return True
 
 
@@ -226,8 +243,13 @@ def _parse(store: SemanticStore, item: Any, ours: bool, use_vectors: bool) -> tu
     extra = item.get("extra") or {}
     if not isinstance(extra, dict):
         raise ValidationError("extra must be an object", field="extra")
-    entry = {**extra, "id": item["id"], store.text_key: item["text"], store.time_key: item["timestamp"],
-             "metadata": item.get("metadata") or {}}
+    entry = {
+        **extra,
+        "id": item["id"],
+        store.text_key: item["text"],
+        store.time_key: item["timestamp"],
+        "metadata": item.get("metadata") or {},
+    }
     record = _record(store, entry)
     vector = item.get("vector")
     if vector is None or not use_vectors:
@@ -239,15 +261,16 @@ def _vector(id_: str, value: str | list[float], dims: int | None) -> Any:
     """A vector from base64 float32 (as exported) or a list of numbers, checked."""
     import numpy as np
 
-    if isinstance(value, str):
-        value = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")
-    vector = np.asarray(value, dtype=np.float32)
+    raw = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4") if isinstance(value, str) else value
+    vector = np.asarray(raw, dtype=np.float32)
     if vector.shape != (dims,) or not np.isfinite(vector).all():
-        raise ValidationError(f"vector of {id_!r} has shape {vector.shape}, expected ({dims},) finite floats",
-                              field="vector")
+        raise ValidationError(
+            f"vector of {id_!r} has shape {vector.shape}, expected ({dims},) finite floats", field="vector"
+        )
     return vector
 
 
 def _record(store: SemanticStore, entry: dict[str, Any]) -> Record:
-    return build_record(entry, text_key=store.text_key, time_key=store.time_key,
-                        max_text_bytes=store.config.max_text_bytes)
+    return build_record(
+        entry, text_key=store.text_key, time_key=store.time_key, max_text_bytes=store.config.max_text_bytes
+    )

@@ -2,21 +2,37 @@
 
 Keys are accepted in snake_case, lowerCamelCase and the seed's own names. Secrets are
 ``SecretStr`` and never printed.
+
+Drivers added by ``register()`` or an entry point get a settings section of their own: the
+top-level key named like the driver (``StoreConfig(vector_driver="myvec", myvec={...})``,
+``[myvec]`` in TOML) is kept in ``driver_sections`` and read back by the driver with
+``config.driver_settings("myvec")``.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
+from pydantic_core import to_jsonable_python
 
 from . import _registry
 from ._errors import ConfigurationError, SemanticStoreError
@@ -36,9 +52,7 @@ _ALIASES = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class SQLiteConfig(_Section):
@@ -155,9 +169,7 @@ class StoreConfig(BaseModel):
     'memory'
     """
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
     primary_driver: str = "sqlite"
     vector_driver: str = "local"
@@ -187,6 +199,9 @@ class StoreConfig(BaseModel):
     openai: OpenAIConfig = OpenAIConfig()
     hashing: HashingConfig = HashingConfig()
     sentence_transformers: SentenceTransformersConfig = SentenceTransformersConfig()
+    #: settings sections of third-party drivers (``register()`` / entry points), by driver
+    #: name; given as top-level keys (``myvec={...}``), read with ``driver_settings(name)``
+    driver_sections: dict[str, Any] = {}
 
     @field_validator("primary_driver")
     @classmethod
@@ -202,6 +217,34 @@ class StoreConfig(BaseModel):
     @classmethod
     def _embedding(cls, v: str) -> str:
         return _registry.check("embedding", v)
+
+    @field_validator("driver_sections", mode="before")
+    @classmethod
+    def _sections(cls, v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise ValueError("must map third-party driver names to their settings")
+        out = {}
+        for name, section in v.items():
+            if not (isinstance(name, str) and _registry.third_party(name)):
+                names = _registry.third_party_names()
+                close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
+                hint = close[0] if close else None
+                raise ConfigurationError(
+                    f"Invalid configuration: unknown key {name!r}: no driver is registered under"
+                    f" that name" + (f" (did you mean {hint!r}?)" if hint else ""),
+                    operation="config",
+                )
+            out[name] = _driver_section(name, section)
+        return out
+
+    @field_serializer("driver_sections", mode="wrap")
+    def _dump_sections(
+        self, value: dict[str, Any], handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        out = handler(value)
+        # JSON (and so repr, redacted(), model_dump_json): secret-named values masked even
+        # where a driver's config_model declared them as plain strings
+        return _masked(out) if info.mode_is_json() else out
 
     @field_validator("consistency", mode="before")
     @classmethod
@@ -251,13 +294,46 @@ class StoreConfig(BaseModel):
         if profile is not None:
             if profile not in profiles:
                 known = ", ".join(sorted(profiles)) or "none"
-                raise ConfigurationError(
-                    f"Profile {profile!r} not found in {str(path)!r}; profiles: {known}"
-                )
+                raise ConfigurationError(f"Profile {profile!r} not found in {str(path)!r}; profiles: {known}")
             data = _deep_merge(_normalise(data, cls), _normalise(profiles[profile], cls))
         return cls(**data)
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # third-party sections as their masked JSON; hidden when none
+        for name, value in super().__repr_args__():
+            if name == "driver_sections":
+                if not value:
+                    continue
+                value = self.model_dump(mode="json", include={"driver_sections"})["driver_sections"]
+            yield name, value
+
     # -- derived values --------------------------------------------------------------
+
+    def driver_settings(self, name: str) -> Any:
+        """The settings of driver ``name``, for its ``from_config(config, collection)``.
+
+        A driver added by ``register()`` or an entry point gets the config's section named
+        after it (``StoreConfig(myvec={...})``, ``[myvec]`` in TOML): an instance of the
+        driver class's ``config_model`` (``ClassVar[type[BaseModel]]``) when it declares
+        one, built from ``{}`` when the config has no such section; otherwise a copy of the
+        section as a plain dict (``{}`` when absent), in which every string under a key
+        named like a secret (password, api_key, token, secret, dsn, credentials, ...) is a
+        ``SecretStr``: read it with ``.get_secret_value()``. For a built-in driver name it
+        is that driver's own section (``"pinecone"`` -> ``config.pinecone``).
+        """
+        field = name.replace("-", "_")
+        if field in type(self).model_fields and isinstance(getattr(self, field), BaseModel):
+            return getattr(self, field)
+        if name in self.driver_sections:  # a copy: the config stays as it was built
+            return copy.deepcopy(self.driver_sections[name])
+        if not _registry.third_party(name):
+            raise ConfigurationError(
+                f"No settings for driver {name!r}: it is neither built in with a section nor"
+                f" registered (register() or an entry point)",
+                operation="config",
+                driver=name,
+            )
+        return _driver_section(name, {})
 
     @property
     def sqlite_path(self) -> str:
@@ -278,19 +354,89 @@ def _snake(key: str) -> str:
 
 
 def _normalise(data: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
-    """snake_case every key known to ``model`` (recursively), keeping unknown keys for errors."""
+    """snake_case every key known to ``model`` (recursively), keeping unknown keys for errors;
+    on StoreConfig, a top-level key naming a third-party driver moves to ``driver_sections``."""
     out: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    takes_sections = "driver_sections" in model.model_fields
     for key, value in data.items():
         name = _snake(key) if isinstance(key, str) else key
         field = model.model_fields.get(name)
         if field is None:
-            out[key] = value
+            if takes_sections and isinstance(key, str) and _registry.third_party(key):
+                sections[key] = value
+            else:
+                out[key] = value
             continue
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, Mapping):
             value = _normalise(value, sub)
         out[name] = value
+    if sections:
+        given = out.get("driver_sections")
+        if isinstance(given, Mapping):
+            sections = _deep_merge(given, sections)
+        out["driver_sections"] = sections
     return out
+
+
+# -- third-party driver sections ---------------------------------------------------------
+
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "passphrase", "secret", "secrets", "token", "apikey", "dsn", "credential", "credentials"}
+)
+_KEY_KINDS = frozenset({"api", "access", "private", "secret", "signing", "encryption", "master", "client"})
+
+
+def _secret_key(key: Any) -> bool:
+    """Whether a settings key names a secret: password, api_key/apiKey, auth_token, dsn, ..."""
+    if not isinstance(key, str):
+        return False
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+    words = [w for w in re.split(r"[_\-\s.]+", snake) if w]
+    return any(w in _SECRET_WORDS for w in words) or any(
+        a in _KEY_KINDS and b == "key" for a, b in zip(words, words[1:], strict=False)
+    )
+
+
+def _secrets(value: Any, secret: bool = False) -> Any:
+    """``value`` with every string under a secret-named key, at any depth, as a SecretStr."""
+    if isinstance(value, Mapping):
+        return {k: _secrets(v, secret or _secret_key(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_secrets(v, secret) for v in value]
+    return SecretStr(value) if secret and isinstance(value, str) else value
+
+
+def _masked(value: Any, secret: bool = False) -> Any:
+    """A JSON-ready ``value`` with every non-null value under a secret-named key masked."""
+    if isinstance(value, Mapping):
+        return {k: _masked(v, secret or _secret_key(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, secret) for v in value]
+    return "**********" if secret and value is not None else value
+
+
+def _driver_section(name: str, value: Any) -> Any:
+    """Driver ``name``'s section, validated by its ``config_model`` or kept as a dict."""
+    model = _registry.config_model(name)
+    if model is not None and isinstance(value, model):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"Invalid configuration: {name}: the settings of driver {name!r} must be a table"
+            f" (a mapping), got {type(value).__name__}",
+            operation="config",
+            driver=name,
+        )
+    if model is None:
+        return _secrets(dict(value))
+    try:
+        return model.model_validate(_normalise(value, model))
+    except PydanticValidationError as exc:
+        raise _config_error(exc, model, prefix=name) from None
 
 
 def _explicit(config: StoreConfig | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -300,9 +446,7 @@ def _explicit(config: StoreConfig | Mapping[str, Any] | None) -> dict[str, Any]:
         return config.model_dump(exclude_unset=True)
     if isinstance(config, Mapping):
         return _normalise(config, StoreConfig)
-    raise ConfigurationError(
-        f"config must be a StoreConfig, a mapping or None, got {type(config).__name__}"
-    )
+    raise ConfigurationError(f"config must be a StoreConfig, a mapping or None, got {type(config).__name__}")
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,24 +522,36 @@ def from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _config_error(exc: PydanticValidationError, model: type[BaseModel]) -> SemanticStoreError:
+def _config_error(
+    exc: PydanticValidationError, model: type[BaseModel], prefix: str | None = None
+) -> SemanticStoreError:
     problems = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, SemanticStoreError):
             return cause  # UnknownDriverError from a driver-name validator
         if err["type"] == "extra_forbidden":
             hint = _closest(err["loc"], model)
             problems.append(f"unknown key {loc!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        elif err["type"] == "missing":  # its input is the whole section: not shown
+            problems.append(f"{loc}: {err['msg']}")
         else:
-            shown = "***" if _is_secret(err["loc"]) else repr(err.get("input"))[:80]
+            given = _masked(_jsonable(err.get("input")))
+            shown = "***" if _is_secret(err["loc"]) else repr(given)[:80]
             problems.append(f"{loc}: {err['msg']} (got {shown})")
     return ConfigurationError("Invalid configuration: " + "; ".join(problems), operation="config")
 
 
+def _jsonable(value: Any) -> Any:
+    try:
+        return to_jsonable_python(value, fallback=repr)
+    except Exception:  # noqa: BLE001 - only for an error message
+        return repr(value)
+
+
 def _is_secret(loc: tuple[Any, ...]) -> bool:
-    return any(str(p) in ("password", "api_key", "apiKey", "dsn", "uri") for p in loc)
+    return any(str(p) in ("uri", "driver_sections") or _secret_key(p) for p in loc)
 
 
 def _closest(loc: tuple[Any, ...], model: type[BaseModel]) -> str | None:
@@ -406,5 +562,7 @@ def _closest(loc: tuple[Any, ...], model: type[BaseModel]) -> str | None:
             return None
         model = sub
     names = list(model.model_fields)
+    if "driver_sections" in names:  # top level: our keys and third-party drivers' sections
+        names = [n for n in names if n != "driver_sections"] + _registry.third_party_names()
     match = difflib.get_close_matches(_snake(str(loc[-1])), names, n=1, cutoff=0.6)
     return match[0] if match else None

@@ -54,8 +54,9 @@ class ContextStore:
     ) -> None:
         self.format_time = format_time or iso_time
         self.assistant_name = assistant_name
-        self._factory = store_factory or (lambda name, text_key, time_key: SemanticStore.create(
-            name, text_key, time_key, config))
+        self._factory = store_factory or (
+            lambda name, text_key, time_key: SemanticStore.create(name, text_key, time_key, config)
+        )
         #: name -> store; always the live mapping (the original's field went stale)
         self.collections: dict[str, Any] = {}
 
@@ -166,6 +167,4 @@ class ContextStore:
         """Close every collection's store."""
         stores, self.collections = list(self.collections.values()), {}
         for store in stores:
-            close = getattr(store, "cleanup", None)
-            if close is not None:
-                await close()
+            await store.cleanup()

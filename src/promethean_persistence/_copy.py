@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._entries import content_hash, now_ms
 from ._errors import BackendUnavailable, EmbeddingMismatchError, MigrationError, SemanticStoreError
-from ._queue import backoff_ms, describe_error, embed_records, upsert_records
+from ._retry import backoff_ms
 from ._types import Record
+from .outbox.queue import describe_error, embed_records, upsert_records
 
 if TYPE_CHECKING:
     from ._store import SemanticStore
@@ -44,13 +45,13 @@ class Copier:
         copies = [_copy_of(r, now) for r in records]
         wanted: list[Record] = []
         for r in copies:
-            if target._wants_vector(r):
+            if target.wants_vector(r):
                 wanted.append(r)
             else:
                 r.vector_status = "skipped"
         ready = {r.id: vectors[r.id] for r in wanted if r.id in vectors}
 
-        async def embed(part: list[Record]) -> list[Any]:
+        async def embed(part: list[Record]) -> Any:
             return await embed_records(target.embedder, part, images=target.supports_images)
 
         async def upsert(part: list[Record]) -> list[Record]:
@@ -97,8 +98,9 @@ class Copier:
                     raise
                 await asyncio.sleep(backoff_ms(attempt, self.retry_delay_ms) / 1000)
 
-    async def _split(self, records: list[Record], call: Callable[[list[Record]], Any],
-                     errors: dict[str, str]) -> dict[str, Any]:
+    async def _split(
+        self, records: list[Record], call: Callable[[list[Record]], Any], errors: dict[str, str]
+    ) -> dict[str, Any]:
         """``call(part)`` gives one result per record of ``part``: tried on the whole batch
         (connection errors retried), then record by record to find those that fail on their
         own. Returns the results by id; the errors of the rest go to ``errors``."""
@@ -124,7 +126,8 @@ class Copier:
             raise MigrationError(
                 f"The target store {self.target.name!r} is unreachable ({exc}); what was copied stays, "
                 "and running the same migration again resumes from there",
-                operation="migrate", driver=self.target.config.primary_driver,
+                operation="migrate",
+                driver=self.target.config.primary_driver,
             ) from exc
         except Exception as exc:  # noqa: BLE001 - find the entries that fail on their own
             if len(records) == 1:
@@ -138,7 +141,11 @@ class Copier:
 def _copy_of(record: Record, now: int) -> Record:
     """The record as a new entry of the target: same id, text, time, metadata and extra fields."""
     return Record(
-        id=record.id, text=record.text, timestamp=record.timestamp, metadata=record.metadata,
-        extra=record.extra, content_hash=content_hash(record.text), vector_updated_at=now,
+        id=record.id,
+        text=record.text,
+        timestamp=record.timestamp,
+        metadata=record.metadata,
+        extra=record.extra,
+        content_hash=content_hash(record.text),
+        vector_updated_at=now,
     )
-

@@ -14,9 +14,7 @@ from typing import Any
 from ._errors import ValidationError
 from ._types import Record
 
-MANAGED_KEYS = frozenset(
-    {"vectorStatus", "vectorWriteSuccess", "vectorWriteError", "vectorWriteTimestamp"}
-)
+MANAGED_KEYS = frozenset({"vectorStatus", "vectorWriteSuccess", "vectorWriteError", "vectorWriteTimestamp"})
 MAX_ID_LENGTH = 512
 MAX_DEPTH = 32
 # JavaScript's Date range, so every stored timestamp stays readable by the original package.
@@ -67,9 +65,7 @@ def to_epoch_ms(value: Any, field: str) -> int:
             ) from None
         ms = _datetime_ms(parsed)
     else:
-        raise _invalid(
-            field, f"expected epoch ms, a datetime or an ISO-8601 string, got {type(value).__name__}"
-        )
+        raise _invalid(field, f"expected epoch ms, a datetime or an ISO-8601 string, got {type(value).__name__}")
     if abs(ms) > MAX_EPOCH_MS:
         raise _invalid(field, f"timestamp {ms} is out of range")
     return ms

@@ -20,6 +20,11 @@ Messages never contain secrets: drivers pass URLs through ``redact`` before rais
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._types import Manifest
 
 __all__ = [
     "BackendRejected",
@@ -40,6 +45,9 @@ __all__ = [
 
 class SemanticStoreError(Exception):
     """Root of every error raised by promethean-persistence."""
+
+    #: the operation ran out of time: its effect (e.g. a vector write) may still have landed
+    timed_out: bool = False
 
     def __init__(
         self,
@@ -67,11 +75,15 @@ class SemanticStoreError(Exception):
         ]
         return f"{self.message} [{', '.join(context)}]" if context else self.message
 
-    def __reduce__(self):  # keep keyword context across pickling (multiprocessing)
+    def __reduce__(self) -> tuple[Callable[..., SemanticStoreError], tuple[Any, ...]]:
+        # keep keyword context across pickling (multiprocessing)
         return (_rebuild, (type(self), self.message, self.operation, self.driver, self.document_id))
 
 
-def _rebuild(cls, message, operation, driver, document_id):
+_E = TypeVar("_E", bound=SemanticStoreError)
+
+
+def _rebuild(cls: type[_E], message: str, operation: str | None, driver: str | None, document_id: str | None) -> _E:
     return cls(message, operation=operation, driver=driver, document_id=document_id)
 
 
@@ -90,7 +102,7 @@ class MissingDependencyError(ConfigurationError, ImportError):
 class ValidationError(SemanticStoreError, ValueError):
     """An entry, filter or argument was rejected; nothing was written."""
 
-    def __init__(self, message: str, *, field: str | None = None, **context) -> None:
+    def __init__(self, message: str, *, field: str | None = None, **context: str | None) -> None:
         super().__init__(message, **context)
         self.field = field
 
@@ -121,7 +133,7 @@ class EmbeddingMismatchError(SemanticStoreError):
     stored: object = None  #: the collection's Manifest, when the mismatch is with it
 
     @classmethod
-    def between(cls, collection: str, stored, model: str, dims: int | None) -> EmbeddingMismatchError:
+    def between(cls, collection: str, stored: Manifest, model: str, dims: int | None) -> EmbeddingMismatchError:
         size = f"{dims} dimensions" if dims is not None else "dimension not known yet"
         error = cls(
             f"Collection {collection!r} was built with embedding model {stored.embedding_model!r} "

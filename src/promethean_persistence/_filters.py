@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from ._errors import ValidationError
 
@@ -120,9 +120,7 @@ def _parse(spec: Any) -> Node:
                 raise _fail(f"empty operator mapping for {key!r}")
             for op, operand in value.items():
                 if not isinstance(op, str) or not op.startswith("$"):
-                    raise _fail(
-                        f"nested objects are not compared; use dotted keys ({key}.{op})"
-                    )
+                    raise _fail(f"nested objects are not compared; use dotted keys ({key}.{op})")
                 items.append(_comparison(path, op, operand))
         else:
             items.append(_comparison(path, "$eq", value))
@@ -178,12 +176,12 @@ def _compare(node: Cmp, actual: Any) -> bool:
     if _kind(actual) != _kind(expected):
         return False
     if op == "gt":
-        return actual > expected
+        return cast(bool, actual > expected)
     if op == "gte":
-        return actual >= expected
+        return cast(bool, actual >= expected)
     if op == "lt":
-        return actual < expected
-    return actual <= expected
+        return cast(bool, actual < expected)
+    return cast(bool, actual <= expected)
 
 
 def evaluate(node: Node | None, metadata: Mapping[str, Any]) -> bool:

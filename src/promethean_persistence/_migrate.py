@@ -13,13 +13,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._copy import Copier
 from ._entries import check_limit, now_ms
 from ._errors import MigrationError, ValidationError
 from ._progress import progress_callback
 from ._types import Record
+from .drivers.base import ProbingEmbedder
 
 if TYPE_CHECKING:
     from ._store import SemanticStore
@@ -47,13 +48,15 @@ def _copy_mode(source: SemanticStore, target: SemanticStore, reembed: Any) -> bo
     same = same_space(source, target)
     if reembed in (True, "always"):
         return False
-    if not same or not hasattr(source.vector, "fetch"):
+    if not same:
         if reembed in (False, "never"):
-            why = (f"{source.embedder.model!r} ({source.embedder.dimensions} dims) and "
-                   f"{target.embedder.model!r} ({target.embedder.dimensions} dims) differ") if not same else (
-                f"the {source.config.vector_driver!r} vector driver cannot read its vectors back")
-            raise MigrationError(f"Cannot copy vectors as they are: {why}; use reembed='auto' or True",
-                                 operation="migrate")
+            why = (
+                f"{source.embedder.model!r} ({source.embedder.dimensions} dims) and "
+                f"{target.embedder.model!r} ({target.embedder.dimensions} dims) differ"
+            )
+            raise MigrationError(
+                f"Cannot copy vectors as they are: {why}; use reembed='auto' or True", operation="migrate"
+            )
         return False
     return True
 
@@ -70,10 +73,10 @@ def _identity(store: SemanticStore) -> str:
 
 async def _ready(store: SemanticStore) -> None:
     """The store's buffered writes landed and its manifest is written."""
-    await store._reading()
+    await store.settle()
     if store.embedder.dimensions is None:
-        await store.embedder.probe()
-        await store._settle_manifest()
+        await cast(ProbingEmbedder, store.embedder).probe()
+        await store.settle()
 
 
 async def migrate(
@@ -103,11 +106,14 @@ async def migrate(
     await _ready(target)
     copy = _copy_mode(source, target, reembed)
     identity = _identity(source)
-    manifest = await target.primary.get_manifest() or target._manifest()  # read once; checkpoints replace it
-    state = manifest.migration
-    resumed = bool(resume and state and state.get("source") == identity)
-    if not resumed:
-        state = {"source": identity, "after": None, "failed": {}, "started_at": now_ms()}
+    manifest = await target.primary.get_manifest() or target.manifest()  # read once; checkpoints replace it
+    checkpoint = manifest.migration
+    resumed = bool(resume and checkpoint and checkpoint.get("source") == identity)
+    state: dict[str, Any] = (
+        checkpoint
+        if resumed and checkpoint
+        else {"source": identity, "after": None, "failed": {}, "started_at": now_ms()}
+    )
     total = await source.count()
     report_progress = progress_callback(progress, "migrate")
     done = state.get("done", 0)
@@ -115,7 +121,7 @@ async def migrate(
     failed: dict[str, str] = dict(state["failed"])
 
     # Reading the next batch overlaps with writing this one.
-    queue: asyncio.Queue = asyncio.Queue(maxsize=2)
+    queue: asyncio.Queue[tuple[list[Record], dict[str, Any]] | Exception | None] = asyncio.Queue(maxsize=2)
 
     async def read() -> None:
         try:
@@ -148,8 +154,11 @@ async def migrate(
 
     # One more try for the entries that failed, read afresh (gone from the source: not failed).
     for id_, record in zip(list(failed), await source.primary.get(list(failed)) if failed else []):
-        error = None if record is None else (
-            await copier.write([record], await _vectors_of(source, [record], copy))).get(id_)
+        error = (
+            None
+            if record is None
+            else (await copier.write([record], await _vectors_of(source, [record], copy))).get(id_)
+        )
         if error:
             failed[id_] = error
         else:
@@ -204,8 +213,13 @@ async def _vectors_of(source: SemanticStore, records: list[Record], copy: bool) 
 
 def describe(store: SemanticStore) -> dict[str, Any]:
     c = store.config
-    return {"name": store.name, "primary": c.primary_driver, "vector": c.vector_driver,
-            "embedding_model": store.embedder.model, "dimensions": store.embedder.dimensions}
+    return {
+        "name": store.name,
+        "primary": c.primary_driver,
+        "vector": c.vector_driver,
+        "embedding_model": store.embedder.model,
+        "dimensions": store.embedder.dimensions,
+    }
 
 
 # -- validate --------------------------------------------------------------------------------
@@ -218,7 +232,9 @@ async def _flat(store: SemanticStore, batch_size: int = 1000) -> AsyncIterator[R
             if last is not None and record.id <= last:
                 raise MigrationError(
                     f"The {store.config.primary_driver!r} driver of {store.name!r} did not iterate in ascending "
-                    f"id order ({record.id!r} after {last!r})", operation="validate")
+                    f"id order ({record.id!r} after {last!r})",
+                    operation="validate",
+                )
             last = record.id
             yield record
 
@@ -259,8 +275,9 @@ async def validate(
     ``sample_size`` entries (None: all) the vectors themselves are compared when both stores
     share the embedding space. ``report["ok"]`` is True when nothing is missing or different
     (``"exact"`` also requires no extra entries on the target)."""
-    if sample_size is not None and (isinstance(sample_size, bool) or not isinstance(sample_size, int)
-                                    or sample_size < 0):
+    if sample_size is not None and (
+        isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 0
+    ):
         raise ValidationError(f"sample_size must be an int >= 0 or None, got {sample_size!r}", field="sample_size")
     started = time.perf_counter()
     await _ready(source)
@@ -287,6 +304,7 @@ async def validate(
 
     async def copy_back() -> None:
         nonlocal repaired
+        assert _repair is not None
         copier, copy, failed = _repair
         repaired += len(to_copy)
         failed.update(await copier.write(to_copy, await _vectors_of(source, to_copy, copy)))
@@ -296,6 +314,7 @@ async def validate(
         source_count += a is not None
         target_count += b is not None
         if b is None:
+            assert a is not None  # the merge yields at least one side
             if _repair is not None and a.id not in _repair[2]:
                 to_copy.append(a)
             else:
@@ -309,7 +328,7 @@ async def validate(
                 to_copy.append(a)
             elif fields:
                 note("mismatched", {"id": a.id, "fields": fields})
-            elif target._wants_vector(b):
+            elif target.wants_vector(b):
                 to_check.append(b.id)
             # reservoir sample of the common ids
             if sample_size is None or len(sample) < sample_size:
@@ -345,7 +364,7 @@ async def validate(
 
 async def _compare_vectors(source: SemanticStore, target: SemanticStore, ids: list[str]) -> int:
     """How many sampled entries have a different vector on the two sides (same space only)."""
-    if not ids or not same_space(source, target) or not all(hasattr(s.vector, "fetch") for s in (source, target)):
+    if not ids or not same_space(source, target):
         return 0
     import numpy as np
 

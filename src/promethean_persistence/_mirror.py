@@ -15,12 +15,12 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ._config import StoreConfig
 from ._entries import now_ms, user_metadata
 from ._errors import ConfigurationError, SemanticStoreError, ValidationError
-from ._queue import backoff_ms
+from ._retry import backoff_ms
 from ._store import SemanticStore
 
 __all__ = ["MirrorStore", "open_store"]
@@ -32,8 +32,15 @@ class MirrorStore:
     """``MirrorStore(old, new, read_from="old", compare=True)``: writes to both stores, reads
     from one. Methods not listed here (reports, repair, iteration...) act on the read side."""
 
-    def __init__(self, old: SemanticStore, new: SemanticStore, read_from: str = "old", compare: bool = True, *,
-                 retry_delay_ms: int = 1_000) -> None:
+    def __init__(
+        self,
+        old: SemanticStore,
+        new: SemanticStore,
+        read_from: str = "old",
+        compare: bool = True,
+        *,
+        retry_delay_ms: int = 1_000,
+    ) -> None:
         if read_from not in ("old", "new"):
             raise ValidationError(f"read_from must be 'old' or 'new', got {read_from!r}", field="read_from")
         if old is new:
@@ -42,9 +49,17 @@ class MirrorStore:
         self.reader, self.other = (old, new) if read_from == "old" else (new, old)
         self.retry_delay_ms = retry_delay_ms
         self._backlog: deque[tuple[str, Any]] = deque()  #: writes the other side still owes, in order
-        self._retrier: asyncio.Task | None = None
-        self._counts = {"writes": 0, "mirrored": 0, "deferred": 0, "retried": 0, "rejected": 0,
-                        "reads_compared": 0, "mismatches": 0, "compare_errors": 0}
+        self._retrier: asyncio.Task[None] | None = None
+        self._counts = {
+            "writes": 0,
+            "mirrored": 0,
+            "deferred": 0,
+            "retried": 0,
+            "rejected": 0,
+            "reads_compared": 0,
+            "mismatches": 0,
+            "compare_errors": 0,
+        }
         self._overlaps: list[float] = []
         self.rejected_ids: list[str] = []  #: entries the other side refused for good (bad for it)
 
@@ -105,7 +120,8 @@ class MirrorStore:
             pinned["id"] = str(uuid.uuid4())
         meta = pinned.get("metadata")
         has_time = pinned.get(self.time_key) is not None or (
-            isinstance(meta, Mapping) and meta.get("timeStamp") is not None)
+            isinstance(meta, Mapping) and meta.get("timeStamp") is not None
+        )
         if not has_time:
             pinned[self.time_key] = now_ms()
         return pinned
@@ -198,16 +214,19 @@ class MirrorStore:
             differ = [i for i, a, b in zip(ids, mine, theirs) if _content(a) != _content(b)]
             if differ:
                 self._mismatch("get", f"{len(differ)} entries differ ({', '.join(map(str, differ[:5]))})")
-        return mine
+        return cast(list[dict[str, Any] | None], mine)
 
-    async def get_most_recent(self, limit: int = 10, filter: Mapping[str, Any] | None = None, **kwargs: Any):
+    async def get_most_recent(
+        self, limit: int = 10, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         mine, theirs = await self._both("get_most_recent", limit, filter, **kwargs)
         if theirs is not None and [e["id"] for e in mine] != [e["id"] for e in theirs]:
             self._mismatch("get_most_recent", f"ids differ for limit={limit}")
-        return mine
+        return cast(list[dict[str, Any]], mine)
 
-    async def get_most_relevant(self, query_texts: str | Sequence[str], limit: int = 10,
-                                where: Mapping[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    async def get_most_relevant(
+        self, query_texts: str | Sequence[str], limit: int = 10, where: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         """The read side's results; with ``compare``, the overlap of the two sides' result ids
         is recorded (``stats()["mean_overlap"]``), a difference counts as a mismatch."""
         mine, theirs = await self._both("get_most_relevant", query_texts, limit, where, **kwargs)
@@ -217,13 +236,13 @@ class MirrorStore:
             self._overlaps.append(overlap)
             if overlap < 1.0:
                 self._mismatch("get_most_relevant", f"overlap {overlap:.2f} for {query_texts!r}")
-        return mine
+        return cast(list[dict[str, Any]], mine)
 
     async def count(self) -> int:
         mine, theirs = await self._both("count")
         if theirs is not None and mine != theirs:
             self._mismatch("count", f"{self.reader.name}: {mine}, {self.other.name}: {theirs}")
-        return mine
+        return int(mine)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -263,8 +282,13 @@ class MirrorStore:
                 await asyncio.gather(self._retrier, return_exceptions=True)
             if self._backlog:
                 ids = [e.get("id") for kind, p in self._backlog if kind == "insert" for e in p][:20]
-                log.error("%s still misses %d mirrored writes (entries %s...); run `semantic-store migrate` "
-                          "to bring it level", self.other.name, len(self._backlog), ids)
+                log.error(
+                    "%s still misses %d mirrored writes (entries %s...); run `semantic-store migrate` "
+                    "to bring it level",
+                    self.other.name,
+                    len(self._backlog),
+                    ids,
+                )
             await asyncio.gather(self.old.cleanup(), self.new.cleanup())
 
     close = cleanup
@@ -285,23 +309,30 @@ def mirror_settings(path: str | Path, profile: str | None) -> dict[str, Any] | N
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"Cannot read config file {str(path)!r}: {exc}") from exc
-    settings = data.get("profiles", {}).get(profile, {}).get("mirror")
+    settings: dict[str, Any] | None = data.get("profiles", {}).get(profile, {}).get("mirror")
     if settings is None:
         return None
     unknown = set(settings) - {"old", "new", "read_from", "compare"}
     if unknown or not {"old", "new"} <= set(settings):
         raise ConfigurationError(
             f"[profiles.{profile}.mirror] takes old = PROFILE, new = PROFILE, read_from = 'old'|'new', "
-            f"compare = true|false; got {sorted(settings)}")
+            f"compare = true|false; got {sorted(settings)}"
+        )
     return settings
 
 
-async def open_store(name: str, text_key: str = "text", time_key: str = "createdAt", *,
-                     config_file: str | Path | None = None, profile: str | None = None) -> SemanticStore | MirrorStore:
+async def open_store(
+    name: str,
+    text_key: str = "text",
+    time_key: str = "createdAt",
+    *,
+    config_file: str | Path | None = None,
+    profile: str | None = None,
+) -> SemanticStore | MirrorStore:
     """The store a CLI invocation works on: a plain store, or a MirrorStore when the profile
     is a ``mirror`` of two other profiles of the same file."""
     settings = mirror_settings(config_file, profile) if config_file else None
-    if settings is None:
+    if settings is None or config_file is None:
         config = StoreConfig.from_file(config_file, profile) if config_file else None
         return await SemanticStore.create(name, text_key, time_key, config)
     old = await SemanticStore.create(name, text_key, time_key, StoreConfig.from_file(config_file, settings["old"]))

@@ -23,8 +23,9 @@ class Progress:
         eta = (total - done) / rate if rate else 0.0
         filled = 30 * done // total
         end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
-                         f"{rate:,.0f}/s ETA {eta:,.0f}s {end}")
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {rate:,.0f}/s ETA {eta:,.0f}s {end}"
+        )
         sys.stderr.flush()
 
 

@@ -16,17 +16,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from . import _registry
 from ._entries import now_ms
 from ._errors import EmbeddingError, EmbeddingMismatchError
-from ._queue import embed_records, upsert_records
+from ._open import vector_for
+from ._policy import supports_images, wants_vector
 from ._types import Manifest, Record, VectorState
+from .drivers.base import ProbingEmbedder
+from .outbox.queue import embed_records, upsert_records
 
 if TYPE_CHECKING:
-    from ._config import StoreConfig
     from ._store import SemanticStore
     from .drivers.base import Embedder
 
@@ -37,47 +38,6 @@ MAX_CATCH_UP_ROUNDS = 5  #: beyond that, writes still racing the run are re-queu
 _SCAN_BATCH = 1000
 
 Progress = Callable[[int, int], None]
-
-
-async def reembed(
-    name: str,
-    model: str | None = None,
-    *,
-    embedding_driver: str | None = None,
-    text_key: str = "text",
-    time_key: str = "createdAt",
-    config: StoreConfig | Mapping[str, Any] | None = None,
-    batch_size: int = 256,
-    keep_old: bool = False,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Re-embed store ``name`` into ``model`` (default: the configured embedding model).
-
-    If the configuration already names the new model, the store is opened with the model
-    its manifest records, so changing ``EMBEDDING_FUNCTION`` and running this moves the data.
-    """
-    from ._config import StoreConfig
-    from ._store import SemanticStore
-
-    resolved = StoreConfig.resolve(config)
-    try:
-        store = await SemanticStore.create(name, text_key, time_key, resolved)
-    except EmbeddingMismatchError as exc:
-        if exc.stored is None:
-            raise
-        built = {"embedding_driver": exc.stored.embedding_driver, "embedding_function": exc.stored.embedding_model}
-        store = await SemanticStore.create(name, text_key, time_key, resolved.model_copy(update=built))
-    try:
-        if model is None and embedding_driver is None:
-            model, embedding_driver = resolved.embedding_function, resolved.embedding_driver
-            if model is None:  # the configured driver's default model
-                probe = _registry.build("embedding", resolved)
-                model = probe.model
-                await probe.aclose()
-        return await store.reembed(model, embedding_driver=embedding_driver, batch_size=batch_size,
-                                   keep_old=keep_old, progress=progress)
-    finally:
-        await store.cleanup()
 
 
 def target_collection(store: SemanticStore, model: str, dims: int) -> str:
@@ -95,18 +55,18 @@ async def run(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Move ``store`` to ``embedder``'s vector space; see the module docstring."""
-    from ._store import supports_images, vector_for, wants_vector
 
     started = time.perf_counter()
     primary = store.primary
     await store.flush()
     manifest = await primary.get_manifest()
     if manifest is None:
-        raise EmbeddingError(f"{store.name}: the embedder has not told its dimension yet; nothing to move",
-                             operation="reembed")
+        raise EmbeddingError(
+            f"{store.name}: the embedder has not told its dimension yet; nothing to move", operation="reembed"
+        )
     dims = embedder.dimensions
     if dims is None:
-        dims = await embedder.probe()
+        dims = await cast(ProbingEmbedder, embedder).probe()
     if (embedder.model, dims) == (manifest.embedding_model, manifest.dimensions):
         return {"status": "unchanged", "model": embedder.model, "dimensions": dims, "embedded": 0}
     images = supports_images(embedder, store.config)
@@ -120,20 +80,29 @@ async def run(
         await abandoned.drop()
         await abandoned.aclose()
     if not resumed:
-        checkpoint = {"vector_collection": target, "embedding_driver": driver, "embedding_model": embedder.model,
-                      "dimensions": dims, "after": None, "embedded": 0, "since": now_ms() - CLOCK_SKEW_MS}
+        checkpoint = {
+            "vector_collection": target,
+            "embedding_driver": driver,
+            "embedding_model": embedder.model,
+            "dimensions": dims,
+            "after": None,
+            "embedded": 0,
+            "since": now_ms() - CLOCK_SKEW_MS,
+        }
     assert checkpoint is not None
     side = vector_for(store.vector, store.config, target)
     await side.open()
     try:
         if not resumed:
             await side.drop()  # whatever an older run to this space left there
-        fixed = getattr(side, "dims", None)  # e.g. a Pinecone index has one dimension for good
+        fixed = side.dims  # e.g. a Pinecone index has one dimension for good
         if fixed not in (None, dims):
             raise EmbeddingMismatchError(
                 f"{side!r} can only hold {fixed}-dimensional vectors; {embedder.model!r} makes {dims}. "
                 "Re-embedding into another dimension needs another index: migrate to a store on a new one.",
-                driver=getattr(side, "name", None), operation="reembed")
+                driver=side.name,
+                operation="reembed",
+            )
         if not resumed:
             await primary.set_manifest(manifest.copy(reembed=checkpoint))
         total = await primary.count()
@@ -146,13 +115,15 @@ async def run(
             if r.id in done:
                 return done[r.id] == r.version
             # not written by this run: by an interrupted one, if unchanged since it began
-            return (r.vector_updated_at or 0) < checkpoint["since"]
+            return bool((r.vector_updated_at or 0) < checkpoint["since"])
 
         async def write(records: list[Record]) -> int:
             for start in range(0, len(records), batch_size):
                 chunk = [r for r in records[start : start + batch_size] if wanted(r)]
                 if chunk:
-                    await upsert_records(side, chunk, await embed_records(embedder, chunk, images=images), embedder.model)
+                    await upsert_records(
+                        side, chunk, await embed_records(embedder, chunk, images=images), embedder.model
+                    )
             done.update((r.id, r.version) for r in records)
             return sum(map(wanted, records))
 
@@ -180,14 +151,13 @@ async def run(
                 break
 
         # The switch: one manifest write.
-        switched = Manifest(driver, embedder.model, dims, normalized=bool(getattr(embedder, "normalize", True)),
-                            vector_collection=target)
+        switched = Manifest(driver, embedder.model, dims, normalized=embedder.normalize, vector_collection=target)
         await primary.set_manifest(switched)
     except BaseException:
         await side.aclose()
         raise
     old_vector, old_embedder = store.vector, store.embedder
-    await store._switch(embedder, side, driver, target)
+    await store.switch_embedding(embedder, side, driver, target)
 
     now, marked, requeued = now_ms(), 0, 0
     async for batch in primary.iterate(_SCAN_BATCH):
@@ -204,7 +174,7 @@ async def run(
                 requeued += 1
         await primary.set_vector_state(states)
     if requeued:
-        store._worker.wake()
+        store.wake_outbox()
     if not keep_old:
         try:
             await old_vector.drop()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import difflib
 import importlib
 from importlib.metadata import entry_points
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._errors import UnknownDriverError
+from ._errors import ConfigurationError, UnknownDriverError
+
+if TYPE_CHECKING:
+    from ._config import StoreConfig
 
 Kind = Literal["primary", "vector", "embedding"]
 KINDS: tuple[Kind, ...] = ("primary", "vector", "embedding")
@@ -76,15 +79,48 @@ def check(kind: Kind, name: str) -> str:
     )
 
 
-def build(kind: Kind, config, collection: str | None = None):
+def third_party(name: str) -> list[Kind]:
+    """The kinds under which ``name`` is a driver added by ``register()`` or an entry point."""
+    return [kind for kind in KINDS if name in _REGISTERED[kind] or name in _entry_points(kind)]
+
+
+def third_party_names() -> list[str]:
+    """Every name a driver was added under by ``register()`` or an entry point, sorted."""
+    return sorted({name for kind in KINDS for name in (*_REGISTERED[kind], *_entry_points(kind))})
+
+
+def config_model(name: str) -> type[Any] | None:
+    """The pydantic model a third-party driver declares for its settings section
+    (``config_model: ClassVar[type[BaseModel]]``), or None: its section stays a plain dict.
+
+    Loads (imports) the driver classes registered as ``name``; the first kind, in the order
+    primary, vector, embedding, whose class declares a model wins.
+    """
+    from pydantic import BaseModel
+
+    for kind in third_party(name):
+        try:
+            cls = load(kind, name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"Cannot load {kind} driver {name!r} to read its settings: {exc}", driver=name
+            ) from exc
+        model = getattr(cls, "config_model", None)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model
+    return None
+
+
+def build(kind: Kind, config: StoreConfig, collection: str | None = None) -> Any:
     """The configured ``kind`` driver, constructed (not opened) for ``collection``."""
-    name = {"primary": config.primary_driver, "vector": config.vector_driver,
-            "embedding": config.embedding_driver}[kind]
+    name = {"primary": config.primary_driver, "vector": config.vector_driver, "embedding": config.embedding_driver}[
+        kind
+    ]
     cls = load(kind, name)
     return cls.from_config(config) if kind == "embedding" else cls.from_config(config, collection)
 
 
-def load(kind: Kind, name: str) -> type:
+def load(kind: Kind, name: str) -> type[Any]:
     """Return the driver class registered as ``name``; its module is imported only now."""
     check(kind, name)
     target = (
@@ -96,4 +132,5 @@ def load(kind: Kind, name: str) -> type:
     if isinstance(target, type):
         return target
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    cls: type[Any] = getattr(importlib.import_module(module), attr)
+    return cls

@@ -41,8 +41,15 @@ class Record:
     def tombstone(cls, id_: str, next_at: int | None, now: int, attempts: int = 0, error: str | None = None) -> Record:
         """The outbox entry of a deleted record whose vector must still be deleted."""
         return cls(
-            id=id_, text="", timestamp=0, version=TOMBSTONE_VERSION, vector_status="deleting",
-            vector_attempts=attempts, vector_error=error, vector_next_at=next_at, vector_updated_at=now,
+            id=id_,
+            text="",
+            timestamp=0,
+            version=TOMBSTONE_VERSION,
+            vector_status="deleting",
+            vector_attempts=attempts,
+            vector_error=error,
+            vector_next_at=next_at,
+            vector_updated_at=now,
         )
 
     def copy(self, **changes: Any) -> Record:

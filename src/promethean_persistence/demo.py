@@ -11,25 +11,42 @@ import ast
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._store import SemanticStore
 
 #: Example questions and the stdlib names that answer them.
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "parse a date from a string": (
-        "datetime.datetime.strptime", "datetime.datetime.fromisoformat", "datetime.date.fromisoformat",
-        "time.strptime", "email.utils.parsedate", "email.utils.parsedate_to_datetime",
+        "datetime.datetime.strptime",
+        "datetime.datetime.fromisoformat",
+        "datetime.date.fromisoformat",
+        "time.strptime",
+        "email.utils.parsedate",
+        "email.utils.parsedate_to_datetime",
     ),
     "compress a file with gzip": ("gzip.compress", "gzip.open", "gzip.GzipFile", "gzip"),
     "run a shell command and capture its output": (
-        "subprocess.check_output", "subprocess.run", "subprocess.getoutput", "subprocess.getstatusoutput",
-        "subprocess.Popen.communicate", "os.popen",
+        "subprocess.check_output",
+        "subprocess.run",
+        "subprocess.getoutput",
+        "subprocess.getstatusoutput",
+        "subprocess.Popen.communicate",
+        "os.popen",
     ),
     "read and write CSV files": ("csv", "csv.reader", "csv.writer", "csv.DictReader", "csv.DictWriter"),
     "generate a secure random token for a password reset link": (
-        "secrets.token_urlsafe", "secrets.token_hex", "secrets.token_bytes", "secrets",
+        "secrets.token_urlsafe",
+        "secrets.token_hex",
+        "secrets.token_bytes",
+        "secrets",
     ),
     "send an HTTP GET request to a URL": (
-        "urllib.request.urlopen", "urllib.request", "http.client.HTTPConnection", "http.client.HTTPConnection.request",
+        "urllib.request.urlopen",
+        "urllib.request",
+        "http.client.HTTPConnection",
+        "http.client.HTTPConnection.request",
         "urllib.request.Request",
     ),
 }
@@ -77,8 +94,13 @@ def stdlib_entries(limit: int | None = None, root: Path | None = None) -> Iterat
                 "id": name,
                 "text": f"{name}: {doc}",
                 "createdAt": int(path.stat().st_mtime * 1000),
-                "metadata": {"module": module, "kind": kind, "name": name.rsplit(".", 1)[-1],
-                             "path": str(rel), "line": getattr(node, "lineno", 1)},
+                "metadata": {
+                    "module": module,
+                    "kind": kind,
+                    "name": name.rsplit(".", 1)[-1],
+                    "path": str(rel),
+                    "line": getattr(node, "lineno", 1),
+                },
             }
             count += 1
             if limit is not None and count >= limit:
@@ -97,12 +119,21 @@ def _walk(tree: ast.Module, module: str) -> Iterator[tuple[str, str, Any]]:
                     yield f"{module}.{node.name}.{item.name}", "method", item
 
 
-async def answer_questions(store, questions: dict[str, tuple[str, ...]] | None = None, k: int = 5) -> list[dict[str, Any]]:
+async def answer_questions(
+    store: SemanticStore, questions: dict[str, tuple[str, ...]] | None = None, k: int = 5
+) -> list[dict[str, Any]]:
     """Search each question; report its top ``k`` ids and whether an expected name is among them."""
     out = []
     for question, expected in (questions or QUESTIONS).items():
         hits = await store.get_most_relevant(question, k)
         ids = [h["id"] for h in hits]
-        out.append({"question": question, "top": ids, "scores": [round(h["score"], 3) for h in hits],
-                    "expected": list(expected), "found": any(i in expected for i in ids)})
+        out.append(
+            {
+                "question": question,
+                "top": ids,
+                "scores": [round(h["score"], 3) for h in hits],
+                "expected": list(expected),
+                "found": any(i in expected for i in ids),
+            }
+        )
     return out

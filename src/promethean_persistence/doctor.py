@@ -6,14 +6,25 @@ import importlib.metadata
 import platform
 import sqlite3
 import time
-from typing import Any
+from typing import Any, Literal
 
 from . import _registry
 from ._config import StoreConfig
 from ._errors import SemanticStoreError, redact
 
-_VERSIONS = ("numpy", "pydantic", "hnswlib", "sentence-transformers", "torch", "chromadb", "qdrant-client", "qdrant-edge-py",
-             "pinecone", "pymongo", "psycopg")
+_VERSIONS = (
+    "numpy",
+    "pydantic",
+    "hnswlib",
+    "sentence-transformers",
+    "torch",
+    "chromadb",
+    "qdrant-client",
+    "qdrant-edge-py",
+    "pinecone",
+    "pymongo",
+    "psycopg",
+)
 
 
 def _check(component: str, ok: bool, detail: str) -> dict[str, Any]:
@@ -30,7 +41,7 @@ def versions() -> str:
     return ", ".join(found)
 
 
-async def doctor(name: str, config: StoreConfig | dict | None = None) -> list[dict[str, Any]]:
+async def doctor(name: str, config: StoreConfig | dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Checks of config, primary, vector and embedding drivers; each ``{component, ok, detail}``."""
     checks = [_check("versions", True, versions())]
     try:
@@ -38,16 +49,24 @@ async def doctor(name: str, config: StoreConfig | dict | None = None) -> list[di
     except SemanticStoreError as exc:
         return checks + [_check("config", False, str(exc))]
     collection = cfg.collection_name(name)
-    checks.append(_check("config", True, f"primary={cfg.primary_driver} vector={cfg.vector_driver} "
-                                          f"embedding={cfg.embedding_driver} consistency={cfg.consistency} "
-                                          f"home={cfg.home}"))
+    checks.append(
+        _check(
+            "config",
+            True,
+            f"primary={cfg.primary_driver} vector={cfg.vector_driver} "
+            f"embedding={cfg.embedding_driver} consistency={cfg.consistency} "
+            f"home={cfg.home}",
+        )
+    )
     checks.append(await _probe_store_driver("primary", cfg.primary_driver, cfg, collection))
     checks.append(await _probe_store_driver("vector", cfg.vector_driver, cfg, collection))
     checks.append(await _probe_embedder(cfg))
     return checks
 
 
-async def _probe_store_driver(kind: str, driver_name: str, cfg: StoreConfig, collection: str) -> dict[str, Any]:
+async def _probe_store_driver(
+    kind: Literal["primary", "vector"], driver_name: str, cfg: StoreConfig, collection: str
+) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         driver = _registry.build(kind, cfg, collection)
@@ -74,5 +93,4 @@ async def _probe_embedder(cfg: StoreConfig) -> dict[str, Any]:
         return _check("embedding", False, f"{cfg.embedding_driver}: {redact(str(exc))}")
     ms = (time.perf_counter() - started) * 1000
     detail = f"{cfg.embedding_driver} model={embedder.model} dimensions={vectors.shape[1]} ({ms:.0f} ms)"
-    device = getattr(embedder, "device", None)
-    return _check("embedding", True, detail + (f" device={device}" if device else ""))
+    return _check("embedding", True, f"{detail} {embedder!r}")

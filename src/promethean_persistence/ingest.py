@@ -10,9 +10,12 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ValidationError
+
+if TYPE_CHECKING:
+    from ._store import SemanticStore
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
@@ -27,7 +30,9 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES)
+            files += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -67,9 +72,13 @@ def _file_entries(path: Path, text_key: str, time_key: str) -> list[dict[str, An
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValidationError(f"{path}:{number}: not JSON ({exc.msg})", field="entry", operation="ingest") from None
+                    raise ValidationError(
+                        f"{path}:{number}: not JSON ({exc.msg})", field="entry", operation="ingest"
+                    ) from None
                 if not isinstance(entry, dict):
-                    raise ValidationError(f"{path}:{number}: an entry must be a JSON object", field="entry", operation="ingest")
+                    raise ValidationError(
+                        f"{path}:{number}: an entry must be a JSON object", field="entry", operation="ingest"
+                    )
                 entries.append(entry)
         return entries
     try:
@@ -77,14 +86,22 @@ def _file_entries(path: Path, text_key: str, time_key: str) -> list[dict[str, An
     except UnicodeDecodeError:
         raise ValidationError(f"{path}: not UTF-8 text", field="paths", operation="ingest") from None
     return [
-        {"id": f"{path}:{offset}", text_key: chunk, time_key: mtime,
-         "metadata": {"path": str(path), "offset": offset, "type": "passage"}}
+        {
+            "id": f"{path}:{offset}",
+            text_key: chunk,
+            time_key: mtime,
+            "metadata": {"path": str(path), "offset": offset, "type": "passage"},
+        }
         for offset, chunk in passages(text)
     ]
 
 
 async def ingest(
-    store, paths: Iterable[str | Path], *, batch_size: int = 256, progress: Progress | None = None,
+    store: SemanticStore,
+    paths: Iterable[str | Path],
+    *,
+    batch_size: int = 256,
+    progress: Progress | None = None,
     index_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Read every file first (a bad file stores nothing), then insert in batches and wait
@@ -92,13 +109,26 @@ async def ingest(
     started = time.perf_counter()
     files = expand(paths)
     entries = [e for f in files for e in _file_entries(f, store.text_key, store.time_key)]
-    return await ingest_entries(store, entries, batch_size=batch_size, progress=progress,
-                                index_progress=index_progress, started=started, files=len(files))
+    return await ingest_entries(
+        store,
+        entries,
+        batch_size=batch_size,
+        progress=progress,
+        index_progress=index_progress,
+        started=started,
+        files=len(files),
+    )
 
 
 async def ingest_entries(
-    store, entries: list[dict[str, Any]], *, batch_size: int = 256, progress: Progress | None = None,
-    index_progress: Progress | None = None, started: float | None = None, files: int | None = None,
+    store: SemanticStore,
+    entries: list[dict[str, Any]],
+    *,
+    batch_size: int = 256,
+    progress: Progress | None = None,
+    index_progress: Progress | None = None,
+    started: float | None = None,
+    files: int | None = None,
 ) -> dict[str, Any]:
     """Insert ``entries`` in batches of ``batch_size`` (``progress(done, total)`` after each),
     then flush the store (``index_progress`` follows the embedding work) so the job ends
@@ -113,5 +143,10 @@ async def ingest_entries(
             progress(len(ids), len(entries))
     await store.flush(progress=index_progress)
     seconds = time.perf_counter() - started
-    return {"files": files, "entries": len(ids), **await store.vector_counts(ids), "seconds": round(seconds, 2),
-            "entries_per_s": round(len(ids) / seconds, 1) if seconds else None}
+    return {
+        "files": files,
+        "entries": len(ids),
+        **await store.vector_counts(ids),
+        "seconds": round(seconds, 2),
+        "entries_per_s": round(len(ids) / seconds, 1) if seconds else None,
+    }

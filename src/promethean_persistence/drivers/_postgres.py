@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, ClassVar
 
 from .._deps import require
 from .._errors import BackendRejected, BackendUnavailable, redact
@@ -24,7 +25,7 @@ def _key(info: str) -> tuple[str, int]:
     return info, id(asyncio.get_running_loop())
 
 
-def conninfo(section, fallback=None) -> tuple[str, str, list[str]]:
+def conninfo(section: Any, fallback: Any = None) -> tuple[str, str, list[str]]:
     """(conninfo, shown-as, secrets) from a postgresql/pgvector config section."""
     psycopg = require("psycopg", extra=EXTRA, driver="postgresql")
     dsn = section.dsn.get_secret_value() if section.dsn else None
@@ -44,8 +45,9 @@ def conninfo(section, fallback=None) -> tuple[str, str, list[str]]:
     return psycopg.conninfo.make_conninfo(**info), shown, secrets
 
 
-async def acquire_pool(info: str, shown: str, secrets: list[str], *, min_size: int, max_size: int,
-                       idle_timeout: float, driver: str):
+async def acquire_pool(
+    info: str, shown: str, secrets: list[str], *, min_size: int, max_size: int, idle_timeout: float, driver: str
+) -> Any:
     """A pool for this server, shared by every store of the process (reference counted)."""
     key = _key(info)
     entry = _POOLS.get(key)
@@ -54,8 +56,13 @@ async def acquire_pool(info: str, shown: str, secrets: list[str], *, min_size: i
         return entry[0]
     pool_mod = require("psycopg_pool", extra=EXTRA, driver=driver)
     pool = pool_mod.AsyncConnectionPool(
-        info, min_size=min_size, max_size=max_size, max_idle=idle_timeout, open=False,
-        kwargs={"autocommit": True}, name=f"semantic-store {shown}",
+        info,
+        min_size=min_size,
+        max_size=max_size,
+        max_idle=idle_timeout,
+        open=False,
+        kwargs={"autocommit": True},
+        name=f"semantic-store {shown}",
     )
     try:
         await pool.open(wait=True, timeout=10)
@@ -82,23 +89,29 @@ async def release_pool(info: str) -> None:
 
 
 @asynccontextmanager
-async def mapped(shown: str, secrets: list[str], driver: str, operation: str):
+async def mapped(shown: str, secrets: list[str], driver: str, operation: str) -> AsyncIterator[None]:
     """Turn psycopg errors into ours; messages never carry the password."""
     psycopg = require("psycopg", extra=EXTRA, driver=driver)
     try:
         yield
     except psycopg.OperationalError as exc:
-        raise BackendUnavailable(f"PostgreSQL {operation} failed at {shown}: {redact(str(exc), *secrets)}",
-                                 driver=driver, operation=operation) from None
+        raise BackendUnavailable(
+            f"PostgreSQL {operation} failed at {shown}: {redact(str(exc), *secrets)}",
+            driver=driver,
+            operation=operation,
+        ) from None
     except psycopg.Error as exc:
-        raise BackendRejected(f"PostgreSQL {operation} failed at {shown}: {redact(str(exc), *secrets)}",
-                              driver=driver, operation=operation) from None
+        raise BackendRejected(
+            f"PostgreSQL {operation} failed at {shown}: {redact(str(exc), *secrets)}",
+            driver=driver,
+            operation=operation,
+        ) from None
 
 
 class PoolUser:
     """What both PostgreSQL drivers do with their shared pool."""
 
-    name: str
+    name: ClassVar[str]
 
     def __init__(self, info: str, shown: str, secrets: list[str], collection: str, pool: Any = None) -> None:
         self._info, self.shown, self._secrets = info, shown, secrets
@@ -109,19 +122,25 @@ class PoolUser:
     def _ident(self, suffix: str = "") -> str:
         """This collection's table (or index) name with ``suffix``, quoted."""
         sql = require("psycopg", extra=EXTRA, driver=self.name).sql
-        return sql.Identifier(table_name(self.collection, suffix)).as_string(None)
+        ident: str = sql.Identifier(table_name(self.collection, suffix)).as_string(None)
+        return ident
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.shown!r}, collection={self.collection!r})"
 
-    def _mapped(self, operation: str):
+    def _mapped(self, operation: str) -> AbstractAsyncContextManager[None]:
         return mapped(self.shown, self._secrets, self.name, operation)
 
     async def _acquire(self) -> None:
         p = self._pool_settings
         self._pool = await acquire_pool(
-            self._info, self.shown, self._secrets, min_size=p.min if p else 1, max_size=p.max if p else 10,
-            idle_timeout=p.idle_timeout if p else 300, driver=self.name,
+            self._info,
+            self.shown,
+            self._secrets,
+            min_size=p.min if p else 1,
+            max_size=p.max if p else 10,
+            idle_timeout=p.idle_timeout if p else 300,
+            driver=self.name,
         )
 
     async def aclose(self) -> None:
@@ -188,13 +207,17 @@ def _node(node: Node, column: str, columns: dict[str, str], params: list[Any]) -
         sym = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
         if plain is not None:
             params.append(value)
-            expr = f"({plain} {sym} %s COLLATE \"C\")" if isinstance(value, str) else "false"
+            expr = f'({plain} {sym} %s COLLATE "C")' if isinstance(value, str) else "false"
         elif isinstance(value, str):
             params.extend([path, path, value])
-            expr = (f"(CASE WHEN jsonb_typeof({column} #> %s) = 'string' "
-                    f"THEN ({column} #>> %s) COLLATE \"C\" {sym} %s ELSE false END)")
+            expr = (
+                f"(CASE WHEN jsonb_typeof({column} #> %s) = 'string' "
+                f'THEN ({column} #>> %s) COLLATE "C" {sym} %s ELSE false END)'
+            )
         else:
             params.extend([path, path, value])
-            expr = (f"(CASE WHEN jsonb_typeof({column} #> %s) = 'number' "
-                    f"THEN ({column} #>> %s)::numeric {sym} %s ELSE false END)")
+            expr = (
+                f"(CASE WHEN jsonb_typeof({column} #> %s) = 'number' "
+                f"THEN ({column} #>> %s)::numeric {sym} %s ELSE false END)"
+            )
     return f"COALESCE({expr}, false)"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .._errors import BackendRejected, BackendUnavailable, ValidationError
 from .._filters import And, Cmp, Node, Or
@@ -114,7 +114,7 @@ class SQLiteConnection:
             try:
                 result = fn(conn)
                 if isinstance(result, sqlite3.Cursor):
-                    result = None
+                    result = cast(T, None)  # a cursor is never handed out (see above)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -141,9 +141,7 @@ def _typed(type_sql: str, value_sql: str, value: Any, op: str) -> str:
     return f"({type_sql} IN ('integer', 'real') AND {value_sql} {op} ?)"
 
 
-def filter_sql(
-    node: Node, column: str = "metadata", columns: dict[str, str] | None = None
-) -> tuple[str, list[Any]]:
+def filter_sql(node: Node, column: str = "metadata", columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
     """Translate a parsed filter to an SQL boolean over the JSON ``column``.
 
     ``columns`` maps single-segment keys to plain TEXT columns (e.g. vectorStatus).

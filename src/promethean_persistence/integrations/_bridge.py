@@ -37,7 +37,9 @@ class Runner:
         if running is self.loop or not self.loop.is_running():
             raise SemanticStoreError(
                 "This store lives on the running event loop: use the async methods (a-prefixed) there, "
-                "or open the adapter with its sync constructor to use the sync methods", operation="call")
+                "or open the adapter with its sync constructor to use the sync methods",
+                operation="call",
+            )
         return asyncio.run_coroutine_threadsafe(_awaited(make), self.loop).result()
 
     async def acall(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -56,4 +58,3 @@ class Runner:
 
 async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
-

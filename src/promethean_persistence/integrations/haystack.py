@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,8 +42,14 @@ class SemanticStoreDocumentStore:
     """``SemanticStoreDocumentStore(name="haystack", config=None)``: the store opens on a
     private event loop, so Haystack's sync API and the ``*_async`` methods both work."""
 
-    def __init__(self, name: str = "haystack", config: Mapping[str, Any] | None = None, *,
-                 text_key: str = "text", time_key: str = "createdAt") -> None:
+    def __init__(
+        self,
+        name: str = "haystack",
+        config: Mapping[str, Any] | None = None,
+        *,
+        text_key: str = "text",
+        time_key: str = "createdAt",
+    ) -> None:
         self.name, self.config, self.text_key, self.time_key = name, config, text_key, time_key
         self._runner = Runner()
         try:
@@ -54,8 +60,9 @@ class SemanticStoreDocumentStore:
 
     def to_dict(self) -> dict[str, Any]:
         """Secrets are not serialised: give them by environment variables."""
-        return default_to_dict(self, name=self.name, config=_without_secrets(self.config),
-                               text_key=self.text_key, time_key=self.time_key)
+        return default_to_dict(
+            self, name=self.name, config=_without_secrets(self.config), text_key=self.text_key, time_key=self.time_key
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SemanticStoreDocumentStore:
@@ -84,8 +91,9 @@ class SemanticStoreDocumentStore:
         _check_documents(documents)
         return self._runner.call(lambda: self._write(documents, policy))
 
-    async def write_documents_async(self, documents: list[Document],
-                                    policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
+    async def write_documents_async(
+        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
+    ) -> int:
         _check_documents(documents)
         return await self._runner.acall(lambda: self._write(documents, policy))
 
@@ -95,18 +103,29 @@ class SemanticStoreDocumentStore:
     async def delete_documents_async(self, document_ids: list[str]) -> None:
         await self._runner.acall(lambda: self._delete(document_ids))
 
-    def embedding_retrieval(self, query_embedding: list[float], filters: dict[str, Any] | None = None,
-                            top_k: int = 10, scale_score: bool = False,
-                            return_embedding: bool = False) -> list[Document]:
+    def embedding_retrieval(
+        self,
+        query_embedding: list[float],
+        filters: dict[str, Any] | None = None,
+        top_k: int = 10,
+        scale_score: bool = False,
+        return_embedding: bool = False,
+    ) -> list[Document]:
         """The ``top_k`` documents nearest to ``query_embedding`` (cosine; ``scale_score`` maps
         it to [0, 1])."""
         return self._runner.call(lambda: self._nearest(query_embedding, filters, top_k, scale_score, return_embedding))
 
-    async def embedding_retrieval_async(self, query_embedding: list[float], filters: dict[str, Any] | None = None,
-                                        top_k: int = 10, scale_score: bool = False,
-                                        return_embedding: bool = False) -> list[Document]:
+    async def embedding_retrieval_async(
+        self,
+        query_embedding: list[float],
+        filters: dict[str, Any] | None = None,
+        top_k: int = 10,
+        scale_score: bool = False,
+        return_embedding: bool = False,
+    ) -> list[Document]:
         return await self._runner.acall(
-            lambda: self._nearest(query_embedding, filters, top_k, scale_score, return_embedding))
+            lambda: self._nearest(query_embedding, filters, top_k, scale_score, return_embedding)
+        )
 
     # -- on the store's loop --------------------------------------------------------------
 
@@ -118,8 +137,7 @@ class SemanticStoreDocumentStore:
         if not total:
             return []
         # records, not entries: the Document's own fields live in the record's extra fields
-        records = await self.store.primary.most_recent(total, _filters.parse(where), order="asc",
-                                                       include_empty=True)
+        records = await self.store.primary.most_recent(total, _filters.parse(where), order="asc", include_empty=True)
         return [_document(r, embedding=True) for r in records]
 
     async def _write(self, documents: list[Document], policy: DuplicatePolicy) -> int:
@@ -141,14 +159,15 @@ class SemanticStoreDocumentStore:
                     raise ValueError(
                         f"Document {doc.id!r} has a {len(doc.embedding)}-dimensional embedding; this store's "
                         f"model {self.store.embedder.model!r} makes {dims}. Embed with the same model, or "
-                        "configure the store's embedding model to match.")
+                        "configure the store's embedding model to match."
+                    )
                 vectors[doc.id] = np.asarray(doc.embedding, dtype=np.float32)
         failed = await Copier(self.store).write(records, vectors)
         if failed:
             raise DocumentStoreError(f"{len(failed)} documents could not be written: {dict(list(failed.items())[:5])}")
         return len(unique)
 
-    def _record(self, doc: Document):
+    def _record(self, doc: Document) -> Record:
         data = doc.to_dict(flatten=False)
         rest = {k: data[k] for k in ("blob", "embedding", "sparse_embedding") if data.get(k) is not None}
         if doc.content is None:
@@ -157,8 +176,12 @@ class SemanticStoreDocumentStore:
         if rest:
             entry[_EXTRA] = rest
         try:
-            return build_record(entry, text_key=self.store.text_key, time_key=self.store.time_key,
-                                max_text_bytes=self.store.config.max_text_bytes)
+            return build_record(
+                entry,
+                text_key=self.store.text_key,
+                time_key=self.store.time_key,
+                max_text_bytes=self.store.config.max_text_bytes,
+            )
         except ValidationError as exc:
             raise ValueError(f"Document {doc.id!r}: {exc}") from exc
 
@@ -166,22 +189,29 @@ class SemanticStoreDocumentStore:
         for id_ in ids:
             await self.store.delete(id_)
 
-    async def _nearest(self, query: list[float], filters: dict[str, Any] | None, top_k: int, scale: bool,
-                       with_embedding: bool) -> list[Document]:
+    async def _nearest(
+        self, query: list[float], filters: dict[str, Any] | None, top_k: int, scale: bool, with_embedding: bool
+    ) -> list[Document]:
         where = _where(filters)
         if where is False:
             return []
         hits = await self.store.search_by_vector(query, top_k, where)
         records = await self.store.primary.get([e["id"] for e in hits])
-        return [_document(r, embedding=with_embedding, score=(e["score"] + 1) / 2 if scale else e["score"])
-                for r, e in zip(records, hits) if r is not None]
-
+        return [
+            _document(r, embedding=with_embedding, score=(e["score"] + 1) / 2 if scale else e["score"])
+            for r, e in zip(records, hits)
+            if r is not None
+        ]
 
 
 def _document(record: Record, *, embedding: bool, score: float | None = None) -> Document:
     rest = record.extra.get(_EXTRA, {})
-    data: dict[str, Any] = {"id": record.id, "content": None if rest.get("no_content") else record.text,
-                            "meta": dict(record.metadata), "score": score}
+    data: dict[str, Any] = {
+        "id": record.id,
+        "content": None if rest.get("no_content") else record.text,
+        "meta": dict(record.metadata),
+        "score": score,
+    }
     data.update((k, rest[k]) for k in ("blob", "sparse_embedding") if k in rest)
     if embedding and "embedding" in rest:
         data["embedding"] = rest["embedding"]
@@ -195,16 +225,21 @@ def _check_documents(documents: Any) -> None:
 
 def _without_secrets(config: Any) -> Any:
     if config is None or isinstance(config, Mapping):
-        return None if config is None else {
-            k: _without_secrets(v) if isinstance(v, Mapping) else v for k, v in config.items()
-            if not any(s in k.lower() for s in ("password", "api_key", "apikey", "dsn", "uri"))}
+        return (
+            None
+            if config is None
+            else {
+                k: _without_secrets(v) if isinstance(v, Mapping) else v
+                for k, v in config.items()
+                if not any(s in k.lower() for s in ("password", "api_key", "apikey", "dsn", "uri"))
+            }
+        )
     return config.model_dump(mode="json", exclude_unset=True)
 
 
 # -- filters ---------------------------------------------------------------------------------
 
-_COMPARE = {"==": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "in": "$in",
-            "not in": "$nin"}
+_COMPARE = {"==": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "in": "$in", "not in": "$nin"}
 _NEGATE = {"$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in"}
 _ORDER_NEGATE = {"$gt": "$lte", "$gte": "$lt", "$lt": "$gte", "$lte": "$gt"}
 
@@ -264,7 +299,7 @@ def _comparison(f: dict[str, Any]) -> dict[str, Any] | bool:
     return {field[5:]: {ours: value}}
 
 
-def _where(filters: dict[str, Any] | None) -> dict[str, Any] | None | bool:
+def _where(filters: dict[str, Any] | None) -> dict[str, Any] | None | Literal[False]:
     """The filter in our language (None: everything, False: nothing), checked: values our
     language cannot compare are a FilterError too."""
     where = translate_filters(filters)
@@ -313,16 +348,28 @@ def _not(node: Any) -> dict[str, Any] | bool:
 class SemanticStoreEmbeddingRetriever:
     """Retrieves documents from a SemanticStoreDocumentStore by query embedding."""
 
-    def __init__(self, document_store: SemanticStoreDocumentStore, filters: dict[str, Any] | None = None,
-                 top_k: int = 10, scale_score: bool = False, return_embedding: bool = False) -> None:
+    def __init__(
+        self,
+        document_store: SemanticStoreDocumentStore,
+        filters: dict[str, Any] | None = None,
+        top_k: int = 10,
+        scale_score: bool = False,
+        return_embedding: bool = False,
+    ) -> None:
         if not isinstance(document_store, SemanticStoreDocumentStore):
             raise ValueError("document_store must be a SemanticStoreDocumentStore")
         self.document_store, self.filters, self.top_k = document_store, filters, top_k
         self.scale_score, self.return_embedding = scale_score, return_embedding
 
     def to_dict(self) -> dict[str, Any]:
-        return default_to_dict(self, document_store=self.document_store.to_dict(), filters=self.filters,
-                               top_k=self.top_k, scale_score=self.scale_score, return_embedding=self.return_embedding)
+        return default_to_dict(
+            self,
+            document_store=self.document_store.to_dict(),
+            filters=self.filters,
+            top_k=self.top_k,
+            scale_score=self.scale_score,
+            return_embedding=self.return_embedding,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SemanticStoreEmbeddingRetriever:
@@ -331,15 +378,19 @@ class SemanticStoreEmbeddingRetriever:
         return default_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
-    def run(self, query_embedding: list[float], filters: dict[str, Any] | None = None,
-            top_k: int | None = None) -> dict[str, list[Document]]:
+    def run(
+        self, query_embedding: list[float], filters: dict[str, Any] | None = None, top_k: int | None = None
+    ) -> dict[str, list[Document]]:
         docs = self.document_store.embedding_retrieval(
-            query_embedding, filters or self.filters, top_k or self.top_k, self.scale_score, self.return_embedding)
+            query_embedding, filters or self.filters, top_k or self.top_k, self.scale_score, self.return_embedding
+        )
         return {"documents": docs}
 
     @component.output_types(documents=list[Document])
-    async def run_async(self, query_embedding: list[float], filters: dict[str, Any] | None = None,
-                        top_k: int | None = None) -> dict[str, list[Document]]:
+    async def run_async(
+        self, query_embedding: list[float], filters: dict[str, Any] | None = None, top_k: int | None = None
+    ) -> dict[str, list[Document]]:
         docs = await self.document_store.embedding_retrieval_async(
-            query_embedding, filters or self.filters, top_k or self.top_k, self.scale_score, self.return_embedding)
+            query_embedding, filters or self.filters, top_k or self.top_k, self.scale_score, self.return_embedding
+        )
         return {"documents": docs}

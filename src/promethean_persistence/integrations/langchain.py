@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from .._deps import require
 from .._entries import user_metadata
 from .._errors import ConfigurationError, EmbeddingError, EmbeddingMismatchError
 from .._store import SemanticStore
-from ..drivers.base import Embedder
+from ..drivers.base import Capabilities, Embedder
 from ._bridge import Runner
 
 require("langchain_core", extra="langchain", driver="langchain")
@@ -32,26 +32,37 @@ from langchain_core.vectorstores import VectorStore  # noqa: E402
 __all__ = ["LangChainEmbedder", "SemanticStoreEmbeddings", "SemanticStoreVectorStore"]
 
 
+class _Keys(TypedDict, total=False):
+    """The store's entry keys ``create``/``acreate`` pass on to ``SemanticStore.create``."""
+
+    text_key: str
+    time_key: str
+
+
 class LangChainEmbedder:
     """A LangChain ``Embeddings`` object as this package's embedder: documents through
     ``aembed_documents``, queries through ``aembed_query``; rows L2-normalised."""
 
     name: ClassVar[str] = "langchain"
+    capabilities: Capabilities = Capabilities(query_embedding=True)
     supports_images = False
+    normalize = True  #: rows are L2-normalised here
 
     def __init__(self, embeddings: Embeddings, *, model: str | None = None, dimensions: int | None = None) -> None:
         self.embeddings = embeddings
         named = getattr(embeddings, "model", None) or getattr(embeddings, "model_name", None)
         size = getattr(embeddings, "size", None)  # the fake embeddings of langchain_core
         self.model = model or f"langchain:{type(embeddings).__name__}" + (
-            f":{named}" if isinstance(named, str) else f":{size}" if isinstance(size, int) else "")
+            f":{named}" if isinstance(named, str) else f":{size}" if isinstance(size, int) else ""
+        )
         self.dimensions = dimensions
 
     @classmethod
     def from_config(cls, config: Any) -> LangChainEmbedder:
         raise ConfigurationError(
             "The langchain embedding driver wraps an Embeddings object: pass it as "
-            "SemanticStoreVectorStore.create(..., embedding=...) or LangChainEmbedder(embeddings)")
+            "SemanticStoreVectorStore.create(..., embedding=...) or LangChainEmbedder(embeddings)"
+        )
 
     def __repr__(self) -> str:
         return f"LangChainEmbedder(model={self.model!r})"
@@ -59,21 +70,28 @@ class LangChainEmbedder:
     def _matrix(self, vectors: Any, count: int) -> np.ndarray:
         matrix = np.asarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or len(matrix) != count or not np.isfinite(matrix).all():
-            raise EmbeddingError(f"{self.model} returned {matrix.shape} for {count} texts, not finite rows",
-                                 driver=self.name)
+            raise EmbeddingError(
+                f"{self.model} returned {matrix.shape} for {count} texts, not finite rows", driver=self.name
+            )
         if self.dimensions is None:
             self.dimensions = int(matrix.shape[1])
         elif matrix.shape[1] != self.dimensions:
-            raise EmbeddingMismatchError(f"{self.model} returned {matrix.shape[1]}-dimensional vectors; "
-                                         f"expected {self.dimensions}", driver=self.name)
+            raise EmbeddingMismatchError(
+                f"{self.model} returned {matrix.shape[1]}-dimensional vectors; expected {self.dimensions}",
+                driver=self.name,
+            )
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        return matrix / norms
+        normalized: np.ndarray = matrix / norms
+        return normalized
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
-        return self._matrix(await self.embeddings.aembed_documents(texts), len(texts)) if texts else np.zeros(
-            (0, self.dimensions or 0), dtype=np.float32)
+        return (
+            self._matrix(await self.embeddings.aembed_documents(texts), len(texts))
+            if texts
+            else np.zeros((0, self.dimensions or 0), dtype=np.float32)
+        )
 
     async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         vectors = await asyncio.gather(*(self.embeddings.aembed_query(t) for t in texts))
@@ -81,6 +99,7 @@ class LangChainEmbedder:
 
     async def probe(self) -> int:
         await self.embed(["dimension probe"])
+        assert self.dimensions is not None  # set by the first non-empty embed
         return self.dimensions
 
     def expect_dimensions(self, dimensions: int) -> None:
@@ -110,7 +129,8 @@ class SemanticStoreEmbeddings(Embeddings):
         return self._sync([text])[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return np.asarray(await self.embedder.embed(texts)).tolist()
+        rows: list[list[float]] = np.asarray(await self.embedder.embed(texts)).tolist()
+        return rows
 
     async def aembed_query(self, text: str) -> list[float]:
         return (await self.aembed_documents([text]))[0]
@@ -125,15 +145,22 @@ class SemanticStoreVectorStore(VectorStore):
     ``await acreate(...)`` (the store runs on the caller's loop), or wrap an open store:
     ``SemanticStoreVectorStore(store)`` inside the loop that opened it."""
 
-    def __init__(self, store: SemanticStore, *, embedding: Embeddings | None = None,
-                 runner: Runner | None = None) -> None:
+    def __init__(
+        self, store: SemanticStore, *, embedding: Embeddings | None = None, runner: Runner | None = None
+    ) -> None:
         self.store = store
         self._embedding = embedding
         self._runner = runner or Runner(asyncio.get_running_loop())
 
     @classmethod
-    def create(cls, name: str = "langchain", config: Any = None, *, embedding: Embeddings | None = None,
-               **keys: str) -> SemanticStoreVectorStore:
+    def create(
+        cls,
+        name: str = "langchain",
+        config: Any = None,
+        *,
+        embedding: Embeddings | None = None,
+        **keys: Unpack[_Keys],
+    ) -> SemanticStoreVectorStore:
         """Open a store on a private event loop; sync and async methods both work."""
         runner = Runner()
         try:
@@ -144,8 +171,14 @@ class SemanticStoreVectorStore(VectorStore):
         return cls(store, embedding=embedding, runner=runner)
 
     @classmethod
-    async def acreate(cls, name: str = "langchain", config: Any = None, *, embedding: Embeddings | None = None,
-                      **keys: str) -> SemanticStoreVectorStore:
+    async def acreate(
+        cls,
+        name: str = "langchain",
+        config: Any = None,
+        *,
+        embedding: Embeddings | None = None,
+        **keys: Unpack[_Keys],
+    ) -> SemanticStoreVectorStore:
         """Open a store on the running event loop (use the async methods there)."""
         return cls(await _open(name, config, embedding, keys), embedding=embedding)
 
@@ -153,30 +186,45 @@ class SemanticStoreVectorStore(VectorStore):
     def embeddings(self) -> Embeddings:
         return self._embedding or SemanticStoreEmbeddings(self.store.embedder)
 
-    def _select_relevance_score_fn(self):
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
         # cosine similarity in [-1, 1] -> [0, 1]; float32 rounding may step just outside
         return lambda score: min(1.0, max(0.0, (score + 1.0) / 2.0))
 
     # -- writes ---------------------------------------------------------------------------
 
-    def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *,
-                  ids: list[str] | None = None, **kwargs: Any) -> list[str]:
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
         texts = list(texts)
         return self._runner.call(lambda: self._add(texts, metadatas, ids))
 
-    async def aadd_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *,
-                         ids: list[str] | None = None, **kwargs: Any) -> list[str]:
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
         texts = list(texts)
         return await self._runner.acall(lambda: self._add(texts, metadatas, ids))
 
-    async def _add(self, texts: list[str], metadatas: list[dict] | None, ids: Sequence[str | None] | None) -> list[str]:
+    async def _add(
+        self, texts: list[str], metadatas: list[dict[str, Any]] | None, ids: Sequence[str | None] | None
+    ) -> list[str]:
         metadatas = metadatas or [{} for _ in texts]
         ids = list(ids) if ids is not None else [None] * len(texts)
         if not len(texts) == len(metadatas) == len(ids):
             raise ValueError(f"{len(texts)} texts, {len(metadatas)} metadatas and {len(ids)} ids")
         key = self.store.text_key
-        entries = [{"id": i or str(uuid.uuid4()), key: t, "metadata": dict(m or {})}
-                   for t, m, i in zip(texts, metadatas, ids)]
+        entries = [
+            {"id": i or str(uuid.uuid4()), key: t, "metadata": dict(m or {})} for t, m, i in zip(texts, metadatas, ids)
+        ]
         return await self.store.insert_many(entries)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
@@ -203,32 +251,38 @@ class SemanticStoreVectorStore(VectorStore):
     async def _get(self, ids: Sequence[str]) -> list[Document]:
         return [_document(e) for e in await self.store.get_many(list(ids)) if e is not None]
 
-    def similarity_search(self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None,
-                          **kwargs: Any) -> list[Document]:
+    def similarity_search(
+        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[Document]:
         return [d for d, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
 
-    async def asimilarity_search(self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None,
-                                 **kwargs: Any) -> list[Document]:
+    async def asimilarity_search(
+        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[Document]:
         return [d for d, _ in await self.asimilarity_search_with_score(query, k, filter, **kwargs)]
 
-    def similarity_search_with_score(self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None,
-                                     **kwargs: Any) -> list[tuple[Document, float]]:
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
         return self._runner.call(lambda: self._search(query, k, filter))
 
-    async def asimilarity_search_with_score(self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None,
-                                            **kwargs: Any) -> list[tuple[Document, float]]:
+    async def asimilarity_search_with_score(
+        self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
         return await self._runner.acall(lambda: self._search(query, k, filter))
 
     async def _search(self, query: str, k: int, filter: Mapping[str, Any] | None) -> list[tuple[Document, float]]:
         hits = await self.store.get_most_relevant(query, k, filter, distinct_texts=False)
         return [(_document(e), e["score"]) for e in hits]
 
-    def similarity_search_by_vector(self, embedding: list[float], k: int = 4,
-                                    filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Document]:
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[Document]:
         return self._runner.call(lambda: self._by_vector(embedding, k, filter))
 
-    async def asimilarity_search_by_vector(self, embedding: list[float], k: int = 4,
-                                           filter: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Document]:
+    async def asimilarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[Document]:
         return await self._runner.acall(lambda: self._by_vector(embedding, k, filter))
 
     async def _by_vector(self, embedding: list[float], k: int, filter: Mapping[str, Any] | None) -> list[Document]:
@@ -237,17 +291,33 @@ class SemanticStoreVectorStore(VectorStore):
     # -- construction and lifecycle -------------------------------------------------------
 
     @classmethod
-    def from_texts(cls, texts: list[str], embedding: Embeddings | None = None, metadatas: list[dict] | None = None,
-                   *, ids: list[str] | None = None, name: str = "langchain", config: Any = None,
-                   **kwargs: Any) -> SemanticStoreVectorStore:
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings | None = None,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        name: str = "langchain",
+        config: Any = None,
+        **kwargs: Any,
+    ) -> SemanticStoreVectorStore:
         store = cls.create(name, config, embedding=embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
     @classmethod
-    async def afrom_texts(cls, texts: list[str], embedding: Embeddings | None = None,
-                          metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
-                          name: str = "langchain", config: Any = None, **kwargs: Any) -> SemanticStoreVectorStore:
+    async def afrom_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings | None = None,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        name: str = "langchain",
+        config: Any = None,
+        **kwargs: Any,
+    ) -> SemanticStoreVectorStore:
         store = await cls.acreate(name, config, embedding=embedding, **kwargs)
         await store.aadd_texts(texts, metadatas, ids=ids)
         return store
@@ -265,7 +335,7 @@ class SemanticStoreVectorStore(VectorStore):
         self._runner.close()
 
 
-async def _open(name: str, config: Any, embedding: Embeddings | None, keys: Mapping[str, str]) -> SemanticStore:
+async def _open(name: str, config: Any, embedding: Embeddings | None, keys: _Keys) -> SemanticStore:
     if embedding is None:
         return await SemanticStore.create(name, config=config, **keys)
     # the manifest names the driver: "langchain", with the Embeddings object's model

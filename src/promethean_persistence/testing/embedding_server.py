@@ -51,8 +51,9 @@ class EmbeddingServer:
     """Serves ``models`` (name -> encoder) on 127.0.0.1; ``legacy=True`` answers 404 on
     ``/api/embed`` like an Ollama older than 0.3.4; ``api_key`` makes bearer auth required."""
 
-    def __init__(self, models: dict[str, Encoder], *, legacy: bool = False, api_key: str | None = None,
-                 port: int = 0) -> None:
+    def __init__(
+        self, models: dict[str, Encoder], *, legacy: bool = False, api_key: str | None = None, port: int = 0
+    ) -> None:
         self.models = models
         self.port = port
         self.legacy = legacy
@@ -62,12 +63,13 @@ class EmbeddingServer:
         self.batch_sizes: list[int] = []  #: texts per request, in arrival order
         self.in_flight = self.max_in_flight = 0  #: concurrent requests, now and at most
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
 
     @property
     def url(self) -> str:
         assert self._httpd is not None, "start() the server first"
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET address
         return f"http://{host}:{port}"
 
     def start(self) -> EmbeddingServer:
@@ -166,7 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         if route not in ("/api/embed", "/api/embeddings", "/v1/embeddings") or (route == "/api/embed" and owner.legacy):
             return self._send(404, None, raw=b"404 page not found")
         if openai and owner.api_key and self.headers.get("Authorization") != f"Bearer {owner.api_key}":
-            return self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+            return self._send(
+                401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+            )
         try:
             payload = json.loads(raw)
         except ValueError:
@@ -183,8 +187,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = owner.faults.popleft() if owner.faults else None
         kind = fault[0] if fault else None
         if kind == "delay":
+            assert fault is not None  # kind came from it
             time.sleep(fault[1])
         elif kind == "status":
+            assert fault is not None
             headers = {"Retry-After": fault[2]} if len(fault) > 2 else None
             return self._send(fault[1], {"error": f"injected {fault[1]}"}, headers)
         elif kind == "malformed":
@@ -192,13 +198,15 @@ class _Handler(BaseHTTPRequestHandler):
         owner.batch_sizes.append(len(texts))
         vectors = np.asarray(owner.models[model](texts), dtype=np.float32)
         if kind == "dims":
+            assert fault is not None
             vectors = vectors[:, : fault[1]]
         rows: Sequence[list[float]] = vectors.tolist()
         if openai:
             data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(rows)]
             data.reverse()  # servers may answer out of order; the index tells
-            return self._send(200, {"object": "list", "data": data, "model": model,
-                                    "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+            return self._send(
+                200, {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+            )
         if route == "/api/embeddings":
             return self._send(200, {"embedding": rows[0]})
         return self._send(200, {"model": model, "embeddings": rows})

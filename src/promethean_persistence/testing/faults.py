@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from .._errors import BackendUnavailable
+from ..drivers.base import Capabilities
 
 
 class _Faults:
@@ -58,7 +60,8 @@ class FaultyVector(_Faults):
         super().__init__()
         self.inner = inner
         self.name = f"faulty-{inner.name}"
-        self.in_process = False  # it stands for a backend that can hang
+        # it stands for a backend that can hang: never in-process, whatever it wraps
+        self.capabilities = replace(inner.capabilities, in_process=False)
         self.upserted: Counter[str] = Counter()  #: successful upserts with a vector, per id
 
     async def upsert(self, ids: Any, vectors: Any, metadata: Any, **kwargs: Any) -> None:
@@ -89,6 +92,8 @@ class FaultyEmbedder(_Faults):
         self.model = inner.model
         self.dimensions = inner.dimensions
         self.supports_images = inner.supports_images
+        self.normalize = inner.normalize
+        self.capabilities = Capabilities()  # only embed passes through
 
     async def embed(self, texts: Any) -> Any:
         await self.gate("embed")

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import pymongo
+    from chromadb.api.types import PyEmbeddings
 
 
 def to_chroma_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,17 +43,27 @@ class OriginalWriter:
     ``embed(texts) -> list[list[float]]`` stands in for its Ollama embedding function.
     """
 
-    def __init__(self, mongo_uri: str, chroma_url: str, *, family: str, embed, text_key: str = "text",
-                 time_key: str = "createdAt", chroma_collection: str | None = None) -> None:
+    def __init__(
+        self,
+        mongo_uri: str,
+        chroma_url: str,
+        *,
+        family: str,
+        embed: Callable[[list[str]], PyEmbeddings],
+        text_key: str = "text",
+        time_key: str = "createdAt",
+        chroma_collection: str | None = None,
+    ) -> None:
         import chromadb
         import pymongo
 
         self.family, self.text_key, self.time_key = family, text_key, time_key
         self.embed = embed
-        self._mongo = pymongo.MongoClient(mongo_uri)
+        self._mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri)
         self.db = self._mongo["database"]  # the original's database name is fixed
         self.docs = self.db[family]
         url = urlsplit(chroma_url)
+        assert url.hostname is not None and url.port is not None, chroma_url  # HttpClient needs both
         self._chroma = chromadb.HttpClient(host=url.hostname, port=url.port)
         # getOrCreateCollection({name, embeddingFunction}): no space given, so Chroma's l2
         self.vectors = self._chroma.get_or_create_collection(chroma_collection or family, embedding_function=None)
@@ -66,8 +80,16 @@ class OriginalWriter:
             doc["embed"] = dict(embed)
         self.db["collection_aliases"].replace_one({"_id": self.family}, doc, upsert=True)
 
-    def insert(self, entry: Mapping[str, Any], *, vector_ok: bool = True, error: str = "ollama: connection refused",
-               legacy: bool = False, vector: bool = True, now_ms: int | None = None) -> str:
+    def insert(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        vector_ok: bool = True,
+        error: str = "ollama: connection refused",
+        legacy: bool = False,
+        vector: bool = True,
+        now_ms: int | None = None,
+    ) -> str:
         """``insert({entry})`` of the current version (eventual mode).
 
         ``vector_ok=False``: the queue rejected the write (no Chroma record, success false).
@@ -76,21 +98,28 @@ class OriginalWriter:
         """
         T, K = self.text_key, self.time_key
         E = dict(entry)
-        id_ = E.get("id") if E.get("id") is not None else str(uuid.uuid4())
+        id_: str = E["id"] if E.get("id") is not None else str(uuid.uuid4())
         meta = dict(E.get("metadata") or {})
         raw = E.get(K, meta.get(K, meta.get("timeStamp")))
         now = now_ms if now_ms is not None else int(datetime.now(timezone.utc).timestamp() * 1000)
         epoch = _epoch(raw) if raw is not None else now
         if vector_ok and vector:
-            self.vectors.add(ids=[id_], documents=[E[T]], embeddings=self.embed([E[T]]),
-                             metadatas=[to_chroma_metadata({**meta, K: epoch})])
+            self.vectors.add(
+                ids=[id_],
+                documents=[E[T]],
+                embeddings=self.embed([E[T]]),
+                metadatas=[to_chroma_metadata({**meta, K: epoch})],
+            )
         doc = {**E, "id": id_, T: E[T], K: epoch if not isinstance(raw, str) or not legacy else raw}
         if legacy:
             doc["metadata"] = meta
         else:
-            doc["metadata"] = {**meta, "vectorWriteSuccess": vector_ok,
-                               "vectorWriteError": None if vector_ok else error,
-                               "vectorWriteTimestamp": now if vector_ok else None}
+            doc["metadata"] = {
+                **meta,
+                "vectorWriteSuccess": vector_ok,
+                "vectorWriteError": None if vector_ok else error,
+                "vectorWriteTimestamp": now if vector_ok else None,
+            }
         self.docs.insert_one(doc)  # insertOne: never an upsert, so ids can repeat
         return id_
 
@@ -105,7 +134,9 @@ class OriginalWriter:
         got = self.vectors.get(ids=[id_], include=["documents", "metadatas"])
         if not got["ids"]:
             return None
-        return {"id": got["ids"][0], "document": got["documents"][0], "metadata": got["metadatas"][0]}
+        documents, metadatas = got["documents"], got["metadatas"]
+        assert documents is not None and metadatas is not None  # both are included
+        return {"id": got["ids"][0], "document": documents[0], "metadata": metadatas[0]}
 
 
 def _epoch(value: Any) -> int | float:
@@ -116,4 +147,5 @@ def _epoch(value: Any) -> int | float:
             return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
         except ValueError:
             return float("nan")  # new Date("garbage").getTime()
-    return value
+    number: int | float = value
+    return number

@@ -27,6 +27,8 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 MAX_METADATA_BYTES = 40 * 1024
 MAX_TOP_K = 10_000
 
+_Stored = tuple[list[float], dict[str, Any], float]  #: a record: values, metadata, visible from (monotonic s)
+
 
 class _Rejected(Exception):
     def __init__(self, status: int, message: str, code: int = 3) -> None:
@@ -38,18 +40,25 @@ def _check_metadata(meta: Any) -> None:
     if not isinstance(meta, dict):
         raise _Rejected(400, "Metadata must be a JSON object")
     for key, value in meta.items():
-        ok = (isinstance(value, (str, bool)) or (isinstance(value, (int, float)) and math.isfinite(value))
-              or (isinstance(value, list) and all(isinstance(v, str) for v in value)))
+        ok = (
+            isinstance(value, (str, bool))
+            or (isinstance(value, (int, float)) and math.isfinite(value))
+            or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        )
         if not ok:
-            raise _Rejected(400, f"Metadata value for field '{key}' must be a string, number, boolean or list "
-                                 f"of strings, got {type(value).__name__}")
+            raise _Rejected(
+                400,
+                f"Metadata value for field '{key}' must be a string, number, boolean or list "
+                f"of strings, got {type(value).__name__}",
+            )
     size = len(json.dumps(meta, separators=(",", ":")).encode())
     if size > MAX_METADATA_BYTES:
-        raise _Rejected(400, f"Metadata size is {size} bytes, which exceeds the limit of {MAX_METADATA_BYTES} "
-                             "bytes per vector")
+        raise _Rejected(
+            400, f"Metadata size is {size} bytes, which exceeds the limit of {MAX_METADATA_BYTES} bytes per vector"
+        )
 
 
-def _matches(flt: dict, meta: dict) -> bool:
+def _matches(flt: dict[str, Any], meta: dict[str, Any]) -> bool:
     """Pinecone's filter semantics (list values match by their elements)."""
     for key, cond in flt.items():
         if key == "$and":
@@ -78,8 +87,9 @@ def _matches(flt: dict, meta: dict) -> bool:
             elif op in ("$gt", "$gte", "$lt", "$lte"):
                 if not isinstance(arg, (int, float)) or isinstance(arg, bool):
                     raise _Rejected(400, f"{op} operator requires a number")
-                ok = present and any(isinstance(v, (int, float)) and not isinstance(v, bool) and _cmp(op, v, arg)
-                                     for v in values)
+                ok = present and any(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and _cmp(op, v, arg) for v in values
+                )
             else:
                 raise _Rejected(400, f"Unknown filter operator {op}")
             if not ok:
@@ -98,12 +108,13 @@ def _cmp(op: str, a: float, b: float) -> bool:
 class FakePinecone:
     """The fake data plane of one index, served on 127.0.0.1 (a thread)."""
 
-    def __init__(self, api_key: str = "test-key", *, dimension: int | None = None,
-                 visibility_delay: float = 0.0) -> None:
+    def __init__(
+        self, api_key: str = "test-key", *, dimension: int | None = None, visibility_delay: float = 0.0
+    ) -> None:
         self.api_key = api_key
         self.dimension = dimension
         self.visibility_delay = visibility_delay
-        self.namespaces: dict[str, dict[str, tuple[list[float], dict, float]]] = {}
+        self.namespaces: dict[str, dict[str, _Stored]] = {}
         self.requests: list[str] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
@@ -136,10 +147,10 @@ class FakePinecone:
 
     # -- the API ----------------------------------------------------------------------------
 
-    def _ns(self, name: str | None) -> dict:
+    def _ns(self, name: str | None) -> dict[str, _Stored]:
         return self.namespaces.setdefault(name or "", {})
 
-    def _vector(self, v: Any) -> tuple[str, list[float], dict]:
+    def _vector(self, v: Any) -> tuple[str, list[float], dict[str, Any]]:
         if not isinstance(v, dict) or not isinstance(v.get("id"), str) or not v["id"]:
             raise _Rejected(400, "Each vector needs a non-empty string id")
         if len(v["id"].encode()) > 512:
@@ -150,13 +161,14 @@ class FakePinecone:
         if self.dimension is None:
             self.dimension = len(values)
         if len(values) != self.dimension:
-            raise _Rejected(400, f"Vector dimension {len(values)} does not match the dimension of the index "
-                                 f"{self.dimension}")
+            raise _Rejected(
+                400, f"Vector dimension {len(values)} does not match the dimension of the index {self.dimension}"
+            )
         meta = v.get("metadata") or {}
         _check_metadata(meta)
         return v["id"], [float(x) for x in values], meta
 
-    def upsert(self, body: dict) -> dict:
+    def upsert(self, body: dict[str, Any]) -> dict[str, Any]:
         vectors = body.get("vectors") or []
         if len(vectors) > MAX_UPSERT:
             raise _Rejected(400, f"Upsert batch of {len(vectors)} vectors exceeds the limit of {MAX_UPSERT}")
@@ -167,14 +179,17 @@ class FakePinecone:
             ns[id_] = (values, meta, visible)
         return {"upsertedCount": len(parsed)}
 
-    def query(self, body: dict) -> dict:
+    def query(self, body: dict[str, Any]) -> dict[str, Any]:
         top_k = body.get("topK")
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise _Rejected(400, f"topK must be between 1 and {MAX_TOP_K}")
         vector = body.get("vector")
         if not isinstance(vector, list) or (self.dimension and len(vector) != self.dimension):
-            raise _Rejected(400, f"Query vector dimension {len(vector or [])} does not match the dimension of the "
-                                 f"index {self.dimension}")
+            raise _Rejected(
+                400,
+                f"Query vector dimension {len(vector or [])} does not match the dimension of the "
+                f"index {self.dimension}",
+            )
         flt = body.get("filter") or {}
         q = _unit(vector)
         now = time.monotonic()
@@ -192,13 +207,16 @@ class FakePinecone:
             matches.append(match)
         return {"matches": matches, "namespace": body.get("namespace") or "", "usage": {"readUnits": 1}}
 
-    def fetch(self, params: dict) -> dict:
+    def fetch(self, params: dict[str, list[str]]) -> dict[str, Any]:
         ns = self._ns((params.get("namespace") or [""])[0])
         ids = params.get("ids") or []
-        return {"vectors": {i: {"id": i, "values": ns[i][0], "metadata": ns[i][1]} for i in ids if i in ns},
-                "namespace": (params.get("namespace") or [""])[0], "usage": {"readUnits": 1}}
+        return {
+            "vectors": {i: {"id": i, "values": ns[i][0], "metadata": ns[i][1]} for i in ids if i in ns},
+            "namespace": (params.get("namespace") or [""])[0],
+            "usage": {"readUnits": 1},
+        }
 
-    def delete(self, body: dict) -> dict:
+    def delete(self, body: dict[str, Any]) -> dict[str, Any]:
         ns = self._ns(body.get("namespace"))
         if body.get("deleteAll"):
             ns.clear()
@@ -206,7 +224,7 @@ class FakePinecone:
             ns.pop(i, None)
         return {}
 
-    def update(self, body: dict) -> dict:
+    def update(self, body: dict[str, Any]) -> dict[str, Any]:
         ns = self._ns(body.get("namespace"))
         id_ = body.get("id")
         if id_ not in ns:
@@ -221,24 +239,27 @@ class FakePinecone:
         ns[id_] = (values, meta, visible)
         return {}
 
-    def list(self, params: dict) -> dict:
+    def list(self, params: dict[str, list[str]]) -> dict[str, Any]:
         ns_name = (params.get("namespace") or [""])[0]
         limit = int((params.get("limit") or ["100"])[0])
         after = (params.get("paginationToken") or [""])[0]
         ids = sorted(i for i in self._ns(ns_name) if i > after)
         page = ids[:limit]
-        out: dict[str, Any] = {"vectors": [{"id": i} for i in page], "namespace": ns_name,
-                               "usage": {"readUnits": 1}}
+        out: dict[str, Any] = {"vectors": [{"id": i} for i in page], "namespace": ns_name, "usage": {"readUnits": 1}}
         if len(ids) > limit:
             out["pagination"] = {"next": page[-1]}
         return out
 
-    def stats(self, body: dict) -> dict:
+    def stats(self, body: dict[str, Any]) -> dict[str, Any]:
         counts = {name: {"vectorCount": len(ns)} for name, ns in self.namespaces.items() if ns}
-        return {"namespaces": counts, "dimension": self.dimension or 0, "indexFullness": 0.0,
-                "totalVectorCount": sum(c["vectorCount"] for c in counts.values())}
+        return {
+            "namespaces": counts,
+            "dimension": self.dimension or 0,
+            "indexFullness": 0.0,
+            "totalVectorCount": sum(c["vectorCount"] for c in counts.values()),
+        }
 
-    def _handler(self):
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -247,7 +268,7 @@ class FakePinecone:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _reply(self, status: int, payload: dict) -> None:
+            def _reply(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -264,8 +285,11 @@ class FakePinecone:
                     with fake._lock:
                         if fake._failures:
                             status = fake._failures.pop(0)
-                            raise _Rejected(status, "Too many requests" if status == 429 else "Server error",
-                                            code=8 if status == 429 else 13)
+                            raise _Rejected(
+                                status,
+                                "Too many requests" if status == 429 else "Server error",
+                                code=8 if status == 429 else 13,
+                            )
                     if self.headers.get("Api-Key") != fake.api_key:
                         raise _Rejected(401, "Invalid API Key", code=16)
                     if len(raw) > MAX_REQUEST_BYTES:

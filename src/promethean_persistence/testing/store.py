@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,10 +23,19 @@ from .faults import FaultyEmbedder, FaultyVector
 ENTRY_KEYS = {"id", "text", "timestamp", "metadata"}
 MANAGED = {"vectorStatus", "vectorWriteSuccess", "vectorWriteError", "vectorWriteTimestamp"}
 
+#: the ``make_store`` fixture: ``await make_store(name="suite", *, faults=False, **config_overrides)``
+#: returns an open SemanticStore. Typed ``Any``: the suites reach into its FaultyVector and
+#: FaultyEmbedder (``store.vector.fail()``), index entries they know exist, and pass odd values.
+MakeStore = Callable[..., Awaitable[Any]]
+
 
 async def open_store(
-    name: str, config: StoreConfig | Mapping[str, Any], *, faults: bool = False,
-    text_key: str = "text", time_key: str = "createdAt",
+    name: str,
+    config: StoreConfig | Mapping[str, Any],
+    *,
+    faults: bool = False,
+    text_key: str = "text",
+    time_key: str = "createdAt",
 ) -> SemanticStore:
     """Open a store from ``config``; with ``faults`` its vector driver and embedder are wrapped
     in FaultyVector / FaultyEmbedder (reachable as ``store.vector`` / ``store.embedder``)."""
@@ -51,7 +60,7 @@ class StoreSuite:
 
     # -- writes and reads -----------------------------------------------------------------
 
-    async def test_insert_get_roundtrip(self, make_store):
+    async def test_insert_get_roundtrip(self, make_store: MakeStore) -> None:
         store = await make_store()
         id_ = await store.insert(
             {"text": "hello world", "createdAt": 1732400000000, "metadata": {"userName": "Duck", "n": {"x": 1}}}
@@ -66,19 +75,19 @@ class StoreSuite:
         assert meta["vectorWriteError"] is None and isinstance(meta["vectorWriteTimestamp"], int)
         assert await store.get("missing") is None
 
-    async def test_add_entry_is_insert_and_ids_are_uuid4(self, make_store):
+    async def test_add_entry_is_insert_and_ids_are_uuid4(self, make_store: MakeStore) -> None:
         store = await make_store()
         id_ = await store.add_entry({"text": "x"})
         assert len(id_) == 36 and id_[14] == "4"
         assert (await store.get(id_))["text"] == "x"
 
-    async def test_managed_metadata_from_caller_is_ignored(self, make_store):
+    async def test_managed_metadata_from_caller_is_ignored(self, make_store: MakeStore) -> None:
         store = await make_store()
         id_ = await store.insert({"text": "t", "metadata": {"vectorWriteSuccess": False, "vectorStatus": "x", "k": 1}})
         meta = (await store.get(id_))["metadata"]
         assert meta["vectorStatus"] == "synced" and meta["vectorWriteSuccess"] is True and meta["k"] == 1
 
-    async def test_upsert_replaces_and_reembeds_only_on_text_change(self, make_store):
+    async def test_upsert_replaces_and_reembeds_only_on_text_change(self, make_store: MakeStore) -> None:
         store = await make_store(faults=True)
         await store.insert({"id": "a", "text": "first text", "metadata": {"v": 1}})
         calls = store.embedder.calls["embed"]
@@ -94,7 +103,7 @@ class StoreSuite:
         assert (await store.get("a"))["text"] == "second words"
         assert (await store.get_most_relevant("second words", 1))[0]["id"] == "a"
 
-    async def test_insert_many_returns_ids_in_order(self, make_store):
+    async def test_insert_many_returns_ids_in_order(self, make_store: MakeStore) -> None:
         store = await make_store()
         ids = await store.insert_many([{"text": f"entry {i}", "id": f"e{i}"} for i in range(150)] + [{"text": "anon"}])
         assert ids[:150] == [f"e{i}" for i in range(150)] and len(ids) == 151
@@ -102,7 +111,7 @@ class StoreSuite:
         assert [e["id"] for e in await store.get_many(["e3", "nope", "e149"]) if e] == ["e3", "e149"]
         assert (await store.get_many(["nope"])) == [None]
 
-    async def test_timestamps(self, make_store):
+    async def test_timestamps(self, make_store: MakeStore) -> None:
         store = await make_store()
         cases = {
             "ms": (1704067200000, 1704067200000),
@@ -143,7 +152,9 @@ class StoreSuite:
             ({"text": "\ud800"}, "text"),
         ],
     )
-    async def test_bad_entries_are_rejected_and_nothing_is_stored(self, make_store, entry, field):
+    async def test_bad_entries_are_rejected_and_nothing_is_stored(
+        self, make_store: MakeStore, entry: Any, field: str
+    ) -> None:
         store = await make_store()
         await store.insert({"id": "keep", "text": "already here"})
         with pytest.raises(ValidationError) as info:
@@ -155,7 +166,7 @@ class StoreSuite:
         assert await store.count() == 1
         assert await store.get("good") is None
 
-    async def test_huge_text_is_rejected(self, make_store):
+    async def test_huge_text_is_rejected(self, make_store: MakeStore) -> None:
         store = await make_store(max_text_bytes=1000)
         with pytest.raises(ValidationError) as info:
             await store.insert({"text": "é" * 501})
@@ -163,7 +174,7 @@ class StoreSuite:
         await store.insert({"text": "é" * 500})
         assert await store.count() == 1
 
-    async def test_empty_text_is_stored_without_vector(self, make_store):
+    async def test_empty_text_is_stored_without_vector(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert({"id": "blank", "text": "   ", "createdAt": 10})
         await store.insert({"id": "full", "text": "words", "createdAt": 5})
@@ -173,10 +184,12 @@ class StoreSuite:
         assert [e["id"] for e in await store.get_most_recent(10, include_empty=True)] == ["blank", "full"]
         assert (await store.check_consistency("blank"))["has_vector"] is False
 
-    async def test_most_recent_order_limit_filter_and_window(self, make_store):
+    async def test_most_recent_order_limit_filter_and_window(self, make_store: MakeStore) -> None:
         store = await make_store()
         for i in range(10):
-            await store.insert({"id": f"r{i}", "text": f"t{i}", "createdAt": 1000 + i, "metadata": {"i": i, "odd": i % 2 == 1}})
+            await store.insert(
+                {"id": f"r{i}", "text": f"t{i}", "createdAt": 1000 + i, "metadata": {"i": i, "odd": i % 2 == 1}}
+            )
         assert [e["id"] for e in await store.get_most_recent(3)] == ["r9", "r8", "r7"]
         assert [e["id"] for e in await store.get_most_recent(3, order="asc")] == ["r0", "r1", "r2"]
         assert len(await store.get_most_recent(100)) == 10
@@ -191,7 +204,7 @@ class StoreSuite:
         with pytest.raises(ValidationError):
             await store.get_most_recent(5, order="sideways")
 
-    async def test_most_relevant_ranks_merges_and_dedupes(self, make_store):
+    async def test_most_relevant_ranks_merges_and_dedupes(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert_many(
             [
@@ -219,21 +232,23 @@ class StoreSuite:
         with pytest.raises(ValidationError):
             await store.get_most_relevant("x", 5, where={"kind": ["a"]})
 
-    async def test_selective_filter_still_fills_the_limit(self, make_store):
+    async def test_selective_filter_still_fills_the_limit(self, make_store: MakeStore) -> None:
         store = await make_store()
-        entries = [{"id": f"n{i}", "text": f"apple banana cherry {i}", "metadata": {"rare": i >= 57}} for i in range(60)]
+        entries = [
+            {"id": f"n{i}", "text": f"apple banana cherry {i}", "metadata": {"rare": i >= 57}} for i in range(60)
+        ]
         await store.insert_many(entries)
         hits = await store.get_most_relevant("apple banana cherry", 3, where={"rare": True})
         assert sorted(e["id"] for e in hits) == ["n57", "n58", "n59"]
 
-    async def test_reads_come_from_the_primary_store(self, make_store):
+    async def test_reads_come_from_the_primary_store(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert({"id": "a", "text": "original words", "metadata": {"k": 1}})
         await store.vector.upsert(["a"], None, [{"k": 1, "planted": True}])
         [hit] = await store.get_most_relevant("original words", 1)
         assert hit["text"] == "original words" and "planted" not in hit["metadata"]
 
-    async def test_delete(self, make_store):
+    async def test_delete(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert({"id": "a", "text": "to be deleted"})
         assert await store.delete("a") is True
@@ -242,7 +257,7 @@ class StoreSuite:
         assert await store.vector.existing(["a"]) == set()
         assert await store.get_most_relevant("to be deleted", 5) == []
 
-    async def test_iter_entries_and_count(self, make_store):
+    async def test_iter_entries_and_count(self, make_store: MakeStore) -> None:
         store = await make_store()
         ids = await store.insert_many([{"text": f"e{i}"} for i in range(37)])
         seen = [e["id"] async for e in store.iter_entries(batch_size=10)]
@@ -250,7 +265,7 @@ class StoreSuite:
         assert seen == sorted(seen)
         assert await store.count() == 37
 
-    async def test_extra_fields_are_kept_but_not_returned(self, make_store):
+    async def test_extra_fields_are_kept_but_not_returned(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert({"id": "x", "text": "t", "channel": "c1", "score": 3})
         assert set(await store.get("x")) == ENTRY_KEYS
@@ -259,19 +274,22 @@ class StoreSuite:
 
     # -- consistency and the write path ----------------------------------------------------
 
-    async def test_check_consistency_asks_the_vector_store(self, make_store):
+    async def test_check_consistency_asks_the_vector_store(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert({"id": "a", "text": "alpha"})
         assert await store.check_consistency("a") == {
-            "has_document": True, "has_vector": True, "vector_status": "synced",
-            "vector_write_success": True, "vector_write_error": None,
+            "has_document": True,
+            "has_vector": True,
+            "vector_status": "synced",
+            "vector_write_success": True,
+            "vector_write_error": None,
         }
         await store.vector.delete(["a"])
         assert (await store.check_consistency("a"))["has_vector"] is False
         missing = await store.check_consistency("zzz")
         assert missing["has_document"] is False and missing["has_vector"] is False
 
-    async def test_report_finds_missing_and_orphans_and_repair_fixes_them(self, make_store):
+    async def test_report_finds_missing_and_orphans_and_repair_fixes_them(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert_many([{"id": f"d{i}", "text": f"doc number {i}"} for i in range(5)])
         report = await store.get_consistency_report(None)
@@ -293,7 +311,7 @@ class StoreSuite:
         assert report["inconsistent_documents"] == 0 and report["orphaned_vectors"] == 0
         assert await store.vector.existing(["d1", "ghost"]) == {"d1"}
 
-    async def test_eventual_failure_is_recorded_and_retried(self, make_store):
+    async def test_eventual_failure_is_recorded_and_retried(self, make_store: MakeStore) -> None:
         # No automatic retries (max 0): the attempts counted below are the insert's and ours.
         store = await make_store(faults=True, vector_retry_delay_ms=1, vector_max_retries=0)
         store.vector.fail()
@@ -315,7 +333,7 @@ class StoreSuite:
         with pytest.raises(DocumentNotFound):
             await store.retry_vector_write("nope")
 
-    async def test_strict_failure_raises_and_stores_nothing(self, make_store):
+    async def test_strict_failure_raises_and_stores_nothing(self, make_store: MakeStore) -> None:
         store = await make_store(faults=True, consistency="strict")
         await store.insert({"id": "old", "text": "old text", "metadata": {"v": 1}})
         store.vector.fail()
@@ -333,7 +351,7 @@ class StoreSuite:
         report = await store.get_consistency_report(None)
         assert report["inconsistent_documents"] == 0 and report["orphaned_vectors"] == 0
 
-    async def test_hanging_vector_store_is_bounded_by_the_timeout(self, make_store):
+    async def test_hanging_vector_store_is_bounded_by_the_timeout(self, make_store: MakeStore) -> None:
         store = await make_store(faults=True, vector_timeout_ms=200)
         store.vector.hang()
         loop = asyncio.get_running_loop()
@@ -346,20 +364,20 @@ class StoreSuite:
         await store.retry_vector_write(id_, 1)
         assert (await store.get(id_))["metadata"]["vectorStatus"] == "synced"
 
-    async def test_dual_write_disabled_skips_vectors(self, make_store):
+    async def test_dual_write_disabled_skips_vectors(self, make_store: MakeStore) -> None:
         store = await make_store(dual_write_enabled=False)
         id_ = await store.insert({"text": "no vector for me"})
         assert (await store.get(id_))["metadata"]["vectorStatus"] == "skipped"
         assert await store.vector.count() == 0
         assert (await store.get_consistency_report(None))["inconsistent_documents"] == 0
 
-    async def test_images_without_image_embedder_are_skipped(self, make_store):
+    async def test_images_without_image_embedder_are_skipped(self, make_store: MakeStore) -> None:
         store = await make_store()
         id_ = await store.insert({"text": "https://example.org/cat.png", "metadata": {"type": "image", "caption": "c"}})
         assert (await store.get(id_))["metadata"]["vectorStatus"] == "skipped"
         assert await store.vector.existing([id_]) == set()
 
-    async def test_concurrent_inserts_share_batches(self, make_store):
+    async def test_concurrent_inserts_share_batches(self, make_store: MakeStore) -> None:
         store = await make_store(faults=True, vector_batch_size=16)
         ids = await asyncio.gather(*(store.insert({"text": f"concurrent {i}"}) for i in range(100)))
         assert len(set(ids)) == 100 and await store.count() == 100
@@ -367,19 +385,29 @@ class StoreSuite:
         stats = store.get_queue_stats()
         assert stats["total_written"] == 100 and stats["batches"] <= -(-100 // 16) + 2
 
-    async def test_queue_stats_shape(self, make_store):
+    async def test_queue_stats_shape(self, make_store: MakeStore) -> None:
         store = await make_store(vector_batch_size=7, vector_max_retries=2)
         stats = store.get_chroma_queue_stats()
         assert set(stats) == {
-            "queue_length", "processing", "pending", "failed", "total_written", "total_failed",
-            "batches", "last_flush_at", "config",
+            "queue_length",
+            "processing",
+            "pending",
+            "failed",
+            "total_written",
+            "total_failed",
+            "batches",
+            "last_flush_at",
+            "config",
         }
         assert stats["config"] == {
-            "batch_size": 7, "flush_interval_ms": 0, "max_retries": 2,
-            "retry_delay_ms": store.config.vector_retry_delay_ms, "enabled": True,
+            "batch_size": 7,
+            "flush_interval_ms": 0,
+            "max_retries": 2,
+            "retry_delay_ms": store.config.vector_retry_delay_ms,
+            "enabled": True,
         }
 
-    async def test_drop_and_cleanup(self, make_store):
+    async def test_drop_and_cleanup(self, make_store: MakeStore) -> None:
         store = await make_store()
         await store.insert({"text": "x"})
         await store.drop()
@@ -391,7 +419,7 @@ class StoreSuite:
         with pytest.raises(SemanticStoreError):
             await store.insert({"text": "z"})
 
-    async def test_async_context_manager_closes(self, make_store):
+    async def test_async_context_manager_closes(self, make_store: MakeStore) -> None:
         store = await make_store()
         async with store as s:
             await s.insert({"text": "inside"})

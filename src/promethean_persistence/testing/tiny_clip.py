@@ -31,16 +31,22 @@ def build_tiny_clip(path: str | Path) -> str:
     tokenizer = CLIPTokenizer(str(parts / "vocab.json"), str(parts / "merges.txt"))
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
     config = CLIPConfig(
-        text_config={**small, "vocab_size": len(vocab), "max_position_embeddings": 77,
-                     "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"]},
+        text_config={
+            **small,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": 77,
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": vocab["<|endoftext|>"],
+        },
         vision_config={**small, "image_size": 32, "patch_size": 8},
         projection_dim=DIMENSIONS,
     )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(parts)
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                     crop_size={"height": 32, "width": 32}),
-                  tokenizer=tokenizer).save_pretrained(parts)
+    CLIPProcessor(  # type: ignore[no-untyped-call]  # transformers leaves CLIPProcessor.__init__ unannotated
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    ).save_pretrained(parts)
     out = root / "tiny-clip"
     with warnings.catch_warnings():  # sentence-transformers 6 deprecates the CLIP module's old home
         warnings.simplefilter("ignore", DeprecationWarning)

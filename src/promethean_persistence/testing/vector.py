@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 
+from .._entries import TEXT_FINGERPRINT, content_hash
 from .._errors import SemanticStoreError
 from .._filters import evaluate, parse
 from .._types import FINGERPRINT_KEY
+from ..drivers.base import DocumentVector, VectorDriver
+from .capabilities import check_declared
 
 DIMS = 8
 
@@ -15,7 +20,8 @@ DIMS = 8
 def unit(*values: float) -> list[float]:
     v = np.zeros(DIMS, dtype=np.float32)
     v[: len(values)] = values
-    return (v / np.linalg.norm(v)).tolist()
+    unit_values: list[float] = (v / np.linalg.norm(v)).tolist()
+    return unit_values
 
 
 def basis(i: int) -> list[float]:
@@ -27,12 +33,24 @@ def basis(i: int) -> list[float]:
 class VectorDriverSuite:
     """Subclass and provide an async ``vector`` fixture yielding an opened, empty driver."""
 
-    async def test_starts_empty(self, vector):
+    async def test_declared_capabilities_hold(self, vector: VectorDriver) -> None:
+        check_declared(vector, "vector")
+        assert vector.dims is None  # empty: no dimension yet
+        assert isinstance(vector.collection, str) and vector.collection
+        if vector.capabilities.stores_documents:  # the text it keeps describes a vector without a fingerprint
+            documents = cast(DocumentVector, vector)
+            await documents.upsert(["a"], [unit(1)], [{}], documents=["kept text"], timestamps=[1])
+            assert await vector.fingerprints(["a"]) == {"a": TEXT_FINGERPRINT + content_hash("kept text")}
+        else:
+            await vector.upsert(["a"], [unit(1)], [{}])
+        assert vector.dims == DIMS
+
+    async def test_starts_empty(self, vector: VectorDriver) -> None:
         assert await vector.count() == 0
         assert await vector.existing(["a"]) == set()
         assert await vector.query(unit(1), 5) == []
 
-    async def test_query_orders_by_cosine_similarity(self, vector):
+    async def test_query_orders_by_cosine_similarity(self, vector: VectorDriver) -> None:
         await vector.upsert(
             ["same", "near", "far", "opposite"],
             [unit(1, 0), unit(1, 1), unit(0, 1), unit(-1, 0)],
@@ -47,7 +65,7 @@ class VectorDriverSuite:
         assert scores[3] == pytest.approx(-1.0, abs=1e-5)
         assert [h.id for h in await vector.query(unit(1, 0), 2)] == ["same", "near"]
 
-    async def test_upsert_is_idempotent_and_replaces(self, vector):
+    async def test_upsert_is_idempotent_and_replaces(self, vector: VectorDriver) -> None:
         await vector.upsert(["a"], [unit(1)], [{"v": 1}])
         await vector.upsert(["a"], [unit(1)], [{"v": 1}])
         assert await vector.count() == 1
@@ -56,7 +74,7 @@ class VectorDriverSuite:
         assert hits[0].id == "a"
         assert [h.id for h in await vector.query(unit(0, 1), 5, parse({"v": 2}))] == ["a"]
 
-    async def test_fetch_returns_the_stored_vectors(self, vector):
+    async def test_fetch_returns_the_stored_vectors(self, vector: VectorDriver) -> None:
         await vector.upsert(["a", "b"], [unit(1, 2), unit(0, 1)], [{}, {}])
         found = await vector.fetch(["a", "missing", "b"])
         assert set(found) == {"a", "b"}
@@ -64,14 +82,14 @@ class VectorDriverSuite:
         np.testing.assert_allclose(found["b"], unit(0, 1), atol=1e-6)
         assert await vector.fetch([]) == {}
 
-    async def test_metadata_only_upsert_keeps_the_vector(self, vector):
+    async def test_metadata_only_upsert_keeps_the_vector(self, vector: VectorDriver) -> None:
         await vector.upsert(["a", "b"], [unit(1), unit(0, 1)], [{"tag": "x"}, {"tag": "x"}])
         await vector.upsert(["a"], None, [{"tag": "y"}])
         hits = await vector.query(unit(1), 5, parse({"tag": "y"}))
         assert [h.id for h in hits] == ["a"]
         assert hits[0].score == pytest.approx(1.0, abs=1e-5)
 
-    async def test_filters_inside_the_search(self, vector):
+    async def test_filters_inside_the_search(self, vector: VectorDriver) -> None:
         n = 40
         ids = [f"v{i:02d}" for i in range(n)]
         meta = [{"n": i, "kind": "even" if i % 2 == 0 else "odd", "deep": {"k": i % 5}} for i in range(n)]
@@ -79,7 +97,7 @@ class VectorDriverSuite:
         vectors = rng.normal(size=(n, DIMS)).astype(np.float32)
         await vector.upsert(ids, vectors, meta)
         query = vectors[0]
-        specs = [
+        specs: list[dict[str, Any]] = [
             {"kind": "odd"},
             {"n": {"$gte": 30}},
             {"deep.k": {"$in": [1, 3]}},
@@ -94,12 +112,14 @@ class VectorDriverSuite:
             assert len(hits) == min(5, len(matching)), spec
             assert {h.id for h in hits} <= set(matching), spec
             # and they are the best matching ones
-            sims = {i: float(np.dot(vectors[k], query) / np.linalg.norm(vectors[k]) / np.linalg.norm(query))
-                    for k, i in enumerate(ids)}
+            sims = {
+                i: float(np.dot(vectors[k], query) / np.linalg.norm(vectors[k]) / np.linalg.norm(query))
+                for k, i in enumerate(ids)
+            }
             best = sorted(matching, key=lambda i: -sims[i])[: len(hits)]
             assert {h.id for h in hits} == set(best), spec
 
-    async def test_existing_and_delete(self, vector):
+    async def test_existing_and_delete(self, vector: VectorDriver) -> None:
         await vector.upsert(["a", "b", "c"], [unit(1), unit(0, 1), unit(0, 0, 1)], [{}, {}, {}])
         assert await vector.existing(["a", "c", "zz"]) == {"a", "c"}
         await vector.delete(["a", "zz"])
@@ -108,9 +128,10 @@ class VectorDriverSuite:
         assert await vector.count() == 2
         assert "a" not in {h.id for h in await vector.query(unit(1), 5)}
 
-    async def test_fingerprints_read_back_with_the_metadata(self, vector):
-        await vector.upsert(["a", "b"], [unit(1), unit(0, 1)],
-                            [{FINGERPRINT_KEY: "fp-a", "tag": "x", "deep": {"k": 1}}, {"x": 1}])
+    async def test_fingerprints_read_back_with_the_metadata(self, vector: VectorDriver) -> None:
+        await vector.upsert(
+            ["a", "b"], [unit(1), unit(0, 1)], [{FINGERPRINT_KEY: "fp-a", "tag": "x", "deep": {"k": 1}}, {"x": 1}]
+        )
         assert await vector.fingerprints(["a", "b", "missing"]) == {"a": "fp-a", "b": None}
         assert await vector.fingerprints([]) == {}
         # ordinary keys still filter with the reserved key beside them
@@ -128,13 +149,13 @@ class VectorDriverSuite:
         await vector.delete(["a"])
         assert await vector.fingerprints(["a", "b"]) == {"b": None}
 
-    async def test_iter_ids_lists_everything(self, vector):
+    async def test_iter_ids_lists_everything(self, vector: VectorDriver) -> None:
         ids = [f"i{k}" for k in range(23)]
         await vector.upsert(ids, [basis(k) for k in range(23)], [{}] * 23)
         seen = [i async for batch in vector.iter_ids(5) for i in batch]
         assert sorted(seen) == sorted(ids)
 
-    async def test_wrong_dimension_is_rejected(self, vector):
+    async def test_wrong_dimension_is_rejected(self, vector: VectorDriver) -> None:
         await vector.upsert(["a"], [unit(1)], [{}])
         with pytest.raises(SemanticStoreError):
             await vector.upsert(["b"], [[1.0, 0.0]], [{}])
@@ -142,7 +163,7 @@ class VectorDriverSuite:
             await vector.query([1.0, 0.0, 0.0], 1)
         assert await vector.count() == 1
 
-    async def test_drop_empties(self, vector):
+    async def test_drop_empties(self, vector: VectorDriver) -> None:
         await vector.upsert(["a"], [unit(1)], [{}])
         await vector.drop()
         assert await vector.count() == 0

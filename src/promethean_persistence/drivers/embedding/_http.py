@@ -20,7 +20,8 @@ import httpx
 import numpy as np
 
 from ..._errors import BackendUnavailable, EmbeddingError, EmbeddingMismatchError, redact
-from ..._queue import backoff_ms
+from ..._retry import backoff_ms
+from ..base import Capabilities
 
 MAX_RETRY_WAIT_S = 60.0  #: the longest Retry-After we honour
 
@@ -41,6 +42,7 @@ class HTTPEmbedder:
     KNOWN_DIMENSIONS: ClassVar[dict[str, int]] = {}
     supports_images = False
     normalize = True  #: we always L2-normalise (cosine search needs unit vectors)
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
         self,
@@ -132,18 +134,23 @@ class HTTPEmbedder:
                 f"{self.server} at {self.shown} returned {dims}-dimensional vectors for {self.model!r}; "
                 f"expected {self._dimensions} ({self._dims_from}). Another model answers under this name: "
                 "use the model the collection was built with, or re-embed it (semantic-store reembed).",
-                driver=self.name, operation="embed",
+                driver=self.name,
+                operation="embed",
             )
         if not np.isfinite(matrix).all():
             raise self._malformed("vectors contain NaN or infinite values")
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         if (norms == 0).any():
             raise self._malformed("a vector is all zeros")
-        return matrix / norms
+        normalised: np.ndarray = matrix / norms
+        return normalised
 
     def _malformed(self, detail: str) -> EmbeddingError:
-        return EmbeddingError(f"{self.server} at {self.shown} sent a malformed answer for {self.model!r}: {detail}",
-                              driver=self.name, operation="embed")
+        return EmbeddingError(
+            f"{self.server} at {self.shown} sent a malformed answer for {self.model!r}: {detail}",
+            driver=self.name,
+            operation="embed",
+        )
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -156,7 +163,9 @@ class HTTPEmbedder:
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
                 headers=self._headers(),
-                limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
+                limits=httpx.Limits(
+                    max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+                ),
             )
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
             self._loop = loop
@@ -171,12 +180,18 @@ class HTTPEmbedder:
                 self.requests += 1
                 response = await self._client.post(url, json=payload)
             except httpx.TimeoutException:
-                error = BackendUnavailable(f"{self.server} at {self.shown} did not answer within {self.timeout:g} s",
-                                           driver=self.name, operation="embed")
+                error = BackendUnavailable(
+                    f"{self.server} at {self.shown} did not answer within {self.timeout:g} s",
+                    driver=self.name,
+                    operation="embed",
+                )
             except httpx.HTTPError as exc:
                 error = BackendUnavailable(
-                    f"Cannot reach {self.server} at {self.shown} ({redact(str(exc), self._api_key) or type(exc).__name__}); "
-                    "is it running?", driver=self.name, operation="embed")
+                    f"Cannot reach {self.server} at {self.shown} "
+                    f"({redact(str(exc), self._api_key) or type(exc).__name__}); is it running?",
+                    driver=self.name,
+                    operation="embed",
+                )
             else:
                 status = response.status_code
                 if status == 200:
@@ -188,8 +203,11 @@ class HTTPEmbedder:
                     raise ServerAnswer(response)
                 error = BackendUnavailable(
                     f"{self.server} at {self.shown} answered {status}"
-                    + (" (rate limited)" if status == 429 else "") + f": {self._body(response)}",
-                    driver=self.name, operation="embed")
+                    + (" (rate limited)" if status == 429 else "")
+                    + f": {self._body(response)}",
+                    driver=self.name,
+                    operation="embed",
+                )
                 wait = retry_after(response) if status in (429, 503) else None
             if attempt == self.max_retries:
                 raise error
@@ -236,4 +254,3 @@ def retry_after(response: httpx.Response) -> float | None:
         return min(max(seconds, 0.0), MAX_RETRY_WAIT_S)
     except (TypeError, ValueError):
         return None
-

@@ -10,9 +10,14 @@ import hashlib
 import re
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+from ..base import Capabilities
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -21,14 +26,16 @@ class HashingEmbedder:
     """Test-only embedder: hashed word and character-trigram counts, L2-normalised."""
 
     name: ClassVar[str] = "hashing"
+    capabilities: ClassVar[Capabilities] = Capabilities()
     supports_images = False
+    normalize = True
 
     def __init__(self, dimensions: int = 256) -> None:
         self.dimensions = dimensions
         self.model = f"hashing-v1-{dimensions}"
 
     @classmethod
-    def from_config(cls, config) -> HashingEmbedder:
+    def from_config(cls, config: StoreConfig) -> HashingEmbedder:
         # the model name says the size, so a manifest's model name rebuilds this embedder
         match = re.fullmatch(r"hashing-v1-(\d+)", config.embedding_function or "")
         return cls(int(match[1]) if match else config.hashing.dimensions)

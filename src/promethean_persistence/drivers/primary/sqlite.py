@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
 from .._sql import due_records, due_tombstones, window
 from .._sqlite import SQLiteConnection, filter_sql, quote
-from ..base import Order
+from ..base import Capabilities, Order
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 CATALOG = "_semantic_store_collections"
 _COLUMNS = (
@@ -27,7 +30,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _row(record: Record) -> tuple:
+def _row(record: Record) -> tuple[Any, ...]:
     return (
         record.id,
         record.text,
@@ -47,7 +50,7 @@ def _row(record: Record) -> tuple:
     )
 
 
-def _record(row: tuple) -> Record:
+def _record(row: tuple[Any, ...]) -> Record:
     return Record(
         id=row[0],
         text=row[1],
@@ -70,6 +73,7 @@ class SQLitePrimary:
     """Primary driver on a SQLite file (stdlib sqlite3, one connection on its own thread)."""
 
     name: ClassVar[str] = "sqlite"
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, path: str, collection: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000):
         self.path = path
@@ -79,7 +83,7 @@ class SQLitePrimary:
         self._db = SQLiteConnection(path, driver=self.name, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
 
     @classmethod
-    def from_config(cls, config, collection: str) -> SQLitePrimary:
+    def from_config(cls, config: StoreConfig, collection: str) -> SQLitePrimary:
         s = config.sqlite
         return cls(config.sqlite_path, collection, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms)
 
@@ -139,8 +143,7 @@ class SQLitePrimary:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (timestamp, id)")
         idx = quote(f"{self.collection}__outbox")
         conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) "
-            "WHERE vector_status IN ('pending', 'failed')"
+            f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) WHERE vector_status IN ('pending', 'failed')"
         )
 
     async def aclose(self) -> None:
@@ -192,7 +195,9 @@ class SQLitePrimary:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                gone += [r[0] for r in conn.execute(f"DELETE FROM {self._table} WHERE id IN ({marks}) RETURNING id", chunk)]
+                gone += [
+                    r[0] for r in conn.execute(f"DELETE FROM {self._table} WHERE id IN ({marks}) RETURNING id", chunk)
+                ]
             if tombstone_at is not None:
                 conn.executemany(
                     f"INSERT OR REPLACE INTO {self._tombstones} VALUES (?, 0, NULL, ?, ?)",
@@ -277,7 +282,7 @@ class SQLitePrimary:
 
         return await self._db.run(self._db.quick_transaction, claim, operation="claim")
 
-    def _state_writer(self, states: Sequence[VectorState]):
+    def _state_writer(self, states: Sequence[VectorState]) -> Callable[[sqlite3.Connection], int]:
         """A function applying ``states`` on the connection thread; it returns the row count."""
         sql = (
             f"UPDATE {self._table} SET vector_status = ?, vector_attempts = ?, vector_error = ?, "

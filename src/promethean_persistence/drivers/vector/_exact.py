@@ -35,7 +35,8 @@ def as_matrix(vectors: Any, dims: int | None, driver: str) -> np.ndarray:
         raise ValidationError("vectors contain NaN or Infinity", field="vectors", driver=driver)
     norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))[:, None]
     norms[norms == 0] = 1.0
-    return matrix / norms
+    unit: np.ndarray = matrix / norms
+    return unit
 
 
 def matrix_for(ids: list[str], vectors: Any, dims: int | None, driver: str) -> np.ndarray:

@@ -19,8 +19,9 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -31,8 +32,12 @@ from ..._errors import BackendUnavailable, redact
 from ..._filters import Cmp, Node, Or, evaluate
 from ..._types import VectorHit
 from .._remote import mapped
+from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 EXTRA = "chroma"
 EXACT = "_semantic_store"  #: the metadata as JSON, for exact filtering
@@ -64,11 +69,11 @@ def from_chroma_metadata(meta: Mapping[str, Any] | None, time_key: str | None) -
     exact = meta.get(EXACT)
     if isinstance(exact, str):
         try:
-            return json.loads(exact)
+            return cast(dict[str, Any], json.loads(exact))
         except ValueError:
             pass
     for key in (*_MANAGED, time_key, EXACT):
-        meta.pop(key, None)
+        meta.pop(cast(str, key), None)  # a None time_key is never a key: popping it does nothing
     for key, value in meta.items():
         if isinstance(value, str) and value[:1] in "{[":
             try:
@@ -85,7 +90,7 @@ def chroma_fingerprint(meta: Mapping[str, Any] | None, document: str | None) -> 
     exact = meta.get(EXACT)
     parsed: Any = None
     if isinstance(exact, str):  # ours: the JSON copy is rewritten whole, the flattened keys
-        try:                     # are merged by Chroma's update and may be stale
+        try:  # are merged by Chroma's update and may be stale
             parsed = json.loads(exact)
         except ValueError:
             pass
@@ -109,16 +114,25 @@ class ChromaVector:
     """Vector driver on ChromaDB (cosine space for collections it creates)."""
 
     name: ClassVar[str] = "chromadb"
-    stores_documents: ClassVar[bool] = True  #: the queue passes texts and timestamps
 
-    def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
-                 pinned: bool = False, time_key: str | None = None, timeout: float = 30.0,
-                 exact_threshold: int = 1000) -> None:
+    def __init__(
+        self,
+        collection: str,
+        *,
+        url: str | None = None,
+        path: str | None = None,
+        pinned: bool = False,
+        time_key: str | None = None,
+        timeout: float = 30.0,
+        exact_threshold: int = 1000,
+    ) -> None:
         self.collection = collection
         self.timeout = timeout
         self.exact_threshold = exact_threshold  #: filters matching this many or fewer: exact search
         self.url, self.path = url, path
-        self.in_process = url is None  #: embedded (PersistentClient)
+        self.capabilities = Capabilities(  # embedded (PersistentClient) runs in this process
+            in_process=url is None, stores_documents=True, collection_switch=True, field_names=True
+        )
         self.shown = redact(url) if url else f"path {path}"
         self._pinned = pinned  #: the configured collection name beats the alias lookup
         self.time_key = time_key
@@ -130,11 +144,24 @@ class ChromaVector:
         self._max_batch = 1000
 
     @classmethod
-    def from_config(cls, config, collection: str) -> ChromaVector:
+    def from_config(cls, config: StoreConfig, collection: str) -> ChromaVector:
         c = config.chromadb
         url = c.url if c.url or c.path else "http://localhost:8000"
-        return cls(c.collection or collection, url=url, path=c.path if not c.url else None,
-                   pinned=bool(c.collection), timeout=c.timeout, exact_threshold=c.exact_threshold)
+        return cls(
+            c.collection or collection,
+            url=url,
+            path=c.path if not c.url else None,
+            pinned=bool(c.collection),
+            timeout=c.timeout,
+            exact_threshold=c.exact_threshold,
+        )
+
+    @classmethod
+    def for_collection(cls, config: StoreConfig, collection: str) -> ChromaVector:
+        """These settings for another collection (a configured name is replaced)."""
+        return cls.from_config(
+            config.model_copy(update={"chromadb": config.chromadb.model_copy(update={"collection": None})}), collection
+        )
 
     def use_keys(self, text_key: str, time_key: str) -> None:
         self.time_key = time_key
@@ -149,7 +176,7 @@ class ChromaVector:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _mapped(self, operation: str):
+    def _mapped(self, operation: str) -> AbstractAsyncContextManager[None]:
         where = f"Chroma at {self.shown}" if self.url else f"Chroma ({self.shown})"
         return mapped(where, driver=self.name, operation=operation)
 
@@ -159,7 +186,7 @@ class ChromaVector:
     async def _client_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await self._run(getattr(self._client, method), *args, **kwargs)
 
-    async def _run(self, fn, *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         # Chroma's HTTP client has no timeout of its own: a hung server must not hang us.
         async with asyncio.timeout(self.timeout):
             if self.url:
@@ -175,7 +202,8 @@ class ChromaVector:
                 await self._heartbeat()
                 async with asyncio.timeout(self.timeout):
                     self._client = await chromadb.AsyncHttpClient(
-                        host=parts.hostname or "localhost", port=parts.port or (443 if ssl else 8000), ssl=ssl)
+                        host=parts.hostname or "localhost", port=parts.port or (443 if ssl else 8000), ssl=ssl
+                    )
                 self._loop_key = (id(self._client._server), id(asyncio.get_running_loop()))
                 _HTTP_USERS[self._loop_key] = _HTTP_USERS.get(self._loop_key, 0) + 1
             else:
@@ -187,19 +215,26 @@ class ChromaVector:
         """Fail fast, and without leaving Chroma's client half made, when the server is down."""
         import httpx
 
+        assert self.url is not None  # only called for a server
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             response = await client.get(self.url.rstrip("/") + "/api/v2/heartbeat")
             if response.status_code >= 500:
-                raise BackendUnavailable(f"Chroma at {self.shown}: open failed: HTTP {response.status_code}",
-                                         driver=self.name, operation="open")
+                raise BackendUnavailable(
+                    f"Chroma at {self.shown}: open failed: HTTP {response.status_code}",
+                    driver=self.name,
+                    operation="open",
+                )
 
     async def _open_collection(self) -> None:
         self._col = await self._client_call(
-            "get_or_create_collection", chroma_name(self.collection), embedding_function=None,
-            metadata={"hnsw:space": "cosine"})
+            "get_or_create_collection",
+            chroma_name(self.collection),
+            embedding_function=None,
+            metadata={"hnsw:space": "cosine"},
+        )
         config = getattr(self._col, "configuration", None) or {}
         hnsw = config.get("hnsw") if isinstance(config, Mapping) else None
-        self._space = ((hnsw or {}).get("space") or (self._col.metadata or {}).get("hnsw:space") or "l2")
+        self._space = (hnsw or {}).get("space") or (self._col.metadata or {}).get("hnsw:space") or "l2"
         first = await self._call("get", limit=1, include=["embeddings"])
         embeddings = first.get("embeddings")
         self.dims = len(embeddings[0]) if embeddings is not None and len(embeddings) else None
@@ -225,8 +260,15 @@ class ChromaVector:
         out[EXACT] = _dumps(dict(meta))
         return out
 
-    async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]], *,
-                     documents: Sequence[str] | None = None, timestamps: Sequence[int] | None = None) -> None:
+    async def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any]],
+        *,
+        documents: Sequence[str] | None = None,
+        timestamps: Sequence[int] | None = None,
+    ) -> None:
         ids = list(ids)
         if not ids:
             return
@@ -269,8 +311,10 @@ class ChromaVector:
             async def search(k: int) -> Rows:
                 result = await self._call("query", query_embeddings=query, n_results=k, include=include)
                 metas = result.get("metadatas")
-                return [(id_, self._score(d), from_chroma_metadata(metas[0][n], self.time_key) if metas else None)
-                        for n, (id_, d) in enumerate(zip(result["ids"][0], result["distances"][0]))]
+                return [
+                    (id_, self._score(d), from_chroma_metadata(metas[0][n], self.time_key) if metas else None)
+                    for n, (id_, d) in enumerate(zip(result["ids"][0], result["distances"][0]))
+                ]
 
             return await widening_search(search, limit, where, lambda: self._call("count"))
 
@@ -300,8 +344,9 @@ class ChromaVector:
         found: dict[str, str | None] = {}
         async with self._mapped("fingerprints"):
             for start in range(0, len(ids), self._max_batch):
-                got = await self._call("get", ids=ids[start : start + self._max_batch],
-                                       include=["metadatas", "documents"])
+                got = await self._call(
+                    "get", ids=ids[start : start + self._max_batch], include=["metadatas", "documents"]
+                )
                 metas = got.get("metadatas") or [None] * len(got["ids"])
                 documents = got.get("documents") or [None] * len(got["ids"])
                 for id_, meta, document in zip(got["ids"], metas, documents):
@@ -345,6 +390,7 @@ class ChromaVector:
 
 # -- the filter language as a Chroma ``where`` (never narrower than the exact filter) ------------
 
+
 def _typed(values: Sequence[Any]) -> dict[type, list[Any]]:
     groups: dict[type, list[Any]] = {}
     for v in values:
@@ -358,8 +404,9 @@ def _native(node: Cmp) -> dict[str, Any] | None:
     key, op, value = node.path[0], node.op, node.value
     # Chroma truncates a fractional operand when it meets an int value (2 < 2.5 is false
     # there): ranges are widened to whole numbers, $ne/$nin with fractions stay with us.
-    fractional = any(isinstance(v, float) and not v.is_integer()
-                     for v in (value if isinstance(value, tuple) else (value,)))
+    fractional = any(
+        isinstance(v, float) and not v.is_integer() for v in (value if isinstance(value, tuple) else (value,))
+    )
     if op in ("eq", "ne"):
         return None if value is None or (op == "ne" and fractional) else {key: {f"${op}": value}}
     if op in ("gt", "gte", "lt", "lte"):
@@ -391,4 +438,11 @@ def chroma_where(node: Node) -> dict[str, Any] | None:
     return _join("$and", kept) if kept else None
 
 
-__all__ = ["ChromaVector", "chroma_fingerprint", "chroma_name", "chroma_where", "from_chroma_metadata", "to_chroma_metadata"]
+__all__ = [
+    "ChromaVector",
+    "chroma_fingerprint",
+    "chroma_name",
+    "chroma_where",
+    "from_chroma_metadata",
+    "to_chroma_metadata",
+]

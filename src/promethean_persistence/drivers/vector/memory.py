@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import ValidationError
 from ..._filters import Node
 from ..._types import VectorHit
+from ..base import Capabilities
 from ._exact import ExactIndex, as_matrix, stored_fingerprint
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 
 class MemoryVector:
     """Vector driver keeping unit vectors in a numpy matrix (exact search, filters)."""
 
     name: ClassVar[str] = "memory"
-    in_process: ClassVar[bool] = True
+    capabilities: ClassVar[Capabilities] = Capabilities(in_process=True)
 
     def __init__(self, collection: str = "memory") -> None:
         self.collection = collection
         self._index = ExactIndex(self.name)
 
     @classmethod
-    def from_config(cls, config, collection: str) -> MemoryVector:
+    def from_config(cls, config: StoreConfig, collection: str) -> MemoryVector:
         return cls(collection)
+
+    for_collection = from_config
+
+    @property
+    def dims(self) -> int | None:
+        return self._index.dims
 
     async def open(self) -> None:
         pass
@@ -36,9 +46,7 @@ class MemoryVector:
         if vectors is None:
             missing = self._index.set_metadata(ids, metadata)
             if missing:
-                raise ValidationError(
-                    f"metadata-only upsert for ids without a vector: {missing[:5]}", driver=self.name
-                )
+                raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}", driver=self.name)
             return
         self._index.upsert(list(ids), as_matrix(vectors, self._index.dims, self.name), metadata)
 

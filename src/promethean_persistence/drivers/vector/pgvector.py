@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -13,7 +13,11 @@ from ..._errors import ValidationError
 from ..._filters import Node
 from ..._types import FINGERPRINT_KEY, VectorHit
 from .._postgres import PoolUser, conninfo, filter_sql
+from ..base import Capabilities
 from ._exact import as_matrix
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 
 def _literal(vector: np.ndarray) -> str:
@@ -24,10 +28,20 @@ class PgvectorVector(PoolUser):
     """Vector driver on PostgreSQL + pgvector (HNSW, cosine)."""
 
     name: ClassVar[str] = "pgvector"
-    in_process: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities(transactions=True)
 
-    def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, m: int = 16,
-                 ef_construction: int = 64, ef_search: int = 40, pool: Any = None) -> None:
+    def __init__(
+        self,
+        info: str,
+        shown: str,
+        secrets: list[str],
+        collection: str,
+        *,
+        m: int = 16,
+        ef_construction: int = 64,
+        ef_search: int = 40,
+        pool: Any = None,
+    ) -> None:
         super().__init__(info, shown, secrets, collection, pool)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
         self.dims: int | None = None
@@ -35,11 +49,21 @@ class PgvectorVector(PoolUser):
         self._idx = self._ident("__vectors_hnsw")
 
     @classmethod
-    def from_config(cls, config, collection: str) -> PgvectorVector:
+    def from_config(cls, config: StoreConfig, collection: str) -> PgvectorVector:
         info, shown, secrets = conninfo(config.pgvector, fallback=config.postgresql)
         h = config.pgvector.hnsw
-        return cls(info, shown, secrets, collection, m=h.m, ef_construction=h.ef_construction,
-                   ef_search=h.ef_search, pool=config.postgresql.pool)
+        return cls(
+            info,
+            shown,
+            secrets,
+            collection,
+            m=h.m,
+            ef_construction=h.ef_construction,
+            ef_search=h.ef_search,
+            pool=config.postgresql.pool,
+        )
+
+    for_collection = from_config
 
     async def open(self) -> None:
         await self._acquire()
@@ -57,40 +81,54 @@ class PgvectorVector(PoolUser):
         or process may have created it since)."""
         if self.dims is None:
             async with self._mapped("open"), self._pool.connection() as conn:
-                row = await (await conn.execute(
-                    "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
-                    (self._t,))).fetchone()
+                row = await (
+                    await conn.execute(
+                        "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                        (self._t,),
+                    )
+                ).fetchone()
             self.dims = row[0] if row and row[0] > 0 else None
         return self.dims
 
-    async def _ensure_table(self, conn, dims: int) -> None:
+    async def _ensure_table(self, conn: Any, dims: int) -> None:
         if self.dims is not None:
             return
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"semantic-store:{self._t}",))
         await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._t} (id text COLLATE \"C\" PRIMARY KEY, "
-            f"embedding vector({int(dims)}) NOT NULL, metadata jsonb NOT NULL)")
+            f'CREATE TABLE IF NOT EXISTS {self._t} (id text COLLATE "C" PRIMARY KEY, '
+            f"embedding vector({int(dims)}) NOT NULL, metadata jsonb NOT NULL)"
+        )
         await conn.execute(
             f"CREATE INDEX IF NOT EXISTS {self._idx} ON {self._t} USING hnsw (embedding vector_cosine_ops) "
-            f"WITH (m = {int(self.m)}, ef_construction = {int(self.ef_construction)})")
+            f"WITH (m = {int(self.m)}, ef_construction = {int(self.ef_construction)})"
+        )
         self.dims = dims
 
-    async def _table_dims(self, conn) -> int:
-        row = await (await conn.execute(
-            "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
-            (self._t,))).fetchone()
-        return row[0]
+    async def _table_dims(self, conn: Any) -> int:
+        row = await (
+            await conn.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                (self._t,),
+            )
+        ).fetchone()
+        dims: int = row[0]
+        return dims
 
     def _check(self, matrix: np.ndarray) -> None:
         if self.dims is not None and matrix.shape[1] != self.dims:
-            raise ValidationError(f"vector dimension {matrix.shape[1]} does not match the collection's {self.dims}",
-                                  field="vectors", driver=self.name)
+            raise ValidationError(
+                f"vector dimension {matrix.shape[1]} does not match the collection's {self.dims}",
+                field="vectors",
+                driver=self.name,
+            )
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
         async with self._mapped("upsert"), self._pool.connection() as conn, conn.transaction():
             await self.upsert_in(conn, ids, vectors, metadata)
 
-    async def upsert_in(self, conn, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+    async def upsert_in(
+        self, conn: Any, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]
+    ) -> None:
         """``upsert`` inside the caller's transaction on ``conn`` (same server)."""
         ids = list(ids)
         metas = [json.dumps(dict(m), ensure_ascii=False) for m in metadata]
@@ -100,11 +138,9 @@ class PgvectorVector(PoolUser):
             existing = await self._existing(conn, ids)
             missing = [i for i in ids if i not in existing]
             if missing:
-                raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}",
-                                      driver=self.name)
+                raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}", driver=self.name)
             async with conn.cursor() as cur:
-                await cur.executemany(f"UPDATE {self._t} SET metadata = %s::jsonb WHERE id = %s",
-                                      list(zip(metas, ids)))
+                await cur.executemany(f"UPDATE {self._t} SET metadata = %s::jsonb WHERE id = %s", list(zip(metas, ids)))
             return
         matrix = as_matrix(vectors, self.dims, self.name)
         await self._ensure_table(conn, matrix.shape[1])
@@ -114,9 +150,10 @@ class PgvectorVector(PoolUser):
             await cur.executemany(
                 f"INSERT INTO {self._t} (id, embedding, metadata) VALUES (%s, %s::vector, %s::jsonb) "
                 "ON CONFLICT (id) DO UPDATE SET embedding = excluded.embedding, metadata = excluded.metadata",
-                [(i, _literal(v), m) for i, v, m in zip(ids, matrix, metas)])
+                [(i, _literal(v), m) for i, v, m in zip(ids, matrix, metas)],
+            )
 
-    async def delete_in(self, conn, ids: Sequence[str]) -> None:
+    async def delete_in(self, conn: Any, ids: Sequence[str]) -> None:
         if ids and await self._load_dims() is not None:
             await conn.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s)", (list(ids),))
 
@@ -124,7 +161,8 @@ class PgvectorVector(PoolUser):
         query = as_matrix(vector, await self._load_dims(), self.name)
         if self.dims is None:
             return []
-        clause, params = ("", [])
+        clause = ""
+        params: list[Any] = []
         if where is not None:
             sql, params = filter_sql(where)
             clause = f"WHERE {sql}"
@@ -133,12 +171,16 @@ class PgvectorVector(PoolUser):
             await conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, limit))}")
             # keep scanning the graph until the filter has let ``limit`` rows through
             await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            rows = await (await conn.execute(
-                f"SELECT id, 1 - (embedding <=> %s::vector) FROM {self._t} {clause} "
-                "ORDER BY embedding <=> %s::vector LIMIT %s", [literal, *params, literal, limit])).fetchall()
+            rows = await (
+                await conn.execute(
+                    f"SELECT id, 1 - (embedding <=> %s::vector) FROM {self._t} {clause} "
+                    "ORDER BY embedding <=> %s::vector LIMIT %s",
+                    [literal, *params, literal, limit],
+                )
+            ).fetchall()
         return [VectorHit(row[0], float(row[1])) for row in rows]
 
-    async def _existing(self, conn, ids: Sequence[str]) -> set[str]:
+    async def _existing(self, conn: Any, ids: Sequence[str]) -> set[str]:
         rows = await (await conn.execute(f"SELECT id FROM {self._t} WHERE id = ANY(%s)", (list(ids),))).fetchall()
         return {row[0] for row in rows}
 
@@ -152,17 +194,20 @@ class PgvectorVector(PoolUser):
         if not ids or await self._load_dims() is None:
             return {}
         async with self._mapped("fingerprints"), self._pool.connection() as conn:
-            rows = await (await conn.execute(
-                f"SELECT id, metadata->>'{FINGERPRINT_KEY}' FROM {self._t} WHERE id = ANY(%s)",
-                (list(ids),))).fetchall()
+            rows = await (
+                await conn.execute(
+                    f"SELECT id, metadata->>'{FINGERPRINT_KEY}' FROM {self._t} WHERE id = ANY(%s)", (list(ids),)
+                )
+            ).fetchall()
         return dict(rows)
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids or await self._load_dims() is None:
             return {}
         async with self._mapped("fetch"), self._pool.connection() as conn:
-            rows = await (await conn.execute(
-                f"SELECT id, embedding::text FROM {self._t} WHERE id = ANY(%s)", (list(ids),))).fetchall()
+            rows = await (
+                await conn.execute(f"SELECT id, embedding::text FROM {self._t} WHERE id = ANY(%s)", (list(ids),))
+            ).fetchall()
         return {i: np.array(text[1:-1].split(","), dtype=np.float32) for i, text in rows}
 
     async def delete(self, ids: Sequence[str]) -> None:
@@ -175,7 +220,8 @@ class PgvectorVector(PoolUser):
         if await self._load_dims() is None:
             return 0
         async with self._mapped("count"), self._pool.connection() as conn:
-            return (await (await conn.execute(f"SELECT count(*) FROM {self._t}")).fetchone())[0]
+            count: int = (await (await conn.execute(f"SELECT count(*) FROM {self._t}")).fetchone())[0]
+            return count
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
         if await self._load_dims() is None:
@@ -183,8 +229,11 @@ class PgvectorVector(PoolUser):
         last = ""
         while True:
             async with self._mapped("iter_ids"), self._pool.connection() as conn:
-                rows = await (await conn.execute(
-                    f"SELECT id FROM {self._t} WHERE id > %s ORDER BY id LIMIT %s", (last, batch_size))).fetchall()
+                rows = await (
+                    await conn.execute(
+                        f"SELECT id FROM {self._t} WHERE id > %s ORDER BY id LIMIT %s", (last, batch_size)
+                    )
+                ).fetchall()
             if not rows:
                 return
             yield [row[0] for row in rows]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -23,8 +24,12 @@ from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import VectorHit
 from .._remote import mapped
+from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 EXTRA = "pinecone"
 EXACT = "_semantic_store"
@@ -59,7 +64,11 @@ def to_pinecone_metadata(metadata: Mapping[str, Any], id_: str) -> dict[str, Any
     if size > MAX_METADATA_BYTES:
         raise ValidationError(
             f"metadata of {id_!r} is {size} bytes as Pinecone metadata; Pinecone accepts at most "
-            f"{MAX_METADATA_BYTES} bytes per record", field="metadata", driver="pinecone", document_id=id_)
+            f"{MAX_METADATA_BYTES} bytes per record",
+            field="metadata",
+            driver="pinecone",
+            document_id=id_,
+        )
     return out
 
 
@@ -67,17 +76,26 @@ class PineconeVector:
     """Vector driver on a Pinecone index (cosine metric expected)."""
 
     name: ClassVar[str] = "pinecone"
-    in_process: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
-    def __init__(self, collection: str, *, api_key: str | None, host: str | None = None,
-                 index_name: str | None = None, namespace: str | None = None, batch_size: int = 100,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        collection: str,
+        *,
+        api_key: str | None,
+        host: str | None = None,
+        index_name: str | None = None,
+        namespace: str | None = None,
+        batch_size: int = 100,
+        timeout: float = 30.0,
+    ) -> None:
         if not api_key:
-            raise ConfigurationError("The pinecone driver needs pinecone.api_key (PINECONE_API_KEY)",
-                                     driver=self.name)
+            raise ConfigurationError("The pinecone driver needs pinecone.api_key (PINECONE_API_KEY)", driver=self.name)
         if not host and not index_name:
-            raise ConfigurationError("The pinecone driver needs pinecone.index_name (PINECONE_INDEX_NAME) "
-                                     "or pinecone.host (PINECONE_HOST)", driver=self.name)
+            raise ConfigurationError(
+                "The pinecone driver needs pinecone.index_name (PINECONE_INDEX_NAME) or pinecone.host (PINECONE_HOST)",
+                driver=self.name,
+            )
         self.collection = collection
         self.namespace = namespace or collection
         self._api_key = api_key
@@ -89,15 +107,28 @@ class PineconeVector:
         self._index: Any = None
 
     @classmethod
-    def from_config(cls, config, collection: str) -> PineconeVector:
+    def from_config(cls, config: StoreConfig, collection: str) -> PineconeVector:
         p = config.pinecone
-        return cls(collection, api_key=p.api_key.get_secret_value() if p.api_key else None, host=p.host,
-                   index_name=p.index_name, namespace=p.namespace, batch_size=p.batch_size)
+        return cls(
+            collection,
+            api_key=p.api_key.get_secret_value() if p.api_key else None,
+            host=p.host,
+            index_name=p.index_name,
+            namespace=p.namespace,
+            batch_size=p.batch_size,
+        )
+
+    @classmethod
+    def for_collection(cls, config: StoreConfig, collection: str) -> PineconeVector:
+        """This index's settings for another namespace (a configured one is replaced)."""
+        return cls.from_config(
+            config.model_copy(update={"pinecone": config.pinecone.model_copy(update={"namespace": None})}), collection
+        )
 
     def __repr__(self) -> str:
         return f"PineconeVector({self.shown!r}, namespace={self.namespace!r})"
 
-    def _mapped(self, operation: str):
+    def _mapped(self, operation: str) -> AbstractAsyncContextManager[None]:
         return mapped(f"Pinecone at {self.shown}", driver=self.name, operation=operation, secret=self._api_key)
 
     async def open(self) -> None:
@@ -156,8 +187,13 @@ class PineconeVector:
         native = pinecone_filter(where) if where is not None else None
 
         async def search(k: int) -> Rows:
-            result = await self._index.query(vector=query, top_k=min(k, MAX_TOP_K), namespace=self.namespace,
-                                             filter=native, include_metadata=where is not None)
+            result = await self._index.query(
+                vector=query,
+                top_k=min(k, MAX_TOP_K),
+                namespace=self.namespace,
+                filter=native,
+                include_metadata=where is not None,
+            )
             rows: Rows = []
             for m in result.matches:
                 meta = None
@@ -209,8 +245,9 @@ class PineconeVector:
         token = None
         while True:
             async with self._mapped("iter_ids"):
-                page = await self._index.list_paginated(namespace=self.namespace, limit=min(batch_size, 100),
-                                                        pagination_token=token)
+                page = await self._index.list_paginated(
+                    namespace=self.namespace, limit=min(batch_size, 100), pagination_token=token
+                )
             ids = [v.id for v in page.vectors]
             if ids:
                 yield ids
@@ -225,6 +262,7 @@ class PineconeVector:
 
 
 # -- the filter language as a Pinecone filter (never narrower than the exact filter) ----------
+
 
 def _native(node: Cmp) -> dict[str, Any] | None:
     key, op, value = ".".join(node.path), node.op, node.value

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -23,8 +24,12 @@ from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import FINGERPRINT_KEY, VectorHit
 from .._remote import mapped
+from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 EXTRA = "qdrant"
 NAMESPACE = uuid.UUID("5b8f7c1e-2f0a-4c71-9a54-3f1d2e6b9c10")  #: fixed: point ids stay stable
@@ -42,13 +47,23 @@ class QdrantVector:
     """Vector driver on Qdrant (cosine distance, collection sized by the first vectors)."""
 
     name: ClassVar[str] = "qdrant"
-    in_process: ClassVar[bool] = False  # local mode stands in for a server
+    capabilities: ClassVar[Capabilities] = Capabilities()  # local mode stands in for a server
 
-    def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
-                 api_key: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        collection: str,
+        *,
+        url: str | None = None,
+        path: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         if not url and not path:
-            raise ConfigurationError("The qdrant driver needs qdrant.url (QDRANT_URL) or qdrant.path "
-                                     "(QDRANT_PATH; ':memory:' for an in-process collection)", driver=self.name)
+            raise ConfigurationError(
+                "The qdrant driver needs qdrant.url (QDRANT_URL) or qdrant.path "
+                "(QDRANT_PATH; ':memory:' for an in-process collection)",
+                driver=self.name,
+            )
         self.collection = collection
         self.url, self.path = url, path
         self._api_key = api_key
@@ -59,24 +74,37 @@ class QdrantVector:
         self._indexed: set[str] = set()
 
     @classmethod
-    def from_config(cls, config, collection: str) -> QdrantVector:
+    def from_config(cls, config: StoreConfig, collection: str) -> QdrantVector:
         q = config.qdrant
-        return cls(q.collection or collection, url=q.url, path=q.path if not q.url else None,
-                   api_key=q.api_key.get_secret_value() if q.api_key else None)
+        return cls(
+            q.collection or collection,
+            url=q.url,
+            path=q.path if not q.url else None,
+            api_key=q.api_key.get_secret_value() if q.api_key else None,
+        )
+
+    @classmethod
+    def for_collection(cls, config: StoreConfig, collection: str) -> QdrantVector:
+        """These settings for another collection (a configured name is replaced)."""
+        return cls.from_config(
+            config.model_copy(update={"qdrant": config.qdrant.model_copy(update={"collection": None})}), collection
+        )
 
     def __repr__(self) -> str:
         return f"QdrantVector({self.shown!r}, collection={self.collection!r})"
 
-    def _mapped(self, operation: str):
-        return mapped(f"Qdrant at {self.shown}", driver=self.name, operation=operation, secret=self._api_key,
-                      timeout=self.timeout)
+    def _mapped(self, operation: str) -> AbstractAsyncContextManager[None]:
+        return mapped(
+            f"Qdrant at {self.shown}", driver=self.name, operation=operation, secret=self._api_key, timeout=self.timeout
+        )
 
     async def open(self) -> None:
         qdrant_client = require("qdrant_client", extra=EXTRA, driver=self.name)
         async with self._mapped("open"):
             if self.url:
-                self._client = qdrant_client.AsyncQdrantClient(url=self.url, api_key=self._api_key,
-                                                               timeout=int(self.timeout))
+                self._client = qdrant_client.AsyncQdrantClient(
+                    url=self.url, api_key=self._api_key, timeout=int(self.timeout)
+                )
             elif self.path == ":memory:":
                 self._client = qdrant_client.AsyncQdrantClient(location=":memory:")
             else:
@@ -106,35 +134,44 @@ class QdrantVector:
         if not await self._client.collection_exists(self.collection):
             try:
                 await self._client.create_collection(
-                    self.collection,
-                    vectors_config=models.VectorParams(size=dims, distance=models.Distance.COSINE))
+                    self.collection, vectors_config=models.VectorParams(size=dims, distance=models.Distance.COSINE)
+                )
             except Exception:  # noqa: BLE001 - another store may have created it meanwhile
                 if not await self._client.collection_exists(self.collection):
                     raise
         await self._load_dims()
         if self.dims != dims:
-            raise ValidationError(f"vector dimension {dims} does not match the collection's {self.dims}",
-                                  field="vectors", driver=self.name)
+            raise ValidationError(
+                f"vector dimension {dims} does not match the collection's {self.dims}",
+                field="vectors",
+                driver=self.name,
+            )
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
         models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
         ids = list(ids)
         if not ids:
             return
-        payloads = [{"id": i, "metadata": dict(m)} for i, m in zip(ids, metadata)]
+        payloads: list[dict[str, Any]] = [{"id": i, "metadata": dict(m)} for i, m in zip(ids, metadata)]
         async with self._mapped("upsert"):
             if vectors is None:
                 missing_vectors(ids, await self.existing(ids), self.name)
-                ops = [models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(
-                    payload=p, points=[point_id(p["id"])])) for p in payloads]
+                ops = [
+                    models.OverwritePayloadOperation(
+                        overwrite_payload=models.SetPayload(payload=p, points=[point_id(p["id"])])
+                    )
+                    for p in payloads
+                ]
                 for start in range(0, len(ops), _BATCH):
                     await self._client.batch_update_points(self.collection, ops[start : start + _BATCH], wait=True)
                 return
             matrix = matrix_for(ids, vectors, self.dims, self.name)
             await self._ensure(int(matrix.shape[1]))
             for start in range(0, len(ids), _BATCH):
-                points = [models.PointStruct(id=point_id(p["id"]), vector=v.tolist(), payload=p)
-                          for p, v in zip(payloads[start : start + _BATCH], matrix[start : start + _BATCH])]
+                points = [
+                    models.PointStruct(id=point_id(p["id"]), vector=v.tolist(), payload=p)
+                    for p, v in zip(payloads[start : start + _BATCH], matrix[start : start + _BATCH])
+                ]
                 await self._client.upsert(self.collection, points=points, wait=True)
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
@@ -146,12 +183,17 @@ class QdrantVector:
             query = as_matrix(vector, self.dims, self.name)[0].tolist()
             native = qdrant_filter(where) if where is not None else None
             if native is not None and self.url:
+                assert where is not None  # native is only built from a filter
                 await self._index(where)
 
             async def search(k: int) -> Rows:
                 result = await self._client.query_points(
-                    self.collection, query=query, limit=k, query_filter=native,
-                    with_payload=["id", "metadata"] if where is not None else ["id"])
+                    self.collection,
+                    query=query,
+                    limit=k,
+                    query_filter=native,
+                    with_payload=["id", "metadata"] if where is not None else ["id"],
+                )
                 return [(p.payload["id"], float(p.score), (p.payload or {}).get("metadata")) for p in result.points]
 
             return await widening_search(search, limit, where, self.count)
@@ -164,8 +206,13 @@ class QdrantVector:
             values = node.value if isinstance(node.value, tuple) else (node.value,)
             if key in self._indexed or not values or values[0] is None:
                 continue
-            kind = (models.PayloadSchemaType.BOOL if isinstance(values[0], bool) else
-                    models.PayloadSchemaType.KEYWORD if isinstance(values[0], str) else models.PayloadSchemaType.FLOAT)
+            kind = (
+                models.PayloadSchemaType.BOOL
+                if isinstance(values[0], bool)
+                else models.PayloadSchemaType.KEYWORD
+                if isinstance(values[0], str)
+                else models.PayloadSchemaType.FLOAT
+            )
             self._indexed.add(key)
             try:
                 await self._client.create_payload_index(self.collection, key, field_schema=kind, wait=False)
@@ -180,7 +227,8 @@ class QdrantVector:
         async with self._mapped("existing"):
             for start in range(0, len(ids), 1000):
                 points = await self._client.retrieve(
-                    self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"])
+                    self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"]
+                )
                 found.update(p.payload["id"] for p in points)
         return found
 
@@ -192,8 +240,10 @@ class QdrantVector:
         async with self._mapped("fingerprints"):
             for start in range(0, len(ids), 1000):
                 points = await self._client.retrieve(
-                    self.collection, [point_id(i) for i in ids[start : start + 1000]],
-                    with_payload=["id", f"metadata.{FINGERPRINT_KEY}"])
+                    self.collection,
+                    [point_id(i) for i in ids[start : start + 1000]],
+                    with_payload=["id", f"metadata.{FINGERPRINT_KEY}"],
+                )
                 found.update((p.payload["id"], stored_fingerprint(p.payload.get("metadata"))) for p in points)
         return found
 
@@ -205,8 +255,11 @@ class QdrantVector:
         async with self._mapped("fetch"):
             for start in range(0, len(ids), 1000):
                 points = await self._client.retrieve(
-                    self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"],
-                    with_vectors=True)
+                    self.collection,
+                    [point_id(i) for i in ids[start : start + 1000]],
+                    with_payload=["id"],
+                    with_vectors=True,
+                )
                 found.update((p.payload["id"], np.asarray(p.vector, dtype=np.float32)) for p in points)
         return found
 
@@ -217,8 +270,11 @@ class QdrantVector:
             return
         async with self._mapped("delete"):
             for start in range(0, len(ids), 1000):
-                await self._client.delete(self.collection, models.PointIdsList(
-                    points=[point_id(i) for i in ids[start : start + 1000]]), wait=True)
+                await self._client.delete(
+                    self.collection,
+                    models.PointIdsList(points=[point_id(i) for i in ids[start : start + 1000]]),
+                    wait=True,
+                )
 
     async def count(self) -> int:
         if self.dims is None:
@@ -232,8 +288,9 @@ class QdrantVector:
         offset = None
         while True:
             async with self._mapped("iter_ids"):
-                points, offset = await self._client.scroll(self.collection, limit=batch_size, offset=offset,
-                                                           with_payload=["id"])
+                points, offset = await self._client.scroll(
+                    self.collection, limit=batch_size, offset=offset, with_payload=["id"]
+                )
             if points:
                 yield [p.payload["id"] for p in points]
             if offset is None:
@@ -249,6 +306,7 @@ class QdrantVector:
 
 # -- the filter language as a Qdrant Filter (never narrower than the exact filter) ----------
 
+
 def _leaves(node: Node) -> list[Cmp]:
     return [node] if isinstance(node, Cmp) else [leaf for n in node.items for leaf in _leaves(n)]
 
@@ -256,7 +314,17 @@ def _leaves(node: Node) -> list[Cmp]:
 class Kit:
     """Constructors of Qdrant filter objects: qdrant-client's models or qdrant-edge's classes."""
 
-    def __init__(self, *, field, match_value, match_any, range_, filter_, filter_type, bools: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        field: Callable[..., Any],
+        match_value: Callable[..., Any],
+        match_any: Callable[..., Any],
+        range_: Callable[..., Any],
+        filter_: Callable[..., Any],
+        filter_type: Any,
+        bools: bool = True,
+    ) -> None:
         self.field, self.match_value, self.match_any = field, match_value, match_any
         self.range, self.filter, self.filter_type = range_, filter_, filter_type
         self.bools = bools  #: whether a boolean MatchValue works (not in qdrant-edge 0.9)
@@ -264,11 +332,14 @@ class Kit:
 
 def client_kit() -> Kit:
     models = require("qdrant_client.models", extra=EXTRA, driver="qdrant")
-    return Kit(field=lambda key, match=None, range=None: models.FieldCondition(key=key, match=match, range=range),
-               match_value=lambda v: models.MatchValue(value=v), match_any=lambda vs: models.MatchAny(any=vs),
-               range_=lambda **kw: models.Range(**kw),
-               filter_=lambda must=None, should=None: models.Filter(must=must, should=should),
-               filter_type=models.Filter)
+    return Kit(
+        field=lambda key, match=None, range=None: models.FieldCondition(key=key, match=match, range=range),
+        match_value=lambda v: models.MatchValue(value=v),
+        match_any=lambda vs: models.MatchAny(any=vs),
+        range_=lambda **kw: models.Range(**kw),
+        filter_=lambda must=None, should=None: models.Filter(must=must, should=should),
+        filter_type=models.Filter,
+    )
 
 
 def _condition(node: Cmp, kit: Kit) -> Any:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
@@ -23,26 +23,35 @@ from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ValidationError
 from ..._filters import Node
 from ..._types import VectorHit
+from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
 from .qdrant import Kit, point_id, qdrant_filter
+
+if TYPE_CHECKING:
+    from ..._config import StoreConfig
 
 EXTRA = "qdrant-edge"
 _BATCH = 256
 
 
-def _kit(q) -> Kit:
-    return Kit(field=lambda key, match=None, range=None: q.FieldCondition(key=key, match=match, range=range),
-               match_value=q.MatchValue, match_any=q.MatchAny, range_=q.RangeFloat,
-               filter_=lambda must=None, should=None: q.Filter(must=must, should=should), filter_type=q.Filter,
-               bools=False)  # MatchValue(True) matches nothing in qdrant-edge 0.9
+def _kit(q: Any) -> Kit:
+    return Kit(
+        field=lambda key, match=None, range=None: q.FieldCondition(key=key, match=match, range=range),
+        match_value=q.MatchValue,
+        match_any=q.MatchAny,
+        range_=q.RangeFloat,
+        filter_=lambda must=None, should=None: q.Filter(must=must, should=should),
+        filter_type=q.Filter,
+        bools=False,
+    )  # MatchValue(True) matches nothing in qdrant-edge 0.9
 
 
 class QdrantEdgeVector:
     """Vector driver on an embedded Qdrant edge shard (cosine)."""
 
     name: ClassVar[str] = "qdrant-edge"
-    in_process: ClassVar[bool] = True
+    capabilities: ClassVar[Capabilities] = Capabilities(in_process=True)
 
     def __init__(self, collection: str, path: str) -> None:
         self.collection = collection
@@ -53,26 +62,29 @@ class QdrantEdgeVector:
         self._q: Any = None
 
     @classmethod
-    def from_config(cls, config, collection: str) -> QdrantEdgeVector:
+    def from_config(cls, config: StoreConfig, collection: str) -> QdrantEdgeVector:
         return cls(collection, config.qdrant.path or str(Path(config.home) / "qdrant-edge"))
+
+    for_collection = from_config
 
     def __repr__(self) -> str:
         return f"QdrantEdgeVector({str(self.path)!r})"
 
-    async def _run(self, fn, *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._executor is None:
             raise BackendUnavailable(f"Qdrant edge shard {self.path} is closed", driver=self.name)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     @asynccontextmanager
-    async def _mapped(self, operation: str):
+    async def _mapped(self, operation: str) -> AsyncIterator[None]:
         try:
             yield
         except (ValidationError, BackendRejected, BackendUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 - engine errors become ours
-            raise BackendRejected(f"Qdrant edge shard {self.path}: {operation} failed: {exc}",
-                                  driver=self.name, operation=operation) from exc
+            raise BackendRejected(
+                f"Qdrant edge shard {self.path}: {operation} failed: {exc}", driver=self.name, operation=operation
+            ) from exc
 
     async def open(self) -> None:
         self._q = require("qdrant_edge", extra=EXTRA, driver=self.name)
@@ -107,7 +119,7 @@ class QdrantEdgeVector:
         if not ids:
             return
         q = self._q
-        payloads = [{"id": i, "metadata": dict(m)} for i, m in zip(ids, metadata)]
+        payloads: list[dict[str, Any]] = [{"id": i, "metadata": dict(m)} for i, m in zip(ids, metadata)]
         async with self._mapped("upsert"):
             if vectors is None:
                 missing_vectors(ids, await self.existing(ids), self.name)
@@ -117,8 +129,10 @@ class QdrantEdgeVector:
             matrix = matrix_for(ids, vectors, self.dims, self.name)
             await self._ensure(int(matrix.shape[1]))
             for start in range(0, len(ids), _BATCH):
-                points = [q.Point(point_id(p["id"]), v.tolist(), p)
-                          for p, v in zip(payloads[start : start + _BATCH], matrix[start : start + _BATCH])]
+                points = [
+                    q.Point(point_id(p["id"]), v.tolist(), p)
+                    for p, v in zip(payloads[start : start + _BATCH], matrix[start : start + _BATCH])
+                ]
                 await self._run(self._shard.update, q.UpdateOperation.upsert_points(points))
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
@@ -143,8 +157,9 @@ class QdrantEdgeVector:
         found: set[str] = set()
         async with self._mapped("existing"):
             for start in range(0, len(ids), 1000):
-                records = await self._run(self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]],
-                                          True, False)
+                records = await self._run(
+                    self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]], True, False
+                )
                 found.update(r.payload["id"] for r in records)
         return found
 
@@ -155,8 +170,9 @@ class QdrantEdgeVector:
         found: dict[str, str | None] = {}
         async with self._mapped("fingerprints"):
             for start in range(0, len(ids), 1000):
-                records = await self._run(self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]],
-                                          True, False)
+                records = await self._run(
+                    self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]], True, False
+                )
                 found.update((r.payload["id"], stored_fingerprint(r.payload.get("metadata"))) for r in records)
         return found
 
@@ -167,8 +183,9 @@ class QdrantEdgeVector:
         found: dict[str, np.ndarray] = {}
         async with self._mapped("fetch"):
             for start in range(0, len(ids), 1000):
-                records = await self._run(self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]],
-                                          True, True)
+                records = await self._run(
+                    self._shard.retrieve, [point_id(i) for i in ids[start : start + 1000]], True, True
+                )
                 found.update((r.payload["id"], np.asarray(_vector(r), dtype=np.float32)) for r in records)
         return found
 
@@ -192,7 +209,8 @@ class QdrantEdgeVector:
         while True:
             async with self._mapped("iter_ids"):
                 records, offset = await self._run(
-                    self._shard.scroll, self._q.ScrollRequest(offset=offset, limit=batch_size, with_payload=True))
+                    self._shard.scroll, self._q.ScrollRequest(offset=offset, limit=batch_size, with_payload=True)
+                )
             if records:
                 yield [r.payload["id"] for r in records]
             if offset is None:
@@ -207,7 +225,6 @@ class QdrantEdgeVector:
             self.dims = None
 
 
-
 def _vector(record: Any) -> list[float]:
     vector = record.vector
-    return vector.get("", next(iter(vector.values()))) if isinstance(vector, Mapping) else vector
+    return cast(list[float], vector.get("", next(iter(vector.values()))) if isinstance(vector, Mapping) else vector)

@@ -11,18 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ._entries import now_ms
-from ._queue import MAX_BACKOFF_MS, Job, VectorWriteQueue
-from ._types import TOMBSTONE_VERSION, Record
-from .drivers.base import PrimaryDriver
+from .._entries import now_ms
+from .._retry import MAX_BACKOFF_MS
+from ..drivers.base import PrimaryDriver
+from .queue import VectorWriteQueue
 
 log = logging.getLogger("promethean_persistence.worker")
-
-
-def job_for(record: Record) -> Job:
-    if record.version == TOMBSTONE_VERSION:
-        return Job("delete", record.id, record)
-    return Job("upsert", record.id, record, embed=True)
 
 
 class OutboxWorker:
@@ -32,7 +26,7 @@ class OutboxWorker:
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
         self.claimed = 0  #: items this worker has taken from the outbox
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -89,7 +83,7 @@ class OutboxWorker:
         records = await self.primary.claim(
             self.queue.batch_size, now, self.lease_ms, due_by=now + MAX_BACKOFF_MS if force else None
         )
-        jobs = [job_for(r) for r in records if not skip or r.id not in skip]
+        jobs = [self.queue.planner.resume(r) for r in records if not skip or r.id not in skip]
         self.claimed += len(records)
         if jobs:
             self.queue.submit(jobs)

@@ -14,17 +14,22 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from ._types import Record, VectorState
-from .drivers.base import PrimaryDriver
+from .._types import Record, VectorState
+from ..drivers.base import PrimaryDriver
 
 log = logging.getLogger("promethean_persistence.queue")
 
 
+_Put = asyncio.Future[list[Record | None]]
+
+
 class OutboxWriter:
+    """Group commit of records and vector states to one primary store."""
+
     def __init__(self, primary: PrimaryDriver, delay_s: float = 0.02) -> None:
         self.primary = primary
         self.delay_s = delay_s
-        self._waiting: list[tuple[list[Record], asyncio.Future]] = []
+        self._waiting: list[tuple[list[Record], _Put]] = []
         self._states: list[VectorState] = []
         self._timer: asyncio.TimerHandle | None = None
         self._busy = False
@@ -34,7 +39,7 @@ class OutboxWriter:
     async def put(self, records: Sequence[Record]) -> list[Record | None]:
         """Write ``records`` atomically (merged with concurrent callers); return what they replaced."""
         if self._busy:
-            future = asyncio.get_running_loop().create_future()
+            future: _Put = asyncio.get_running_loop().create_future()
             self._waiting.append((list(records), future))
             return await future
         # Idle: write in the caller's own task, taking the buffered states along.
@@ -102,7 +107,9 @@ class OutboxWriter:
                 _settle(future, results[start : start + len(items)])
                 start += len(items)
 
-    async def _one_by_one(self, group, states, exc: Exception) -> None:
+    async def _one_by_one(
+        self, group: list[tuple[list[Record], _Put]], states: list[VectorState], exc: Exception
+    ) -> None:
         if states:
             try:
                 await self.primary.set_vector_state(states)
@@ -118,10 +125,10 @@ class OutboxWriter:
                 _settle(future, exc=single)
 
 
-def _settle(future: asyncio.Future, result=None, *, exc: BaseException | None = None) -> None:
+def _settle(future: _Put, result: list[Record | None] | None = None, *, exc: BaseException | None = None) -> None:
     if future.done():  # the caller was cancelled; the write itself stands
         return
     if exc is not None:
         future.set_exception(exc)
     else:
-        future.set_result(result)
+        future.set_result(result or [])

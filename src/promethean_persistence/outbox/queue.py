@@ -3,92 +3,65 @@
 A batch starts as soon as the vector side is idle; writes that arrive meanwhile join the
 next batch (up to ``vector_batch_size``). A lone write never waits for a timer unless
 ``vector_flush_interval_ms`` asks for one. Each write's outcome goes to the outbox writer
-(``_group.OutboxWriter``) before the caller's future resolves.
+(``outbox.writer.OutboxWriter``) before the caller's future resolves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
-from ._entries import content_hash, fingerprint, now_ms
-from ._errors import (
-    BackendRejected,
+from .._entries import content_hash, fingerprint, now_ms
+from .._errors import (
     BackendUnavailable,
     DriverError,
     EmbeddingError,
     EmbeddingMismatchError,
     SemanticStoreError,
-    ValidationError,
 )
-from ._group import OutboxWriter
-from ._types import FINGERPRINT_KEY, TOMBSTONE_VERSION, Record, VectorState
-from .drivers.base import Embedder, VectorDriver
+from .._types import FINGERPRINT_KEY, Record
+from ..drivers.base import DocumentVector, Embedder, ImageEmbedder, VectorDriver, Warmable
+from .planner import Job, Planner
+from .writer import OutboxWriter
 
 log = logging.getLogger("promethean_persistence.queue")
-
-MAX_BACKOFF_MS = 300_000
-
-
-@dataclass(eq=False)
-class Job:
-    """One vector write: ``upsert`` a record (re-embedding it or not) or ``delete`` an id.
-
-    A delete carrying a tombstone record records its outcome in the outbox too."""
-
-    kind: Literal["upsert", "delete"]
-    id: str
-    record: Record | None = None
-    embed: bool = True
-    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-def backoff_ms(attempts: int, base_ms: int, cap_ms: int = MAX_BACKOFF_MS) -> int:
-    """Exponential backoff with jitter: base * 2^(attempts-1), capped, scaled by 0.5-1.0."""
-    delay = min(base_ms * 2 ** max(attempts - 1, 0), cap_ms)
-    return int(delay * random.uniform(0.5, 1.0))
+T = TypeVar("T")
 
 
 class VectorWriteQueue:
+    """Embed + upsert/delete batches for one store; outcomes go to the outbox ``writer`` as
+    vector states decided by the ``planner``."""
+
     def __init__(
         self,
         *,
         writer: OutboxWriter,
+        planner: Planner,
         vector: VectorDriver,
         embedder: Embedder,
         batch_size: int,
         flush_interval_ms: int,
-        max_retries: int,
-        retry_delay_ms: int,
         timeout_ms: int,
-        enabled: bool,
         collection: str,
-        images: bool = False,
-        lease_ms: int = 0,
     ) -> None:
         self.writer = writer
+        self.planner = planner
         self.vector = vector
         self.embedder = embedder
         self.batch_size = batch_size
         self.flush_interval_ms = flush_interval_ms
-        self.max_retries = max_retries
-        self.retry_delay_ms = retry_delay_ms
         self.timeout_ms = timeout_ms
-        self.enabled = enabled
         self.collection = collection
-        self.images = images  #: embed ``metadata.type == "image"`` entries with embed_images
         self._jobs: deque[Job] = deque()
-        self._runner: asyncio.Task | None = None
+        self._runner: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._processing = False
         self._batch: list[Job] = []  #: the batch being processed
-        self.lease_ms = lease_ms
         self._renewal: asyncio.TimerHandle | None = None
         self._failed_ids: set[str] = set()
         self.total_written = 0
@@ -108,23 +81,29 @@ class VectorWriteQueue:
     def _start(self) -> None:
         if self._jobs and (self._runner is None or self._runner.done()):
             self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"vector-queue:{self.collection}")
-        if self.lease_ms and self._renewal is None:
-            self._renewal = asyncio.get_running_loop().call_later(self.lease_ms / 3000, self._renew_leases)
+        if self._renewal is None:
+            self._renewal = asyncio.get_running_loop().call_later(self.planner.lease_ms / 3000, self._renew_leases)
+
+    def _lease(self, jobs: list[Job], until: int) -> None:
+        now = now_ms()
+        self.writer.add_states(
+            [
+                self.planner.lease(r, until, now)
+                for j in jobs
+                if (r := j.record) is not None
+                and not j.future.done()
+                and r.vector_status in ("pending", "failed", "deleting")
+            ]
+        )
 
     def _renew_leases(self) -> None:
         """Extend the outbox lease of every write still queued or running here, so that no
         other claimer (this process's worker included) takes work that is only slow."""
         self._renewal = None
-        jobs = [j for j in (*self._batch, *self._jobs) if j.record is not None and not j.future.done()]
-        if not jobs:
-            return
-        now = now_ms()
-        self.writer.add_states([
-            VectorState(j.id, r.version, r.vector_status, r.vector_attempts, r.vector_error,
-                        now + self.lease_ms, r.vector_updated_at or now)
-            for j in jobs if (r := j.record) is not None and r.vector_status in ("pending", "failed", "deleting")
-        ])
-        self._renewal = asyncio.get_running_loop().call_later(self.lease_ms / 3000, self._renew_leases)
+        jobs = [*self._batch, *self._jobs]
+        if jobs:
+            self._lease(jobs, now_ms() + self.planner.lease_ms)
+            self._renewal = asyncio.get_running_loop().call_later(self.planner.lease_ms / 3000, self._renew_leases)
 
     async def run(self, jobs: list[Job], timeout_s: float) -> None:
         """Submit jobs and wait at most ``timeout_s`` for their first attempt.
@@ -147,9 +126,12 @@ class VectorWriteQueue:
             async with asyncio.timeout(timeout):
                 await self.flush()
         except TimeoutError:
-            if left := self.outstanding():
-                log.warning("vector queue of %s: %d writes left pending at close; the next open resumes them",
-                            self.collection, left)
+            if outstanding := self.outstanding():
+                log.warning(
+                    "vector queue of %s: %d writes left pending at close; the next open resumes them",
+                    self.collection,
+                    outstanding,
+                )
         if self._renewal is not None:
             self._renewal.cancel()
             self._renewal = None
@@ -157,14 +139,9 @@ class VectorWriteQueue:
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
-        now = now_ms()
         # still durable as pending records: release their leases so the next claimer (another
         # process, or the next open) takes them at once
-        self.writer.add_states([
-            VectorState(j.id, r.version, r.vector_status, r.vector_attempts, r.vector_error, now,
-                        r.vector_updated_at or now)
-            for j in left if (r := j.record) is not None and r.vector_status in ("pending", "failed", "deleting")
-        ])
+        self._lease(left, now_ms())
         for job in self._jobs:
             if not job.future.done():
                 job.future.set_exception(BackendUnavailable("store closed before the vector write ran"))
@@ -184,9 +161,9 @@ class VectorWriteQueue:
             "config": {
                 "batch_size": self.batch_size,
                 "flush_interval_ms": self.flush_interval_ms,
-                "max_retries": self.max_retries,
-                "retry_delay_ms": self.retry_delay_ms,
-                "enabled": self.enabled,
+                "max_retries": self.planner.max_retries,
+                "retry_delay_ms": self.planner.retry_delay_ms,
+                "enabled": self.planner.enabled,
             },
         }
 
@@ -204,7 +181,9 @@ class VectorWriteQueue:
                 except BaseException as exc:  # never leave a caller waiting
                     for job in batch:
                         if not job.future.done():
-                            job.future.set_exception(exc if isinstance(exc, Exception) else BackendUnavailable("cancelled"))
+                            job.future.set_exception(
+                                exc if isinstance(exc, Exception) else BackendUnavailable("cancelled")
+                            )
                     if not isinstance(exc, Exception):
                         raise
                     log.exception("vector queue of %s: batch failed unexpectedly", self.collection)
@@ -215,10 +194,10 @@ class VectorWriteQueue:
             if not self._jobs:
                 self._idle.set()
 
-    async def _timed(self, awaitable, what: str):
+    async def _timed(self, awaitable: Awaitable[T], what: str) -> T:
         """A remote vector backend call, bounded like a client timeout: a hanging backend
         fails. In-process work is slow at worst, and its result is always kept."""
-        if self.vector.in_process:
+        if self.vector.capabilities.in_process:
             return await awaitable
         try:
             async with asyncio.timeout(self.timeout_ms / 1000):  # no extra task, unlike wait_for
@@ -249,7 +228,7 @@ class VectorWriteQueue:
             outcomes.update(done)
         follow = await self._moved_on([j for j in upserts if outcomes.get(j.id) is None])
         if deletes:
-            error = None
+            error: BaseException | None = None
             try:
                 await self._timed(self.vector.delete(deletes), "vector delete")
             except Exception as exc:  # noqa: BLE001 - recorded per job
@@ -259,8 +238,11 @@ class VectorWriteQueue:
         self._record(upserts + [j for j in latest.values() if j.kind == "delete" and j.record], outcomes)
         errors = [e for e in outcomes.values() if e is not None]
         if errors and self._healthy:
-            log.warning("vector writes of %s are failing (%s); they stay in the outbox and are retried",
-                        self.collection, errors[0])
+            log.warning(
+                "vector writes of %s are failing (%s); they stay in the outbox and are retried",
+                self.collection,
+                errors[0],
+            )
         elif not errors and not self._healthy:
             log.warning("vector writes of %s recovered", self.collection)
         self._healthy = not errors
@@ -295,7 +277,7 @@ class VectorWriteQueue:
         except Exception:  # noqa: BLE001 - the report and repair still see any drift
             log.debug("could not re-read records after a vector write", exc_info=True)
             return []
-        moved = [(job, now) for job, now in zip(jobs, current) if now is None or now.version != job.record.version]
+        moved = [(job, now) for job, now in zip(jobs, current) if now is None or now.version != job.upserted.version]
         if not moved:
             return []
         queued = {j.id: j.record.version for j in self._jobs if j.record is not None}
@@ -304,15 +286,16 @@ class VectorWriteQueue:
             if now is not None and queued.get(now.id, -1) >= now.version:
                 continue  # the newer version's own write is queued here already
             if now is None or now.vector_status == "skipped":
-                follow.append(Job("delete", job.id))
+                follow.append(self.planner.remove(job.id))
             else:
-                same_text = content_hash(now.text) == content_hash(job.record.text)
-                follow.append(Job("upsert", now.id, now.copy(vector_attempts=0), embed=not same_text))
+                follow.append(
+                    self.planner.rewrite(now, embed=content_hash(now.text) != content_hash(job.upserted.text))
+                )
         return follow
 
     async def _upsert(self, jobs: list[Job], *, embed: bool) -> dict[str, BaseException | None]:
         """Embed (unless metadata only) and upsert; the outcome of each job by id."""
-        records = [j.record for j in jobs]
+        records = [j.upserted for j in jobs]
         try:
             vectors = None
             if embed:
@@ -329,7 +312,7 @@ class VectorWriteQueue:
                     if isinstance(exc, SemanticStoreError):
                         raise
                     raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
-            await self._timed(upsert_records(self.vector, records, vectors, self.embedder.model), "vector upsert")
+            await self._timed(upsert_records(self.vector, records, vectors, self.planner.model), "vector upsert")
         except Exception as exc:  # noqa: BLE001 - recorded per job
             return dict.fromkeys((j.id for j in jobs), exc)
         return dict.fromkeys((j.id for j in jobs), None)
@@ -341,55 +324,30 @@ class VectorWriteQueue:
         return outcomes
 
     async def warm(self) -> None:
-        warm = getattr(self.embedder, "warm", None)
-        if warm is not None:
-            await warm()
+        """Load the embedder's model if it has one to load (outside any timeout)."""
+        if self.embedder.capabilities.warm:
+            await cast(Warmable, self.embedder).warm()
 
-    async def _embed(self, records: list[Record]):
-        return await embed_records(self.embedder, records, images=self.images)
+    async def _embed(self, records: list[Record]) -> Any:
+        return await embed_records(self.embedder, records, images=self.planner.images)
 
     def _record(self, jobs: list[Job], outcomes: dict[str, BaseException | None]) -> None:
         now = now_ms()
         states = []
         for job in jobs:
-            record = job.record
             error = outcomes.get(job.id)
-            attempts = record.vector_attempts + 1
-            if record.version == TOMBSTONE_VERSION:  # deletes are retried until they succeed
-                states.append(
-                    VectorState(job.id, TOMBSTONE_VERSION, "deleted", attempts, None, None, now)
-                    if error is None
-                    else VectorState(
-                        job.id, TOMBSTONE_VERSION, "deleting", attempts, describe_error(error),
-                        now + backoff_ms(attempts, self.retry_delay_ms), now,
-                    )
-                )
-            elif error is None:
+            state = self.planner.outcome(job, error, now, describe_error)
+            if state.status == "synced":
                 self.total_written += 1
                 self._failed_ids.discard(job.id)
-                states.append(
-                    VectorState(job.id, record.version, "synced", attempts, None, None, now, now, self.embedder.model)
-                )
-            else:
+            elif state.status == "failed":
                 self.total_failed += 1
                 self._failed_ids.add(job.id)
-                # bad data or a refusal does not get better by waiting (SPEC §10): no retry
-                retry = attempts <= self.max_retries and not isinstance(error, (ValidationError, BackendRejected))
-                states.append(
-                    VectorState(
-                        job.id,
-                        record.version,
-                        "failed",
-                        attempts,
-                        describe_error(error),
-                        now + backoff_ms(attempts, self.retry_delay_ms) if retry else None,
-                        now,
-                    )
-                )
+            states.append(state)
         self.writer.add_states(states)
 
 
-async def embed_records(embedder: Embedder, records: list[Record], *, images: bool) -> list[Any]:
+async def embed_records(embedder: Embedder, records: list[Record], *, images: bool) -> Any:
     """One vector per record; ``metadata.type == "image"`` ones through ``embed_images``."""
     if not images:
         return await embedder.embed([r.text for r in records])
@@ -397,7 +355,7 @@ async def embed_records(embedder: Embedder, records: list[Record], *, images: bo
     texts = [r.text for r, img in zip(records, is_image) if not img]
     paths = [r.text for r, img in zip(records, is_image) if img]
     text_vectors = iter(await embedder.embed(texts) if texts else [])
-    image_vectors = iter(await embedder.embed_images(paths) if paths else [])
+    image_vectors = iter(await cast(ImageEmbedder, embedder).embed_images(paths) if paths else [])
     return [next(image_vectors) if img else next(text_vectors) for img in is_image]
 
 
@@ -409,13 +367,16 @@ def vector_metadata(record: Record, model: str | None) -> dict[str, Any]:
 
 async def upsert_records(vector: VectorDriver, records: list[Record], vectors: Any, model: str | None) -> None:
     """Upsert records' vectors (None: metadata only), with what the driver keeps besides."""
-    extra = {}
-    if getattr(vector, "stores_documents", False):  # e.g. Chroma keeps the text too
-        extra = {"documents": [r.text for r in records], "timestamps": [r.timestamp for r in records]}
-    await vector.upsert([r.id for r in records], vectors, [vector_metadata(r, model) for r in records], **extra)
+    ids, metadata = [r.id for r in records], [vector_metadata(r, model) for r in records]
+    if vector.capabilities.stores_documents:  # e.g. Chroma keeps the text too
+        await cast(DocumentVector, vector).upsert(
+            ids, vectors, metadata, documents=[r.text for r in records], timestamps=[r.timestamp for r in records]
+        )
+    else:
+        await vector.upsert(ids, vectors, metadata)
 
 
-def consume(future: asyncio.Future) -> None:
+def consume(future: asyncio.Future[Any]) -> None:
     """Retrieve a background job's outcome so asyncio does not report it as lost."""
     if not future.cancelled():
         future.exception()
@@ -424,3 +385,32 @@ def consume(future: asyncio.Future) -> None:
 def describe_error(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text[:2000]
+
+
+class QueueProgress:
+    """Reports ``(done, total)`` of a queue's work to ``progress`` while a flush runs."""
+
+    def __init__(self, queue: VectorWriteQueue, progress: Callable[[int, int], None] | None) -> None:
+        self._queue = queue
+        self._progress = progress
+        self._start = queue.total_written + queue.total_failed
+        self._total = queue.outstanding()
+        self._task = asyncio.get_running_loop().create_task(self._run()) if progress else None
+
+    def _report(self) -> None:
+        done = self._queue.total_written + self._queue.total_failed - self._start
+        self._total = max(self._total, done + self._queue.outstanding())
+        if self._progress is not None and self._total:
+            self._progress(min(done, self._total), self._total)
+
+    async def _run(self) -> None:
+        while True:
+            self._report()
+            await asyncio.sleep(0.25)
+
+    def stop(self) -> None:
+        """End the reports with a full bar."""
+        if self._task is not None:
+            self._task.cancel()
+            if self._progress is not None and self._total:
+                self._progress(self._total, self._total)

@@ -1,0 +1,116 @@
+"""Opening a store: its drivers, the collection a re-embedding or an alias points at, and the
+collection manifest that keeps one embedding space per collection (SPEC §6)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from ._config import StoreConfig
+from ._errors import BackendUnavailable, EmbeddingError, EmbeddingMismatchError, ValidationError
+from ._types import Manifest
+from .drivers.base import (
+    CollectionSwitch,
+    Embedder,
+    FieldNames,
+    PrimaryDriver,
+    ProbingEmbedder,
+    VectorAliases,
+    VectorDriver,
+)
+
+if TYPE_CHECKING:
+    from ._store import SemanticStore
+
+log = logging.getLogger("promethean_persistence")
+
+
+def check_names(name: Any, text_key: Any, time_key: Any) -> None:
+    """Refuse an empty or non-str store name or key, and equal keys."""
+    for field, value in (("name", name), ("text_key", text_key), ("time_key", time_key)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValidationError(f"{field} must be a non-empty str, got {value!r}", field=field)
+    if text_key == time_key:
+        raise ValidationError("text_key and time_key must differ", field="time_key")
+
+
+def vector_for(vector: VectorDriver, config: StoreConfig, collection: str) -> VectorDriver:
+    """A driver like ``vector`` (same class and settings) for another collection."""
+    return type(vector).for_collection(config, collection)
+
+
+async def open_drivers(
+    primary: PrimaryDriver, vector: VectorDriver, config: StoreConfig, text_key: str, time_key: str, opened: list[Any]
+) -> tuple[VectorDriver, Manifest | None]:
+    """Open the primary, then the vector driver for the collection the primary names (a
+    re-embedded one, or the original's alias); return it with the stored manifest. What
+    was opened is appended to ``opened`` (closed by the caller on failure)."""
+    for driver in (primary, vector):  # drivers that keep the original's field names
+        if driver.capabilities.field_names:
+            cast(FieldNames, driver).use_keys(text_key, time_key)
+    await primary.open()
+    opened.append(primary)
+    manifest = await primary.get_manifest()
+    if manifest is not None and manifest.vector_collection not in (None, vector.collection):
+        vector = vector_for(vector, config, manifest.vector_collection)  # re-embedded
+    elif primary.capabilities.vector_aliases and vector.capabilities.collection_switch:
+        # the original's collection_aliases: the vector collection may have another name
+        target = await cast(VectorAliases, primary).vector_collection()
+        if target:
+            cast(CollectionSwitch, vector).use_collection(target)
+    await vector.open()
+    opened.append(vector)
+    return vector, manifest
+
+
+def manifest_of(store: SemanticStore) -> Manifest:
+    """The manifest of the store's current embedding space."""
+    embedder = store.embedder
+    assert embedder.dimensions is not None
+    return Manifest(
+        store.config.embedding_driver,
+        embedder.model,
+        embedder.dimensions,
+        normalized=embedder.normalize,
+        vector_collection=store.vector_collection,
+    )
+
+
+async def check_manifest(store: SemanticStore, stored: Manifest | None) -> None:
+    """Refuse another embedding space than the collection's; record it on first use."""
+    embedder: Embedder = store.embedder
+    dims = embedder.dimensions
+    if stored is not None:
+        if stored.embedding_model != embedder.model or dims not in (None, stored.dimensions):
+            raise EmbeddingMismatchError.between(store.name, stored, embedder.model, dims)
+        if dims is None:  # an HTTP model of unknown size: its answers must match the manifest
+            cast(ProbingEmbedder, embedder).expect_dimensions(stored.dimensions)
+        return
+    if dims is None:
+        try:
+            dims = await cast(ProbingEmbedder, embedder).probe()
+        except (BackendUnavailable, EmbeddingError) as exc:
+            log.warning(
+                "%s: cannot ask %r for its dimension yet (%s); the collection manifest is written once it answers",
+                store.name,
+                embedder,
+                exc,
+            )
+            store._manifest_pending = True
+            return
+    vector_dims = store.vector.dims  # vectors written before any manifest
+    if isinstance(vector_dims, int) and vector_dims != dims:
+        raise EmbeddingMismatchError(
+            f"The vector collection of {store.name!r} holds {vector_dims}-dimensional vectors; this store's "
+            f"embedding model {embedder.model!r} makes {dims}. Use the model that "
+            "wrote them, or re-embed the collection (semantic-store reembed).",
+            operation="open",
+        )
+    await store.primary.set_manifest(manifest_of(store))
+
+
+async def settle_manifest(store: SemanticStore) -> None:
+    """Write the manifest deferred at open, once the embedder has told its dimension."""
+    if store._manifest_pending and store.embedder.dimensions is not None:
+        store._manifest_pending = False
+        await check_manifest(store, await store.primary.get_manifest())

@@ -1,0 +1,90 @@
+"""The outbox seen from the store: queue statistics, flushing outstanding vector work, and
+counts of entries by vector state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _filters
+from .outbox.queue import QueueProgress
+
+if TYPE_CHECKING:
+    from ._config import StoreConfig
+    from .drivers.base import PrimaryDriver
+    from .outbox.queue import VectorWriteQueue
+    from .outbox.worker import OutboxWorker
+    from .outbox.writer import OutboxWriter
+
+ID_CHUNK = 500  #: ids per primary round trip
+_PENDING = _filters.parse({"vectorStatus": "pending"})
+
+
+class OutboxFront:
+    """Flush and counts of ``SemanticStore`` (a mixin of it)."""
+
+    if TYPE_CHECKING:
+        primary: PrimaryDriver
+        config: StoreConfig
+        _queue: VectorWriteQueue
+        _worker: OutboxWorker
+        _writer: OutboxWriter
+        _lease_ms: int
+
+        def _check_open(self) -> None: ...
+        async def settle(self) -> None: ...
+
+    def get_queue_stats(self) -> dict[str, Any]:
+        """Counters and settings of this store's vector write queue."""
+        return self._queue.stats()
+
+    get_chroma_queue_stats = get_queue_stats
+
+    async def flush(self, *, progress: Callable[[int, int], None] | None = None) -> None:
+        """Wait until every queued vector write had its attempt, then give everything still
+        outstanding in the outbox (pending writes, failed writes with retries left,
+        tombstones) one attempt now, without waiting for its retry time.
+
+        ``progress``: called with ``(done, total)`` writes as the work goes on."""
+        self._check_open()
+        tracker = QueueProgress(self._queue, progress)
+        try:
+            await self._queue.flush()
+            if self.config.dual_write_enabled:
+                attempted: set[str] = set()
+                deadline = time.monotonic() + (self._lease_ms + self.config.vector_timeout_ms) / 1000
+                while True:
+                    if ran := await self._worker.run_once(force=True, skip=attempted):
+                        attempted.update(ran)
+                        continue
+                    # Pending writes leased by another store or process: wait for their owner,
+                    # or for the lease of an owner that died to run out.
+                    await self._writer.settle()
+                    if not await self.primary.count(_PENDING) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                await self._queue.flush()
+            await self._writer.settle()
+        finally:
+            tracker.stop()
+
+    async def vector_counts(self, ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Entries by vector state, read from the primary store: ``indexed`` (vector
+        written), ``pending``, ``failed`` and ``skipped`` (no vector wanted).
+
+        ``ids``: count only these entries (a bulk job's own); None counts the whole store."""
+        await self.settle()
+        names = {"synced": "indexed", "pending": "pending", "failed": "failed", "skipped": "skipped"}
+        counts = dict.fromkeys(names.values(), 0)
+        if ids is None:
+            for status, key in names.items():
+                counts[key] = await self.primary.count(_filters.parse({"vectorStatus": status}))
+            return counts
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), ID_CHUNK):
+            for record in await self.primary.get(unique[start : start + ID_CHUNK]):
+                if record is not None:
+                    counts[names[record.vector_status]] += 1
+        return counts

@@ -1,0 +1,21 @@
+"""Which entries get a vector, and whether images are embedded: one rule for the store, the
+copier and re-embedding."""
+
+from __future__ import annotations
+
+from ._config import StoreConfig
+from ._types import Record
+from .drivers.base import Embedder
+
+
+def supports_images(embedder: Embedder, config: StoreConfig) -> bool:
+    """Image entries are embedded as images: the config says so, else the embedder does
+    (it must have the ``images`` capability either way)."""
+    wanted = embedder.supports_images if config.supports_images is None else config.supports_images
+    return bool(wanted) and embedder.capabilities.images
+
+
+def wants_vector(record: Record, *, enabled: bool, images: bool) -> bool:
+    """An entry gets a vector unless vector writes are off, its text is empty, or it is an
+    image and the embedder does not take images."""
+    return enabled and not record.is_empty and (images or record.metadata.get("type") != "image")

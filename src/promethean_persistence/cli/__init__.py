@@ -1,0 +1,14 @@
+"""``semantic-store``: each command is one library call on one store.
+
+Exit codes: 0 success, 1 failure, 2 usage error (bad arguments, configuration or input).
+Errors are one line unless ``--debug``.
+"""
+
+from . import entries, health, loading, transfer  # noqa: F401  (each module registers its commands)
+from ._common import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    cli(prog_name="semantic-store")

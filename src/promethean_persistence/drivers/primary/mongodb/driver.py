@@ -1,0 +1,304 @@
+"""``MongoPrimary``, composed of the package's parts (see the package docstring)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ...._deps import require
+from ...._entries import content_hash
+from ...._errors import redact
+from ...._filters import Node
+from ...._types import Record, VectorState
+from ...base import Capabilities, Order
+from ._client import Connection
+from ._filters import mongo_filter
+from ._layout import _BLANK, _MANAGED, EXTRA, STATE, SUPERSEDED
+from ._legacy import Legacy, _epoch, _later, _plain, _write_view
+from ._outbox import Outbox
+
+if TYPE_CHECKING:
+    from ...._config import StoreConfig
+
+
+class MongoPrimary(Connection, Legacy, Outbox):
+    """Primary driver on MongoDB (``pymongo.AsyncMongoClient``), data-compatible with the
+    original ``DualStoreManager``."""
+
+    name: ClassVar[str] = "mongodb"
+    # its own transactions (replica sets) never include a vector store's writes
+    capabilities: ClassVar[Capabilities] = Capabilities(dedupe=True, vector_aliases=True, field_names=True)
+
+    def __init__(
+        self,
+        uri: str,
+        database: str,
+        collection: str,
+        *,
+        options: Mapping[str, Any] | None = None,
+        text_key: str = "text",
+        time_key: str = "createdAt",
+        transactions: bool | None = None,
+    ) -> None:
+        self._uri = uri
+        self.shown = redact(uri)
+        password = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)
+        self._secret = password.group(1) if password else None
+        self.database = database
+        self.collection = collection
+        self.options = dict(options or {})
+        self.text_key, self.time_key = text_key, time_key
+        self._client: Any = None
+        self._key: tuple[str, int] | None = None
+        self._transactions = transactions
+        self._txn = False
+        self._unique = False
+        self._dups = False  #: superseded duplicates exist (hidden from every read)
+        self._alias: dict[str, Any] | None = None
+
+    @classmethod
+    def from_config(cls, config: StoreConfig, collection: str) -> MongoPrimary:
+        m = config.mongodb
+        return cls(m.uri.get_secret_value(), m.database, collection, options=m.options, transactions=m.transactions)
+
+    def use_keys(self, text_key: str, time_key: str) -> None:
+        """The store's text and time field names (top-level fields, as the original)."""
+        self.text_key, self.time_key = text_key, time_key
+
+    def __repr__(self) -> str:
+        return f"MongoPrimary({self.shown!r}, database={self.database!r}, collection={self.collection!r})"
+
+    # -- documents ------------------------------------------------------------------------
+
+    def _doc(self, r: Record) -> dict[str, Any]:
+        extra = {k: v for k, v in r.extra.items() if k not in ("_id", STATE, SUPERSEDED)}
+        meta = {**r.metadata, **_write_view(r.vector_status, r.vector_error, r.vector_synced_at)}
+        return {
+            **extra,
+            "id": r.id,
+            self.text_key: r.text,
+            self.time_key: r.timestamp,
+            "metadata": meta,
+            STATE: {
+                "v": r.version,
+                "status": r.vector_status,
+                "attempts": r.vector_attempts,
+                "error": r.vector_error,
+                "next": r.vector_next_at,
+                "updated": r.vector_updated_at,
+                "synced": r.vector_synced_at,
+                "hash": r.content_hash,
+                "model": r.embedding_model,
+                "empty": r.is_empty,
+            },
+        }
+
+    def _record(self, doc: Mapping[str, Any]) -> Record:
+        T, K = self.text_key, self.time_key
+        raw_meta = doc.get("metadata")
+        meta = _plain(raw_meta) if isinstance(raw_meta, Mapping) else {}
+        view = {k: meta.pop(k, None) for k in _MANAGED}
+        text = doc.get(T)
+        text = text if isinstance(text, str) else "" if text is None else str(text)
+        timestamp = _epoch(doc.get(K))
+        if timestamp is None:
+            timestamp = next((v for v in map(_epoch, (meta.get(K), meta.get("timeStamp"))) if v is not None), 0)
+        extra = {k: _plain(v) for k, v in doc.items() if k not in ("_id", "id", T, K, "metadata", STATE, SUPERSEDED)}
+        id_ = doc.get("id")
+        id_ = str(doc["_id"]) if id_ is None else str(id_)
+        state = doc.get(STATE)
+        if isinstance(state, Mapping):
+            return Record(
+                id=id_,
+                text=text,
+                timestamp=timestamp,
+                metadata=meta,
+                extra=extra,
+                version=state.get("v", 1),
+                vector_status=state.get("status", "pending"),
+                vector_attempts=state.get("attempts", 0),
+                vector_error=state.get("error"),
+                vector_next_at=state.get("next"),
+                vector_updated_at=state.get("updated"),
+                vector_synced_at=state.get("synced"),
+                content_hash=state.get("hash") or content_hash(text),
+                embedding_model=state.get("model"),
+            )
+        # Written by the original: vectorWriteSuccess false is a failed write; anything else
+        # (true, or no field at all in its oldest versions) claims a vector, checked by reports.
+        failed = view["vectorWriteSuccess"] is False
+        return Record(
+            id=id_,
+            text=text,
+            timestamp=timestamp,
+            metadata=meta,
+            extra=extra,
+            version=1,
+            vector_status="failed" if failed else "synced",
+            vector_attempts=1 if failed else 0,
+            vector_error=(
+                str(view["vectorWriteError"])
+                if view["vectorWriteError"]
+                else "vector write failed (recorded by the original package)"
+            )
+            if failed
+            else None,
+            vector_synced_at=None if failed else _epoch(view["vectorWriteTimestamp"]),
+            content_hash=content_hash(text),
+            legacy=True,
+        )
+
+    async def _current(self, ids: Sequence[str], session: Any = None) -> dict[str, Record]:
+        found: dict[str, Record] = {}
+        newest: dict[str, Any] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = list(ids[start : start + 1000])
+            async for doc in self._col.find({"id": {"$in": chunk}, **self._visible()}, session=session):
+                record = self._record(doc)
+                key = doc["_id"]
+                if record.id not in newest or _later(key, newest[record.id]):
+                    newest[record.id], found[record.id] = key, record
+        return found
+
+    async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        records = list(records)
+        if not records and not states:
+            return []
+        pymongo = require("pymongo", extra=EXTRA, driver=self.name)
+
+        async def work(session: Any) -> list[Record | None]:
+            await self._apply_states(states, session)
+            if not records:
+                return []
+            current = await self._current(list({r.id for r in records}), session)
+            previous: list[Record | None] = []
+            ops: list[Any] = []
+            for r in records:
+                prev = current.get(r.id)
+                r.version = prev.version + 1 if prev else 1
+                previous.append(prev)
+                current[r.id] = r
+                if self._unique:
+                    ops.append(pymongo.ReplaceOne({"id": r.id}, self._doc(r), upsert=True))
+                else:
+                    ops += [pymongo.DeleteMany({"id": r.id}), pymongo.InsertOne(self._doc(r))]
+            await self._col.bulk_write(ops, ordered=True, session=session)
+            await self._tomb.delete_many(
+                {"_id": {"$in": [self._tomb_id(i) for i in {r.id for r in records}]}}, session=session
+            )
+            return previous
+
+        return await self._tx("put", work)
+
+    async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        ids = list(ids)
+        if not ids:
+            return []
+        async with self._mapped("get"):
+            found = await self._current(list(dict.fromkeys(ids)))
+        return [found.get(i) for i in ids]
+
+    async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return []
+        pymongo = require("pymongo", extra=EXTRA, driver=self.name)
+
+        async def work(session: Any) -> list[str]:
+            gone: set[str] = set()
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                gone |= {
+                    d["id"]
+                    async for d in self._col.find({"id": {"$in": chunk}, **self._visible()}, {"id": 1}, session=session)
+                }
+                await self._col.delete_many({"id": {"$in": chunk}}, session=session)
+            existed = [i for i in ids if i in gone]
+            if tombstone_at is not None and existed:
+                await self._tomb.bulk_write(
+                    [
+                        pymongo.ReplaceOne(
+                            {"_id": self._tomb_id(i)},
+                            {
+                                "collection": self.collection,
+                                "id": i,
+                                "attempts": 0,
+                                "error": None,
+                                "next": tombstone_at,
+                                "updated": tombstone_at,
+                            },
+                            upsert=True,
+                        )
+                        for i in existed
+                    ],
+                    session=session,
+                )
+            return existed
+
+        return await self._tx("delete", work)
+
+    def _window(self, since: int | None, until: int | None, include_empty: bool) -> list[dict[str, Any]]:
+        K = self.time_key
+        clauses: list[dict[str, Any]] = []
+        if not include_empty:
+            clauses.append({f"{STATE}.empty": {"$ne": True}, self.text_key: {"$type": "string", "$not": _BLANK}})
+        if since is not None or until is not None:
+            bounds: dict[str, Any] = {}
+            if since is not None:
+                bounds["$gte"] = since
+            if until is not None:
+                bounds["$lte"] = until
+            clauses.append({K: bounds})
+        return clauses
+
+    def _query(self, clauses: list[dict[str, Any]], where: Node | None) -> dict[str, Any]:
+        clauses = [*clauses, *([self._visible()] if self._dups else [])]
+        if where is not None:
+            clauses.append(mongo_filter(where))
+        return {} if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    async def most_recent(
+        self,
+        limit: int,
+        where: Node | None = None,
+        *,
+        order: Order = "desc",
+        since: int | None = None,
+        until: int | None = None,
+        include_empty: bool = False,
+    ) -> list[Record]:
+        direction = -1 if order == "desc" else 1
+        query = self._query(self._window(since, until, include_empty), where)
+        async with self._mapped("most_recent"):
+            cursor = self._col.find(query).sort([(self.time_key, direction), ("id", direction)]).limit(limit)
+            records = [self._record(d) async for d in cursor]
+        return records
+
+    async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        last = after
+        while True:
+            query = self._query([{"id": {"$gt": last}}] if last is not None else [], None)
+            async with self._mapped("iterate"):
+                docs = await self._col.find(query).sort("id", 1).limit(batch_size).to_list()
+            if not docs:
+                return
+            batch: dict[str, Record] = {}
+            for d in docs:  # a duplicate the original wrote after we opened: keep one
+                batch[str(d.get("id"))] = self._record(d)
+            yield list(batch.values())
+            last = docs[-1]["id"]
+
+    async def count(self, where: Node | None = None) -> int:
+        async with self._mapped("count"):
+            found: int = await self._col.count_documents(self._query([], where))
+            return found
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    async def drop(self) -> None:
+        async with self._mapped("drop"):
+            await self._col.delete_many({})
+            await self._tomb.delete_many({"collection": self.collection})
+            await self._manifests.delete_one({"_id": self.collection})
+            self._dups = False

@@ -1,0 +1,136 @@
+"""Search in the local vector store: exact search of the delta and of stored vectors, graph
+search (optionally restricted to filtered labels), and merging of the results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ...._errors import ValidationError
+from ...._filters import Node
+from ...._types import VectorHit
+from ..._sqlite import filter_sql
+from .._exact import as_matrix
+
+if TYPE_CHECKING:
+    from ..._sqlite import SQLiteConnection
+
+
+class _Search:
+    """Mixin of ``LocalVector``: queries over the delta, the graph and the stored vectors."""
+
+    if TYPE_CHECKING:  # set by LocalVector.__init__ / _reset, or defined by the other mixins
+        name: ClassVar[str]
+        ef_search: int
+        exact_threshold: int
+        dims: int | None
+        _db: SQLiteConnection
+        _table: str
+        _labels: dict[str, int]
+        _ids: dict[int, str]
+        _graph: Any
+        _delta: dict[int, np.ndarray]
+        _delta_cache: tuple[list[int], np.ndarray] | None
+
+        def _replay(self) -> None: ...
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        if self.dims is not None:
+            query = as_matrix(vector, self.dims, self.name)[0]
+        else:
+            query = as_matrix(vector, None, self.name)[0]
+        return await self._db.run(self._search, query, limit, where, operation="query")
+
+    def _search(self, query: np.ndarray, limit: int, where: Node | None) -> list[VectorHit]:
+        self._replay()
+        if not self._labels:
+            return []
+        if self.dims is not None and len(query) != self.dims:
+            raise ValidationError(
+                f"query dimension {len(query)} does not match the collection's {self.dims}",
+                field="vector",
+                driver=self.name,
+            )
+        if where is None:
+            graph_hits = self._search_graph(query, limit, None, len(self._labels) - len(self._delta))
+            if graph_hits is None:  # the graph could not answer: search everything exactly
+                return self._exact(query, list(self._ids), limit)
+            return _best(self._search_delta(query, limit, None) + graph_hits, limit)
+        sql, params = filter_sql(where)
+        allowed = [r[0] for r in self._db.conn.execute(f"SELECT label FROM {self._table} WHERE {sql}", params)]
+        if not allowed:
+            return []
+        in_graph = len(allowed) - sum(1 for label in allowed if label in self._delta)
+        if in_graph == 0 or len(allowed) <= max(self.exact_threshold, 20 * limit):
+            return self._exact(query, allowed, limit)
+        allowed_set = set(allowed)
+        graph_hits = self._search_graph(query, limit, allowed_set, in_graph)
+        if graph_hits is None:  # over-fetching in the graph did not find enough: go exact
+            return self._exact(query, allowed, limit)
+        return _best(self._search_delta(query, limit, allowed_set) + graph_hits, limit)
+
+    def _search_delta(self, query: np.ndarray, limit: int, allowed: set[int] | None) -> list[VectorHit]:
+        if not self._delta:
+            return []
+        if self._delta_cache is None:
+            labels = list(self._delta)
+            self._delta_cache = (labels, np.stack([self._delta[label] for label in labels]))
+        labels, matrix = self._delta_cache
+        scores = matrix @ query
+        if allowed is not None:
+            rows = [r for r, label in enumerate(labels) if label in allowed]
+            return _top([labels[r] for r in rows], scores[rows], limit, self._ids)
+        return _top(labels, scores, limit, self._ids)
+
+    def _search_graph(
+        self, query: np.ndarray, limit: int, allowed: set[int] | None, in_graph: int
+    ) -> list[VectorHit] | None:
+        """The graph's best ``limit`` of the ``in_graph`` candidates it holds; None if it cannot tell."""
+        graph = self._graph
+        if graph is None or in_graph <= 0:
+            return []
+        k = min(limit, in_graph)
+        graph.set_ef(max(self.ef_search, k))
+        try:
+            found, dist = graph.knn_query(query, k=k, filter=allowed.__contains__ if allowed is not None else None)
+        except RuntimeError:  # fewer than k reachable
+            return None
+        return [
+            VectorHit(self._ids[int(label)], 1.0 - float(d))
+            for label, d in zip(found[0], dist[0])
+            if int(label) in self._ids
+        ]
+
+    def _exact(self, query: np.ndarray, labels: list[int], limit: int) -> list[VectorHit]:
+        vectors = []
+        for start in range(0, len(labels), 500):
+            chunk = labels[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            vectors += self._db.conn.execute(
+                f"SELECT label, vector FROM {self._table} WHERE label IN ({marks})", chunk
+            ).fetchall()
+        if not vectors:
+            return []
+        matrix = np.frombuffer(b"".join(v for _, v in vectors), dtype=np.float32).reshape(len(vectors), -1)
+        return _top([label for label, _ in vectors], matrix @ query, limit, self._ids)
+
+
+def _top(labels: Sequence[int], scores: np.ndarray, limit: int, ids: dict[int, str]) -> list[VectorHit]:
+    k = min(limit, len(scores))
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [VectorHit(ids[labels[r]], float(scores[r])) for r in top if labels[r] in ids]
+
+
+def _best(hits: list[VectorHit], limit: int) -> list[VectorHit]:
+    best: dict[str, VectorHit] = {}
+    for hit in hits:
+        if hit.id not in best or hit.score > best[hit.id].score:
+            best[hit.id] = hit
+    return sorted(best.values(), key=lambda h: (-h.score, h.id))[:limit]

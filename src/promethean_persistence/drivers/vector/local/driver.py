@@ -1,0 +1,114 @@
+"""The ``LocalVector`` driver: construction, open and close. Storage, checkpoints, background
+indexing and search live in the mixins it composes (see the package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..._sqlite import SQLiteConnection, quote
+from ...base import Capabilities
+from ._checkpoint import _Checkpoint, _safe
+from ._indexing import _Indexing
+from ._search import _Search
+from ._storage import _Storage
+
+if TYPE_CHECKING:
+    from ...._config import StoreConfig
+
+log = logging.getLogger("promethean_persistence.local")
+
+
+class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
+    """Vector driver on a local SQLite file with an HNSW accelerator."""
+
+    name: ClassVar[str] = "local"
+    capabilities: ClassVar[Capabilities] = Capabilities(in_process=True)
+
+    def __init__(
+        self,
+        path: str,
+        collection: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 30_000,
+        m: int = 16,
+        ef_construction: int = 100,
+        ef_search: int = 128,
+        exact_threshold: int = 5_000,
+        index_dir: str | None = None,
+    ) -> None:
+        self.path = path
+        self.collection = collection
+        self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+        self.exact_threshold = exact_threshold
+        self._table = quote(f"{collection}__vectors")
+        self._dropped = quote(f"{collection}__vector_drops")
+        self._db = SQLiteConnection(path, driver=self.name, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+        base = Path(index_dir) if index_dir else Path(path).expanduser().resolve().parent
+        self._index_base = base / f"{Path(path).name}.{_safe(collection)}"
+        self._hnswlib: Any = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.dims: int | None = None
+        self._seq = 0  # every change up to this seq is reflected in memory
+        self._labels: dict[str, int] = {}  # id -> current label
+        self._ids: dict[int, str] = {}  # label -> id, for labels in the graph or the delta
+        self._graph: Any = None  # hnswlib.Index
+        self._delta: dict[int, np.ndarray] = {}  # label -> vector, not yet in the graph
+        self._delta_cache: tuple[list[int], np.ndarray] | None = None
+        self._indexing: asyncio.Task[None] | None = None
+        self._checkpoint_seq = -1
+        self._graph_changed = False  # the graph differs from the last checkpoint written or loaded
+
+    @classmethod
+    def from_config(cls, config: StoreConfig, collection: str) -> LocalVector:
+        s, local = config.sqlite, config.local
+        return cls(
+            local.path or config.sqlite_path,
+            collection,
+            synchronous=s.synchronous,
+            busy_timeout_ms=s.busy_timeout_ms,
+            m=local.hnsw.m,
+            ef_construction=local.hnsw.ef_construction,
+            ef_search=local.hnsw.ef_search,
+            exact_threshold=local.exact_threshold,
+        )
+
+    for_collection = from_config
+
+    def __repr__(self) -> str:
+        return f"LocalVector(path={self.path!r}, collection={self.collection!r})"
+
+    # -- open / close ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            import hnswlib  # noqa: F401 - optional accelerator
+        except ImportError:
+            log.info(
+                "hnswlib is not installed: local vector search stays exact "
+                "(pip install 'promethean-persistence[local]')"
+            )
+        else:
+            self._hnswlib = hnswlib
+        await self._db.open()
+        await self._db.run(self._db.transaction, self._create, operation="open")
+        await self._db.run(self._load_checkpoint, operation="open")
+        await self._refresh()
+
+    async def aclose(self) -> None:
+        if self._indexing is not None:
+            self._indexing.cancel()
+            await asyncio.gather(self._indexing, return_exceptions=True)
+        if self._db._executor is not None:
+            try:
+                await self._db.run(self._save_checkpoint, operation="checkpoint")
+            except Exception:  # noqa: BLE001 - the durable table is the truth; reopen replays
+                log.warning("could not save the HNSW checkpoint of %s", self.collection, exc_info=True)
+        await self._db.close()

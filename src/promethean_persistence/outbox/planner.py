@@ -1,0 +1,150 @@
+"""The one place that decides, for a record and the version it replaces, the vector job it
+needs and the vector state it carries (SPEC §4)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .._errors import BackendRejected, ValidationError
+from .._policy import wants_vector
+from .._retry import backoff_ms
+from .._types import TOMBSTONE_VERSION, Record, VectorState
+
+
+@dataclass(eq=False)
+class Job:
+    """One vector write: ``upsert`` a record (re-embedding it or not) or ``delete`` an id.
+
+    A delete carrying a tombstone record records its outcome in the outbox too."""
+
+    kind: Literal["upsert", "delete"]
+    id: str
+    record: Record | None = None
+    embed: bool = True
+    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def upserted(self) -> Record:
+        """The record an upsert writes (upserts always carry one)."""
+        assert self.record is not None, f"{self.kind} job for {self.id} has no record"
+        return self.record
+
+
+class Planner:
+    """Vector jobs and states for one store. ``model`` and ``images`` follow the store's
+    embedder (a model switch updates them)."""
+
+    def __init__(
+        self, *, enabled: bool, images: bool, model: str, lease_ms: int, max_retries: int, retry_delay_ms: int
+    ) -> None:
+        self.enabled = enabled
+        self.images = images
+        self.model = model
+        self.lease_ms = lease_ms
+        self.max_retries = max_retries
+        self.retry_delay_ms = retry_delay_ms
+
+    def wants_vector(self, record: Record) -> bool:
+        """Whether the entry gets a vector at all."""
+        return wants_vector(record, enabled=self.enabled, images=self.images)
+
+    def start(self, record: Record, now: int) -> None:
+        """A freshly written record's state: ``skipped``, or ``pending`` and leased to this
+        process until its own attempt is over, so no worker claims it twice."""
+        record.vector_updated_at = now
+        if not self.wants_vector(record):
+            record.vector_status = "skipped"
+            return
+        record.vector_status = "pending"
+        record.vector_next_at = now + self.lease_ms
+
+    def same_vector(self, record: Record, prev: Record | None) -> bool:
+        """The stored vector already represents this text with this model."""
+        return (
+            prev is not None
+            and prev.vector_status == "synced"
+            and prev.content_hash == record.content_hash
+            and prev.embedding_model == self.model
+        )
+
+    def needs_embedding(self, record: Record, prev: Record | None) -> bool:
+        return record.vector_status != "skipped" and not self.same_vector(record, prev)
+
+    def job(self, record: Record, prev: Record | None) -> Job | None:
+        """The vector write a freshly stored record needs, given the one it replaced: none,
+        a delete (it no longer wants a vector), a metadata-only or a full upsert."""
+        if record.vector_status == "skipped":
+            return self.remove(record.id) if prev is not None and prev.vector_status != "skipped" else None
+        return Job("upsert", record.id, record, embed=not self.same_vector(record, prev))
+
+    def rewrite(self, record: Record, *, embed: bool = True) -> Job:
+        """Write this record's vector again from scratch (repair, undo, a writer race)."""
+        return Job("upsert", record.id, record.copy(vector_attempts=0), embed=embed)
+
+    def remove(self, id_: str, tombstone: Record | None = None) -> Job:
+        """Delete an id's vector (with its tombstone, the outcome is recorded in the outbox)."""
+        return Job("delete", id_, tombstone)
+
+    def resume(self, record: Record) -> Job:
+        """The job of an item claimed from the outbox (a record, or a tombstone)."""
+        if record.version == TOMBSTONE_VERSION:
+            return self.remove(record.id, record)
+        return Job("upsert", record.id, record, embed=True)
+
+    def mark_synced(self, record: Record, now: int) -> None:
+        """Its vector landed together with the record (strict transaction, copier)."""
+        record.vector_status, record.vector_attempts, record.vector_next_at = "synced", 1, None
+        record.vector_synced_at, record.embedding_model, record.vector_error = now, self.model, None
+
+    def mark_owed(self, record: Record, now: int, error: str | None = None) -> None:
+        """Stored without its vector: due at once for the outbox worker."""
+        record.vector_status, record.vector_next_at, record.vector_error = "pending", now, error
+
+    def outcome(
+        self, job: Job, error: BaseException | None, now: int, describe: Callable[[BaseException], str]
+    ) -> VectorState:
+        """The state a finished attempt records: synced, or failed with its retry time
+        (none for bad data or a refusal: waiting does not help, SPEC §10); tombstones are
+        deleted or retried until they succeed."""
+        record = job.record
+        assert record is not None
+        attempts = record.vector_attempts + 1
+        if record.version == TOMBSTONE_VERSION:
+            if error is None:
+                return VectorState(job.id, TOMBSTONE_VERSION, "deleted", attempts, None, None, now)
+            return VectorState(
+                job.id,
+                TOMBSTONE_VERSION,
+                "deleting",
+                attempts,
+                describe(error),
+                now + backoff_ms(attempts, self.retry_delay_ms),
+                now,
+            )
+        if error is None:
+            return VectorState(job.id, record.version, "synced", attempts, None, None, now, now, self.model)
+        retry = attempts <= self.max_retries and not isinstance(error, (ValidationError, BackendRejected))
+        return VectorState(
+            job.id,
+            record.version,
+            "failed",
+            attempts,
+            describe(error),
+            now + backoff_ms(attempts, self.retry_delay_ms) if retry else None,
+            now,
+        )
+
+    def lease(self, record: Record, until: int, now: int) -> VectorState:
+        """The same state with its lease moved to ``until`` (renewed, or released with now)."""
+        return VectorState(
+            record.id,
+            record.version,
+            record.vector_status,
+            record.vector_attempts,
+            record.vector_error,
+            until,
+            record.vector_updated_at or now,
+        )

@@ -1,0 +1,134 @@
+"""Strict writes (SPEC §4): when an insert raises, nothing is stored.
+
+When the primary and the vector store share a database (``shares_transactions_with``), the
+records and their vectors commit in one transaction. Otherwise the records are written first
+and, if a vector write fails, ``undo`` puts back what was there before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from .._entries import now_ms
+from .._errors import SemanticStoreError, ValidationError, VectorWriteError
+from .._types import Record
+from ..drivers.base import PrimaryDriver, TransactionalPrimary, TransactionalVector
+from .planner import Planner
+from .queue import VectorWriteQueue, consume, vector_metadata
+from .writer import OutboxWriter
+
+
+def shares_transactions(primary: PrimaryDriver, vector: Any) -> bool:
+    """Whether strict writes can commit records and vectors together."""
+    return (
+        primary.capabilities.transactions
+        and vector.capabilities.transactions
+        and cast(TransactionalPrimary, primary).shares_transactions_with(vector)
+    )
+
+
+class StrictWrites:
+    """The strict write path of one store, a peer of the queue."""
+
+    def __init__(
+        self,
+        *,
+        primary: PrimaryDriver,
+        writer: OutboxWriter,
+        queue: VectorWriteQueue,
+        planner: Planner,
+        timeout_ms: int,
+    ) -> None:
+        self.primary = primary
+        self.writer = writer
+        self.queue = queue  # its vector driver and embedder follow a model switch
+        self.planner = planner
+        self.timeout_ms = timeout_ms
+
+    async def _embed_into(self, embedded: dict[str, Any], records: list[Record]) -> None:
+        if records:
+            for r, v in zip(records, await self.queue.embedder.embed([r.text for r in records])):
+                embedded[r.id] = v
+
+    def _metadata(self, records: list[Record]) -> list[dict[str, Any]]:
+        return [vector_metadata(r, self.planner.model) for r in records]
+
+    async def atomic(self, records: list[Record], now: int) -> None:
+        """Embed first, then records and vectors in one commit. Any failure rolls both back,
+        so a raised insert left nothing behind."""
+        primary = cast(TransactionalPrimary, self.primary)
+        vector = cast(TransactionalVector, self.queue.vector)
+        plan = self.planner
+        await self.writer.settle()
+        await self.queue.warm()
+        before = {r.id: p for r, p in zip(records, await self.primary.get([r.id for r in records]))}
+        embedded: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(self.timeout_ms / 1000):
+                await self._embed_into(embedded, [r for r in records if plan.needs_embedding(r, before[r.id])])
+                async with primary.transaction() as conn:
+                    for r in records:
+                        if r.vector_status != "skipped":
+                            plan.mark_synced(r, now)
+                    previous = await primary.put_in(conn, records)
+                    changed = [
+                        r for r, p in zip(records, previous) if r.id not in embedded and plan.needs_embedding(r, p)
+                    ]
+                    await self._embed_into(embedded, changed)  # someone changed them since we looked
+                    full = [r for r in records if r.id in embedded]
+                    if full:
+                        await vector.upsert_in(
+                            conn, [r.id for r in full], [embedded[r.id] for r in full], self._metadata(full)
+                        )
+                    same = [r for r in records if r.vector_status == "synced" and r.id not in embedded]
+                    if same:
+                        try:
+                            async with conn.transaction():  # a savepoint: the vector may be gone
+                                await vector.upsert_in(conn, [r.id for r in same], None, self._metadata(same))
+                        except ValidationError:
+                            await self._embed_into(embedded, same)
+                            await vector.upsert_in(
+                                conn, [r.id for r in same], [embedded[r.id] for r in same], self._metadata(same)
+                            )
+                    gone = [
+                        r.id
+                        for r, p in zip(records, previous)
+                        if r.vector_status == "skipped" and p is not None and p.vector_status != "skipped"
+                    ]
+                    if gone:
+                        await vector.delete_in(conn, gone)
+        except (TimeoutError, Exception) as exc:
+            reason = f"timed out after {self.timeout_ms} ms" if isinstance(exc, TimeoutError) else exc
+            raise VectorWriteError(
+                f"Vector store write failed for {len(records)} entries ({', '.join(r.id for r in records[:5])}): "
+                f"{reason}; nothing was stored (one transaction)",
+                operation="insert",
+                document_id=records[0].id,
+            ) from exc
+        self.queue.total_written += sum(r.vector_status == "synced" for r in records)
+
+    async def undo(
+        self, records: list[Record], previous: list[Record | None], errors: dict[str, BaseException]
+    ) -> None:
+        """Put back what was there before ``records`` were written. Vectors whose write may
+        have landed (it timed out, or it succeeded as part of a failed call) are re-synced."""
+        # An explicit failure left the vector side as it was; anything else may have landed.
+        untouched = {i for i, e in errors.items() if not (isinstance(e, SemanticStoreError) and e.timed_out)}
+        now = now_ms()
+        gone = [r.id for r, prev in zip(records, previous) if prev is None]
+        restore = [prev for prev in previous if prev is not None]
+        touched = [i for i in gone if i not in untouched]
+        if touched:  # their vector may exist: a tombstone makes sure it goes
+            await self.primary.delete(touched, tombstone_at=now + self.planner.lease_ms)
+        if len(touched) < len(gone):
+            await self.primary.delete([i for i in gone if i in untouched])
+        if restore:
+            await self.writer.put(restore)  # a new version: late state updates cannot touch it
+        reconcile = [self.planner.remove(i, Record.tombstone(i, None, now)) for i in touched] + [
+            self.planner.rewrite(r) for r in restore if r.vector_status != "skipped" and r.id not in untouched
+        ]
+        for job in reconcile:
+            job.future.add_done_callback(consume)
+        if reconcile:
+            self.queue.submit(reconcile)
