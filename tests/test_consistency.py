@@ -11,7 +11,7 @@ import time
 import pytest
 
 from promethean_persistence import SemanticStore
-from promethean_persistence._entries import content_hash, fingerprint
+from promethean_persistence._entries import fingerprint
 from promethean_persistence.drivers.embedding.hashing import HashingEmbedder
 
 from conftest import CHROMA, MONGO, PG, base_config
@@ -73,7 +73,7 @@ async def edit_behind_the_store(store: SemanticStore, id_: str, text: str) -> No
 
 
 def _fp(store: SemanticStore, text: str) -> str:
-    return fingerprint(content_hash(text), store.embedder.model)
+    return fingerprint(text, store.embedder.model)
 
 
 @pytest.mark.parametrize("pair", PRIMARIES)

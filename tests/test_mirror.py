@@ -128,6 +128,10 @@ read_from = "old"
         assert entry["text"] == "mirrored note"
     stats = json.loads(sh("--json", "--config", str(config), "--profile", "rollout", "stats").stdout)
     assert stats["mirror"]["read_from"] == "old"
+    flushed = json.loads(sh("--json", "--config", str(config), "--profile", "rollout", "flush").stdout)
+    assert flushed == {"indexed": 1, "pending": 0, "failed": 0, "skipped": 0}
+    repaired = json.loads(sh("--json", "--config", str(config), "--profile", "rollout", "repair").stdout)
+    assert repaired["requeued"] == 0 and repaired["dry_run"] is False
     config.write_text(config.read_text() + "bogus = 1\n")
     result = sh("--config", str(config), "--profile", "rollout", "count", code=2)
     assert "mirror" in result.stderr

@@ -53,8 +53,15 @@ async def export(
 ) -> dict[str, Any]:
     """Write every entry of ``store`` to ``path`` (JSON Lines; gzip if it ends in .gz).
 
-    With ``with_vectors``, each entry's vector goes along, so an import into a store with the
-    same embedding model needs no re-embedding. The file appears only once complete."""
+    With ``with_vectors``, each entry's vector goes along, so an import into a store with
+    the same embedding model needs no re-embedding. The file appears only once complete.
+    ``batch_size``: entries read per batch (an int ≥ 1). ``progress``: True for a bar on
+    stderr, a callable taking ``(done, total)``, or False.
+
+    Returns a report dict: ``path``, ``entries``, ``vectors``, ``bytes``, ``seconds`` and
+    the ``manifest`` written in the header. Raises ``ValidationError`` for a bad
+    ``batch_size``, ``OSError`` when the file cannot be written, and ``BackendUnavailable``
+    or ``BackendRejected`` when a backend fails."""
     batch_size = check_limit(batch_size, "batch_size")
     started = time.perf_counter()
     await _ready(store)
@@ -123,7 +130,17 @@ async def import_(
     id, so importing twice changes nothing. Vectors in the file are used as they are when
     the file's manifest names this store's embedding model and dimension; otherwise the
     import is refused (``EmbeddingMismatchError``) unless ``reembed=True``, which ignores
-    them and embeds the texts. Bad lines are reported with their line number, not stored."""
+    them and embeds the texts. Bad lines are reported with their line number, not stored.
+    ``path``: the file (gzip if it ends in .gz). ``batch_size``: entries written per batch
+    (an int ≥ 1). ``reembed``: as above. ``progress``: True for a bar on stderr, a callable
+    taking ``(done, total)``, or False.
+
+    Returns a report dict: ``status`` (``"ok"`` unless something failed), ``entries``,
+    ``imported``, ``indexed``, ``pending``, ``failed``, ``errors`` (line or id, message) and
+    ``seconds``. Raises ``ValidationError`` for a missing file, a newer format version or a
+    bad ``batch_size``, ``EmbeddingMismatchError`` as above, ``MigrationError`` when the
+    store stays unreachable, and ``BackendUnavailable`` or ``BackendRejected`` when a
+    backend fails."""
     batch_size = check_limit(batch_size, "batch_size")
     started = time.perf_counter()
     await _ready(store)

@@ -24,7 +24,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     field_serializer,
@@ -35,9 +34,27 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import to_jsonable_python
 
 from . import _registry
+from ._env import ENV_VARS, from_env
 from ._errors import ConfigurationError, SemanticStoreError
+from ._settings import (
+    ChromaConfig,
+    HashingConfig,
+    LocalVectorConfig,
+    MongoConfig,
+    OllamaConfig,
+    OpenAIConfig,
+    PgvectorConfig,
+    PineconeConfig,
+    PostgresConfig,
+    QdrantConfig,
+    SentenceTransformersConfig,
+    SQLiteConfig,
+    masked,
+    secret_key,
+    secrets,
+)
 
-__all__ = ["StoreConfig"]
+__all__ = ["ENV_VARS", "StoreConfig"]
 
 # The seed's names that are not plain camelCase spellings of ours.
 _ALIASES = {
@@ -49,117 +66,6 @@ _ALIASES = {
     "idle_timeout_millis": "idle_timeout",
     "user": "username",
 }
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-
-class SQLiteConfig(_Section):
-    path: str | None = None  #: defaults to ``<home>/store.db``
-    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
-    busy_timeout_ms: int = Field(30_000, ge=0)
-
-
-class PoolConfig(_Section):
-    min: int = Field(1, ge=0)
-    max: int = Field(10, ge=1)
-    idle_timeout: float = Field(300.0, ge=0)  #: seconds
-
-
-class PostgresConfig(_Section):
-    host: str = "localhost"
-    port: int = Field(5432, ge=1, le=65535)
-    database: str = "promethean"
-    username: str | None = None
-    password: SecretStr | None = None
-    dsn: SecretStr | None = None
-    pool: PoolConfig = PoolConfig()
-
-
-class HNSWConfig(_Section):
-    m: int = Field(16, ge=2)
-    ef_construction: int = Field(64, ge=4)
-    ef_search: int = Field(40, ge=1)
-
-
-class PgvectorConfig(_Section):
-    dsn: SecretStr | None = None
-    host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    database: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    hnsw: HNSWConfig = HNSWConfig()
-
-
-class MongoConfig(_Section):
-    uri: SecretStr = SecretStr("mongodb://localhost:27017")
-    database: str = "database"
-    options: dict[str, Any] = {}
-    #: multi-document transactions: None uses them where the server announces a replica set
-    transactions: bool | None = None
-
-
-class ChromaConfig(_Section):
-    url: str | None = None
-    path: str | None = None
-    collection: str | None = None
-    timeout: float = Field(30.0, gt=0)  #: seconds per call (Chroma's own client has none)
-    exact_threshold: int = Field(1000, ge=0)  #: filters matching at most this many: exact search
-    embedding_function: Any = None  #: accepted for seed compatibility; we always embed ourselves
-
-
-class QdrantConfig(_Section):
-    url: str | None = None
-    path: str | None = None
-    api_key: SecretStr | None = None
-    collection: str | None = None
-
-
-class PineconeConfig(_Section):
-    api_key: SecretStr | None = None
-    environment: str | None = None
-    index_name: str | None = None
-    host: str | None = None
-    namespace: str | None = None
-    batch_size: int = Field(100, ge=1, le=1000)
-
-
-class LocalVectorConfig(_Section):
-    path: str | None = None  #: defaults to the SQLite file at ``<home>/store.db``
-    hnsw: HNSWConfig = HNSWConfig(ef_construction=100, ef_search=128)
-    exact_threshold: int = Field(5_000, ge=0)  #: collections up to this size are searched exactly
-
-
-class _HTTPEmbedding(_Section):
-    timeout: float = Field(60.0, gt=0)  #: seconds per request
-    batch_size: int = Field(64, ge=1)  #: texts per request
-    max_concurrency: int = Field(4, ge=1)  #: requests in flight at once
-    max_retries: int = Field(3, ge=0)  #: on connection errors, timeouts, 429 and 5xx
-
-
-class OllamaConfig(_HTTPEmbedding):
-    url: str = "http://localhost:11434"
-    dimensions: int | None = Field(None, ge=1)  #: expected size, for models we do not know
-    keep_alive: str | None = None  #: how long Ollama keeps the model loaded ("5m", "-1")
-
-
-class OpenAIConfig(_HTTPEmbedding):
-    base_url: str = "https://api.openai.com/v1"
-    api_key: SecretStr | None = None
-    dimensions: int | None = Field(None, ge=1)  #: requested size (text-embedding-3 models)
-    batch_size: int = Field(256, ge=1, le=2048)
-
-
-class SentenceTransformersConfig(_Section):
-    device: str = "auto"  #: cpu, cuda, cuda:1, ... or auto (cuda when available)
-    batch_size: int = Field(64, ge=1)
-    normalize: bool = True
-
-
-class HashingConfig(_Section):
-    dimensions: int = Field(256, ge=8, le=65536)
 
 
 class StoreConfig(BaseModel):
@@ -244,7 +150,7 @@ class StoreConfig(BaseModel):
         out = handler(value)
         # JSON (and so repr, redacted(), model_dump_json): secret-named values masked even
         # where a driver's config_model declared them as plain strings
-        return _masked(out) if info.mode_is_json() else out
+        return masked(out) if info.mode_is_json() else out
 
     @field_validator("consistency", mode="before")
     @classmethod
@@ -270,21 +176,33 @@ class StoreConfig(BaseModel):
     def resolve(
         cls, config: StoreConfig | Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
     ) -> StoreConfig:
-        """Merge ``config`` over the environment over the defaults."""
+        """Merge ``config`` over the environment over the defaults.
+
+        ``config`` is a StoreConfig, a mapping of settings (camelCase or snake_case keys) or
+        None; ``env`` is the environment to read (default: ``os.environ``). Returns the merged
+        settings; raises ConfigurationError for an unknown key or a value that is not allowed.
+        """
         merged = _deep_merge(from_env(os.environ if env is None else env), _explicit(config))
         return cls(**merged)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreConfig:
-        """Settings from environment variables (SPEC §5) over the defaults."""
+        """Settings from environment variables (SPEC §5) over the defaults.
+
+        ``env`` is the environment to read (default: ``os.environ``). Raises ConfigurationError
+        for a value that is not allowed.
+        """
         return cls.resolve(None, env)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], profile: str | None = None) -> StoreConfig:
-        """Read a TOML file; ``[profiles.NAME]`` tables override its top-level keys.
+        """Read the TOML file at ``path``; ``[profiles.NAME]`` tables override its top-level keys,
+        the one named ``profile`` when given.
 
         Only the keys the file sets count as explicit, so environment variables still fill
-        the rest when the result is passed to ``SemanticStore.create``.
+        the rest when the result is passed to ``SemanticStore.create``. Returns the settings;
+        raises ConfigurationError when the file cannot be read or parsed, ``profile`` is not in
+        it, or a setting is unknown or not allowed.
         """
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -337,10 +255,11 @@ class StoreConfig(BaseModel):
 
     @property
     def sqlite_path(self) -> str:
+        """The SQLite database file: ``sqlite.path`` when set, else ``store.db`` under ``home``."""
         return self.sqlite.path or str(Path(self.home) / "store.db")
 
     def collection_name(self, name: str) -> str:
-        """The physical collection name: ``{agent_name}_{name}``, as the original."""
+        """The physical collection name of collection ``name``: ``{agent_name}_{name}``, as the original."""
         return f"{self.agent_name}_{name}"
 
     def redacted(self) -> dict[str, Any]:
@@ -382,40 +301,6 @@ def _normalise(data: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any
 
 # -- third-party driver sections ---------------------------------------------------------
 
-_SECRET_WORDS = frozenset(
-    {"password", "passwd", "passphrase", "secret", "secrets", "token", "apikey", "dsn", "credential", "credentials"}
-)
-_KEY_KINDS = frozenset({"api", "access", "private", "secret", "signing", "encryption", "master", "client"})
-
-
-def _secret_key(key: Any) -> bool:
-    """Whether a settings key names a secret: password, api_key/apiKey, auth_token, dsn, ..."""
-    if not isinstance(key, str):
-        return False
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
-    words = [w for w in re.split(r"[_\-\s.]+", snake) if w]
-    return any(w in _SECRET_WORDS for w in words) or any(
-        a in _KEY_KINDS and b == "key" for a, b in zip(words, words[1:], strict=False)
-    )
-
-
-def _secrets(value: Any, secret: bool = False) -> Any:
-    """``value`` with every string under a secret-named key, at any depth, as a SecretStr."""
-    if isinstance(value, Mapping):
-        return {k: _secrets(v, secret or _secret_key(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_secrets(v, secret) for v in value]
-    return SecretStr(value) if secret and isinstance(value, str) else value
-
-
-def _masked(value: Any, secret: bool = False) -> Any:
-    """A JSON-ready ``value`` with every non-null value under a secret-named key masked."""
-    if isinstance(value, Mapping):
-        return {k: _masked(v, secret or _secret_key(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v, secret) for v in value]
-    return "**********" if secret and value is not None else value
-
 
 def _driver_section(name: str, value: Any) -> Any:
     """Driver ``name``'s section, validated by its ``config_model`` or kept as a dict."""
@@ -432,7 +317,7 @@ def _driver_section(name: str, value: Any) -> Any:
             driver=name,
         )
     if model is None:
-        return _secrets(dict(value))
+        return secrets(dict(value))
     try:
         return model.model_validate(_normalise(value, model))
     except PydanticValidationError as exc:
@@ -459,69 +344,6 @@ def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-_ENV_SCALARS = {
-    "PRIMARY_DRIVER": "primary_driver",
-    "VECTOR_DRIVER": "vector_driver",
-    "EMBEDDING_DRIVER": "embedding_driver",
-    "EMBEDDING_FUNCTION": "embedding_function",
-    "AGENT_NAME": "agent_name",
-    "SEMANTIC_STORE_HOME": "home",
-    "VECTOR_BATCH_SIZE": "vector_batch_size",
-    "VECTOR_FLUSH_INTERVAL_MS": "vector_flush_interval_ms",
-    "VECTOR_MAX_RETRIES": "vector_max_retries",
-    "VECTOR_RETRY_DELAY_MS": "vector_retry_delay_ms",
-    "VECTOR_TIMEOUT_MS": "vector_timeout_ms",
-}
-_ENV_SECTIONS = {
-    "SQLITE_PATH": ("sqlite", "path"),
-    "POSTGRES_HOST": ("postgresql", "host"),
-    "POSTGRES_PORT": ("postgresql", "port"),
-    "POSTGRES_DATABASE": ("postgresql", "database"),
-    "POSTGRES_USERNAME": ("postgresql", "username"),
-    "POSTGRES_PASSWORD": ("postgresql", "password"),
-    "POSTGRES_DSN": ("postgresql", "dsn"),
-    "PGVECTOR_DSN": ("pgvector", "dsn"),
-    "MONGODB_URI": ("mongodb", "uri"),
-    "MONGODB_DATABASE": ("mongodb", "database"),
-    "CHROMA_URL": ("chromadb", "url"),
-    "CHROMA_PATH": ("chromadb", "path"),
-    "QDRANT_URL": ("qdrant", "url"),
-    "QDRANT_API_KEY": ("qdrant", "api_key"),
-    "QDRANT_PATH": ("qdrant", "path"),
-    "PINECONE_API_KEY": ("pinecone", "api_key"),
-    "PINECONE_ENVIRONMENT": ("pinecone", "environment"),
-    "PINECONE_INDEX_NAME": ("pinecone", "index_name"),
-    "PINECONE_HOST": ("pinecone", "host"),
-    "OLLAMA_URL": ("ollama", "url"),
-    "OPENAI_BASE_URL": ("openai", "base_url"),
-    "OPENAI_API_KEY": ("openai", "api_key"),
-}
-ENV_VARS = (
-    *_ENV_SCALARS,
-    *_ENV_SECTIONS,
-    "CONSISTENCY_MODE",
-    "DUAL_WRITE_CONSISTENCY",
-    "DUAL_WRITE_ENABLED",
-)
-
-
-def from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    """The config keys set by environment variables (empty values count as unset)."""
-    out: dict[str, Any] = {}
-    for var, key in _ENV_SCALARS.items():
-        if env.get(var):
-            out[key] = env[var]
-    for var, (section, key) in _ENV_SECTIONS.items():
-        if env.get(var):
-            out.setdefault(section, {})[key] = env[var]
-    consistency = env.get("CONSISTENCY_MODE") or env.get("DUAL_WRITE_CONSISTENCY")
-    if consistency:
-        out["consistency"] = consistency
-    if env.get("DUAL_WRITE_ENABLED"):
-        out["dual_write_enabled"] = env["DUAL_WRITE_ENABLED"].strip().lower() != "false"
-    return out
-
-
 def _config_error(
     exc: PydanticValidationError, model: type[BaseModel], prefix: str | None = None
 ) -> SemanticStoreError:
@@ -537,7 +359,7 @@ def _config_error(
         elif err["type"] == "missing":  # its input is the whole section: not shown
             problems.append(f"{loc}: {err['msg']}")
         else:
-            given = _masked(_jsonable(err.get("input")))
+            given = masked(_jsonable(err.get("input")))
             shown = "***" if _is_secret(err["loc"]) else repr(given)[:80]
             problems.append(f"{loc}: {err['msg']} (got {shown})")
     return ConfigurationError("Invalid configuration: " + "; ".join(problems), operation="config")
@@ -551,7 +373,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _is_secret(loc: tuple[Any, ...]) -> bool:
-    return any(str(p) in ("uri", "driver_sections") or _secret_key(p) for p in loc)
+    return any(str(p) in ("uri", "driver_sections") or secret_key(p) for p in loc)
 
 
 def _closest(loc: tuple[Any, ...], model: type[BaseModel]) -> str | None:

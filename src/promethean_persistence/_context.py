@@ -18,16 +18,19 @@ StoreFactory = Callable[[str, str, str], Awaitable[Any]]
 
 
 def iso_time(ms: int | float) -> str:
-    """Epoch ms as ISO-8601 UTC with milliseconds, like JavaScript's toISOString()."""
+    """Epoch milliseconds ``ms`` as ISO-8601 UTC with milliseconds, like JavaScript's toISOString()."""
     when = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_message(entry: Mapping[str, Any], format_time: Callable[[int], str] | None = None) -> str:
-    """``"<userName> said (<time>): <text>"``; ``thought`` instead of ``said`` for thoughts.
+    """``"<userName> said (<time>): <text>"`` for the entry ``entry``; ``thought`` instead of
+    ``said`` for thoughts, ``Unknown user`` when it names no user.
 
-    ``format_time`` is optional (the original's one-argument callers broke on the newer
-    two-argument form).
+    ``format_time`` turns the entry's epoch-ms timestamp into the time shown; it is optional
+    (default: ``iso_time``; the original's one-argument callers broke on the newer
+    two-argument form). Returns the line; raises KeyError when ``entry`` has no ``timestamp``
+    or ``text``.
     """
     meta = entry.get("metadata") or {}
     who = meta.get("userName") or "Unknown user"
@@ -52,6 +55,12 @@ class ContextStore:
         store_factory: StoreFactory | None = None,
         config: StoreConfig | Mapping[str, Any] | None = None,
     ) -> None:
+        """``format_time`` renders entry timestamps in messages (default: ``iso_time``);
+        ``assistant_name`` is the ``userName`` whose entries are the assistant's own;
+        ``store_factory`` opens a collection as ``await store_factory(name, text_key, time_key)``
+        (default: ``SemanticStore.create`` with ``config``); ``config`` is the store settings used
+        by the default factory, ignored when ``store_factory`` is given.
+        """
         self.format_time = format_time or iso_time
         self.assistant_name = assistant_name
         self._factory = store_factory or (
@@ -61,7 +70,12 @@ class ContextStore:
         self.collections: dict[str, Any] = {}
 
     async def create_collection(self, name: str, text_key: str = "text", time_key: str = "timestamp") -> Any:
-        """Open a new collection through the store factory; an existing name is an error."""
+        """Open a new collection ``name`` through the store factory and return its store;
+        ``text_key`` and ``time_key`` are the entry keys holding the text and the timestamp.
+
+        Raises ValidationError when a collection named ``name`` already exists; the factory's own
+        errors (configuration, backend) propagate.
+        """
         if name in self.collections:
             raise ValidationError(f"Collection {name!r} already exists", field="name", operation="create_collection")
         store = await self._factory(name, text_key, time_key)
@@ -69,26 +83,37 @@ class ContextStore:
         return store
 
     async def get_or_create_collection(self, name: str, text_key: str = "text", time_key: str = "timestamp") -> Any:
+        """The store of collection ``name``, opened with ``create_collection(name, text_key,
+        time_key)`` first when there is none yet (``text_key`` and ``time_key`` only count then).
+        """
         if name in self.collections:
             return self.collections[name]
         return await self.create_collection(name, text_key, time_key)
 
     def get_collection(self, name: str) -> Any:
+        """The store of collection ``name``; raises DocumentNotFound when there is no such collection."""
         try:
             return self.collections[name]
         except KeyError:
             raise DocumentNotFound(f"Collection {name!r} does not exist", operation="get_collection") from None
 
     def collection_count(self) -> int:
+        """The number of open collections."""
         return len(self.collections)
 
     def list_collection_names(self) -> list[str]:
+        """The names of the open collections, in creation order."""
         return list(self.collections)
 
     async def get_all_related_documents(
         self, queries: Sequence[str], limit: int = 100, where: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """Every collection's ``get_most_relevant(queries, limit, where)``, in collection order."""
+        """Every collection's ``get_most_relevant(queries, limit, where)``, in collection order.
+
+        ``queries`` is one text or several (none: returns ``[]``); ``limit`` caps the entries per
+        collection; ``where`` is an optional metadata filter. Returns the entries as one list;
+        the stores' errors propagate.
+        """
         queries = [queries] if isinstance(queries, str) else list(queries)
         if not queries:
             return []
@@ -112,6 +137,13 @@ class ContextStore:
     ) -> list[dict[str, Any]]:
         """Chat messages, oldest first: recent entries, related entries and related images.
 
+        ``texts`` are the caller's queries (one string, several or none); ``recent_limit`` is how
+        many newest entries each collection contributes; ``query_limit`` caps the queries run
+        (the caller's texts first, then the newest recent texts); ``limit`` caps the related
+        entries per collection and query set, and the result at ``limit * collections * 2``
+        messages; ``format_assistant_messages`` formats the assistant's own entries like the
+        others' (``format_message``) instead of passing their text through.
+
         The original's algorithm (reference §7.4) with its bugs fixed:
 
         * the caller's ``texts`` are always queried; the remaining ``query_limit`` slots go
@@ -123,7 +155,7 @@ class ContextStore:
         Roles: the assistant's own entries (``userName == assistant_name``) are
         ``assistant``, or ``system`` when ``isThought``; everyone else is ``user``. Images
         (``metadata.type == "image"``, text = URL) become ``{"role", "content": caption,
-        "images": [url]}``.
+        "images": [url]}``. Returns the list of message dicts; the stores' errors propagate.
         """
         texts = [texts] if isinstance(texts, str) else list(texts or [])
         latest = await self.get_latest_documents(recent_limit)
@@ -161,6 +193,9 @@ class ContextStore:
         return {"role": role, "content": format_message(entry, self.format_time)}
 
     def format_message(self, entry: Mapping[str, Any], format_time: Callable[[int], str] | None = None) -> str:
+        """The module-level ``format_message(entry, format_time)``, with this store's
+        ``format_time`` when ``format_time`` is not given. Returns the line for ``entry``.
+        """
         return format_message(entry, format_time or self.format_time)
 
     async def cleanup(self) -> None:

@@ -12,7 +12,7 @@ from ._entries import content_hash, now_ms
 from ._errors import BackendUnavailable, EmbeddingMismatchError, MigrationError, SemanticStoreError
 from ._retry import backoff_ms
 from ._types import Record
-from .outbox.queue import describe_error, embed_records, upsert_records
+from .outbox.vectors import describe_error, embed_records, upsert_records
 
 if TYPE_CHECKING:
     from ._store import SemanticStore
@@ -32,14 +32,18 @@ class Copier:
     unreachable raises ``MigrationError``: what was written stays, and a rerun resumes."""
 
     def __init__(self, target: SemanticStore, *, max_retries: int | None = None) -> None:
+        """``target``: the open store written to. ``max_retries``: retries of a batch after a
+        connection error (default the store's ``vector_max_retries``). Raises nothing."""
         self.target = target
         self.max_retries = target.config.vector_max_retries if max_retries is None else max_retries
         self.retry_delay_ms = min(target.config.vector_retry_delay_ms, 1_000)
         self.counts = {"copied": 0, "vectors_copied": 0, "embedded": 0, "skipped": 0, "vectors_pending": 0}
 
     async def write(self, records: Sequence[Record], vectors: Mapping[str, Any]) -> dict[str, str]:
-        """Store copies of ``records``; ``vectors`` holds ready vectors by id. Returns the
-        error of each entry that could not be stored."""
+        """Store copies of ``records``; ``vectors`` holds ready vectors by id (the rest are
+        embedded). Returns the error message of each entry that could not be stored, by id.
+        Raises ``MigrationError`` when the target's primary store stays unreachable, and
+        ``EmbeddingMismatchError`` when its embedder answers in another space."""
         target = self.target
         now = now_ms()
         copies = [_copy_of(r, now) for r in records]

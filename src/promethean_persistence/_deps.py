@@ -10,6 +10,9 @@ from ._errors import MissingDependencyError
 
 
 def missing(module: str, *, extra: str, driver: str) -> MissingDependencyError:
+    """The MissingDependencyError for ``module`` needed by ``driver``: it names
+    ``pip install '...[extra]'`` with ``extra``.
+    """
     return MissingDependencyError(
         f"The {driver!r} driver needs the {module.split('.')[0]!r} package, which is not "
         f"installed. Install it with: pip install 'promethean-persistence[{extra}]'",
@@ -18,7 +21,9 @@ def missing(module: str, *, extra: str, driver: str) -> MissingDependencyError:
 
 
 def require(module: str, *, extra: str, driver: str) -> ModuleType:
-    """Import ``module`` or raise MissingDependencyError naming ``pip install '...[extra]'``."""
+    """Import ``module`` or raise MissingDependencyError naming ``driver`` and
+    ``pip install '...[extra]'`` with ``extra``. Returns the module.
+    """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -28,7 +33,9 @@ def require(module: str, *, extra: str, driver: str) -> ModuleType:
 
 
 def check_installed(*modules: str, extra: str, driver: str) -> None:
-    """Raise MissingDependencyError if a module is absent, without importing anything."""
+    """Raise MissingDependencyError if one of ``modules`` is absent, without importing anything;
+    the message names ``driver`` and the extra ``extra`` to install.
+    """
     for module in modules:
         if importlib.util.find_spec(module) is None:
             raise missing(module, extra=extra, driver=driver)

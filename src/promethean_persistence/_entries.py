@@ -7,7 +7,7 @@ import hashlib
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -22,17 +22,33 @@ MAX_EPOCH_MS = 8_640_000_000_000_000
 
 
 def now_ms() -> int:
+    """The current time in epoch milliseconds."""
     return time.time_ns() // 1_000_000
 
 
 def content_hash(text: str) -> str:
+    """The hash of ``text`` that a record's vector must represent."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def fingerprint(text_hash: str, model: str | None) -> str:
-    """What a vector was computed from: the embedded input's ``content_hash`` and the model.
-    Kept beside every vector (``FINGERPRINT_KEY``) so drift shows whatever caused it."""
-    return hashlib.blake2b(f"{model or ''}\n{text_hash}".encode(), digest_size=16).hexdigest()
+def fingerprinter(model: str | None) -> Callable[[str], str]:
+    """``fingerprint(text)``: what a vector of ``model`` computed from ``text`` (the embedded
+    input: a text, or an image's path or URL) is recorded with, beside the vector
+    (``FINGERPRINT_KEY``), so drift shows whatever caused it. One hash per text: the
+    model's part is hashed once."""
+    prefix = hashlib.blake2b(f"{model or ''}\n".encode(), digest_size=16)
+
+    def fingerprint(text: str) -> str:
+        h = prefix.copy()
+        h.update(text.encode("utf-8"))
+        return h.hexdigest()
+
+    return fingerprint
+
+
+def fingerprint(text: str, model: str | None) -> str:
+    """The fingerprint of a vector of ``model`` computed from ``text`` (see ``fingerprinter``)."""
+    return fingerprinter(model)(text)
 
 
 #: a legacy vector without a fingerprint, described by the text its backend kept
@@ -44,7 +60,9 @@ def _invalid(field: str, message: str) -> ValidationError:
 
 
 def to_epoch_ms(value: Any, field: str) -> int:
-    """Epoch ms from int/float ms, a datetime (naive = UTC) or an ISO-8601 string."""
+    """Epoch ms from ``value``: int/float ms, a datetime (naive = UTC) or an ISO-8601 string.
+    Raises ValidationError naming ``field`` for anything else.
+    """
     if isinstance(value, bool):
         raise _invalid(field, "a boolean is not a timestamp")
     if isinstance(value, (int, float)):
@@ -79,7 +97,10 @@ def _datetime_ms(value: datetime) -> int:
 
 
 def to_json_value(value: Any, field: str, depth: int = 0) -> Any:
-    """A JSON-compatible copy of ``value``; datetimes become ISO text."""
+    """A JSON-compatible copy of ``value``; datetimes become ISO text. ``field`` names the value
+    in errors and ``depth`` is the nesting level reached; raises ValidationError for values
+    that have no JSON form or nest too deep.
+    """
     if depth > MAX_DEPTH:
         raise _invalid(field, f"nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (str, bool, int)):
@@ -114,6 +135,10 @@ def _check_text(value: str, field: str) -> None:
 
 
 def validate_id(value: Any, field: str = "id") -> str:
+    """``value`` as an entry id (a string of 1 to MAX_ID_LENGTH characters).
+
+    Raises ValidationError naming ``field`` otherwise.
+    """
     if not isinstance(value, str):
         raise _invalid(field, f"id must be a str, got {type(value).__name__}")
     if not 1 <= len(value) <= MAX_ID_LENGTH:
@@ -130,7 +155,13 @@ def build_record(
     max_text_bytes: int,
     now: int | None = None,
 ) -> Record:
-    """Validate one input entry and return the Record to store (vector state not yet set)."""
+    """Validate one input ``entry`` and return the Record to store (vector state not yet set).
+
+    ``text_key`` and ``time_key`` are the entry keys of the text and the timestamp;
+    ``max_text_bytes`` caps the UTF-8 size of the text; ``now`` (epoch ms) is the timestamp of
+    an entry without one (default: the current time). Raises ValidationError for a malformed
+    entry.
+    """
     if not isinstance(entry, Mapping):
         raise _invalid("entry", f"an entry must be a mapping, got {type(entry).__name__}")
     entry_id = validate_id(entry["id"]) if entry.get("id") is not None else str(uuid.uuid4())
@@ -173,11 +204,12 @@ def build_record(
 
 
 def user_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A returned entry's metadata without the store-managed keys."""
+    """The metadata of a returned ``entry`` without the store-managed keys."""
     return {k: v for k, v in entry["metadata"].items() if k not in MANAGED_KEYS}
 
 
 def check_limit(limit: Any, field: str = "limit") -> int:
+    """``limit`` as a positive int; raises ValidationError naming ``field`` otherwise."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValidationError(f"{field} must be an int >= 1, got {limit!r}", field=field)
     return limit

@@ -57,6 +57,10 @@ class SemanticStoreError(Exception):
         driver: str | None = None,
         document_id: str | None = None,
     ) -> None:
+        """``message`` is the text of the error; ``operation``, ``driver`` and ``document_id`` say
+        where it happened (each optional, shown after the message as ``[operation=... driver=...
+        id=...]``).
+        """
         super().__init__(message)
         self.message = message
         self.operation = operation
@@ -103,6 +107,10 @@ class ValidationError(SemanticStoreError, ValueError):
     """An entry, filter or argument was rejected; nothing was written."""
 
     def __init__(self, message: str, *, field: str | None = None, **context: str | None) -> None:
+        """``message`` is the text of the error; ``field`` names the rejected field or argument, if
+        any; the other keywords (``operation``, ``driver``, ``document_id``) are as for
+        ``SemanticStoreError``.
+        """
         super().__init__(message, **context)
         self.field = field
 
@@ -134,6 +142,10 @@ class EmbeddingMismatchError(SemanticStoreError):
 
     @classmethod
     def between(cls, collection: str, stored: Manifest, model: str, dims: int | None) -> EmbeddingMismatchError:
+        """The error for opening collection ``collection``, whose ``stored`` manifest records another
+        embedding model or dimension, with model ``model`` of ``dims`` dimensions (None: not
+        known yet). Returns the error (with ``stored`` attached) for the caller to raise.
+        """
         size = f"{dims} dimensions" if dims is not None else "dimension not known yet"
         error = cls(
             f"Collection {collection!r} was built with embedding model {stored.embedding_model!r} "

@@ -37,6 +37,8 @@ MISSING: Any = _Missing()
 
 @dataclass(frozen=True, slots=True)
 class Cmp:
+    """A comparison: the metadata value at key ``path`` ``op`` (``eq``, ``gt``, ``in``...) ``value``."""
+
     path: tuple[str, ...]
     op: str  # one of COMPARISONS without the "$"
     value: Any
@@ -44,11 +46,15 @@ class Cmp:
 
 @dataclass(frozen=True, slots=True)
 class And:
+    """Every one of ``items`` matches."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
+    """At least one of ``items`` matches."""
+
     items: tuple[Node, ...]
 
 
@@ -128,7 +134,9 @@ def _parse(spec: Any) -> Node:
 
 
 def parse(spec: Mapping[str, Any] | None) -> Node | None:
-    """Check a filter and return its tree, or None for "match everything" (None or ``{}``)."""
+    """Check the filter ``spec`` and return its tree, or None for "match everything" (None or
+    ``{}``). Raises ValidationError for a malformed filter.
+    """
     if spec is None:
         return None
     if isinstance(spec, Mapping) and not spec:
@@ -137,6 +145,7 @@ def parse(spec: Mapping[str, Any] | None) -> Node | None:
 
 
 def lookup(metadata: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """The value at key ``path`` in ``metadata`` (nested mappings), or MISSING when absent."""
     value: Any = metadata
     for part in path:
         if not isinstance(value, Mapping) or part not in value:

@@ -36,7 +36,8 @@ _COMPARED = ("text", "timestamp", "metadata", "extra")
 
 
 def same_space(a: SemanticStore, b: SemanticStore) -> bool:
-    """Whether vectors of ``a`` can be used as they are by ``b`` (same model and size)."""
+    """Whether vectors of store ``a`` can be used as they are by store ``b`` (same model and
+    a known, equal dimension). Returns a bool; raises nothing."""
     space = (a.embedder.model, a.embedder.dimensions)
     return space == (b.embedder.model, b.embedder.dimensions) and None not in space
 
@@ -97,7 +98,22 @@ async def migrate(
     the target embeds the texts. Progress is checkpointed in the target after every batch,
     so a run that was interrupted (even by ``kill -9``) resumes where it stopped. At the end
     the two stores are compared (``validate``); entries changed meanwhile are copied again.
-    ``report["status"]`` is ``"ok"`` only if every entry arrived; failed ones are listed."""
+
+    ``batch_size``: entries per batch (an int ≥ 1). ``reembed``: ``"auto"`` (copy vectors
+    when the spaces match), True or ``"always"`` (the target embeds the texts), False or
+    ``"never"`` (copy, or fail when the spaces differ). ``resume``: continue from the
+    target's checkpoint of a run from the same source. ``verify``: compare the stores at the
+    end. ``progress``: True for a bar on stderr, a callable taking ``(done, total)``, or
+    False. ``sample_size``: entries whose vectors ``validate`` compares (None: all).
+
+    Returns a report dict: ``status`` is ``"ok"`` only if every entry arrived; with
+    ``total``, ``migrated``, ``indexed``, ``pending``, ``failed``, ``failed_ids``,
+    ``errors``, ``verification`` and timings. Raises ``MigrationError`` when ``source`` is
+    ``target``, vectors cannot be copied with ``reembed=False`` or the target stays
+    unreachable (what was written stays; a rerun resumes), ``ValidationError`` for a bad
+    ``batch_size`` or ``reembed``, ``EmbeddingMismatchError`` when the target's embedder
+    answers in another space than its collection's, and ``BackendUnavailable`` or
+    ``BackendRejected`` when a backend fails."""
     if source is target:
         raise MigrationError("source and target are the same store", operation="migrate")
     batch_size = check_limit(batch_size, "batch_size")
@@ -212,6 +228,8 @@ async def _vectors_of(source: SemanticStore, records: list[Record], copy: bool) 
 
 
 def describe(store: SemanticStore) -> dict[str, Any]:
+    """The ``store`` as reports name it: a dict of ``name``, ``primary``, ``vector``,
+    ``embedding_model`` and ``dimensions``. Raises nothing."""
     c = store.config
     return {
         "name": store.name,
@@ -270,11 +288,18 @@ async def validate(
     *,
     _repair: tuple[Copier, bool, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Compare two stores: every id, every entry's text, timestamp, metadata and extra fields,
-    and the target's vector for every entry that should have one. For a random sample of
-    ``sample_size`` entries (None: all) the vectors themselves are compared when both stores
-    share the embedding space. ``report["ok"]`` is True when nothing is missing or different
-    (``"exact"`` also requires no extra entries on the target)."""
+    """Compare two stores: every id, every entry's text, timestamp, metadata and extra
+    fields, and the target's vector for every entry that should have one. For a random
+    sample of ``sample_size`` entries (None: all) the vectors themselves are compared when
+    both stores share the embedding space. ``source`` and ``target`` are open stores;
+    ``_repair`` is internal (``migrate`` catching up) and left unset.
+
+    Returns a report dict: ``ok`` is True when nothing is missing or different (``exact``
+    also requires no extra entries on the target), with counts and up to 100 ids of each
+    kind (``missing``, ``extra``, ``mismatched``, ``vectors_missing``) and
+    ``vector_mismatches``. Raises ``ValidationError`` for a bad ``sample_size``,
+    ``MigrationError`` when a primary driver does not iterate in id order, and
+    ``BackendUnavailable`` or ``BackendRejected`` when a backend fails."""
     if sample_size is not None and (
         isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 0
     ):

@@ -13,7 +13,7 @@ import logging
 import tomllib
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,6 +41,11 @@ class MirrorStore:
         *,
         retry_delay_ms: int = 1_000,
     ) -> None:
+        """``old`` and ``new``: two open, different stores. ``read_from``: ``"old"`` or
+        ``"new"``, the side reads come from (its write errors are the caller's).
+        ``compare``: also ask the other side on reads and count differences.
+        ``retry_delay_ms``: base delay of the backoff retrying the other side's writes.
+        Raises ``ValidationError`` for another ``read_from`` or the same store twice."""
         if read_from not in ("old", "new"):
             raise ValidationError(f"read_from must be 'old' or 'new', got {read_from!r}", field="read_from")
         if old is new:
@@ -68,10 +73,12 @@ class MirrorStore:
 
     @property
     def text_key(self) -> str:
+        """The read side's text key (entries are translated for the other side)."""
         return self.reader.text_key
 
     @property
     def time_key(self) -> str:
+        """The read side's time key (entries are translated for the other side)."""
         return self.reader.time_key
 
     def __getattr__(self, name: str) -> Any:
@@ -88,12 +95,21 @@ class MirrorStore:
     # -- writes ---------------------------------------------------------------------------
 
     async def insert(self, entry: Mapping[str, Any]) -> str:
+        """``insert_many([entry])``: store ``entry`` on both sides and return its id; raises
+        what ``insert_many`` raises."""
         return (await self.insert_many([entry]))[0]
 
     add_entry = insert
 
     async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Write to the read side (its errors are raised), then to the other side."""
+        """Write ``entries`` (as for ``SemanticStore.insert_many``) to the read side, then
+        to the other side, with the same ids and times. A failure on the other side does not
+        fail the call: the write waits in an ordered retry queue (one it refuses for good is
+        counted in ``stats()["rejected"]``).
+
+        Returns the ids in input order. Raises ``ValidationError`` for a non-sequence and
+        whatever the read side's ``insert_many`` raises (``ValidationError``,
+        ``VectorWriteError``, ``BackendUnavailable`` or ``BackendRejected``)."""
         if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
             raise ValidationError("insert_many takes a sequence of entries", field="entries")
         pinned = [self._pin(e) for e in entries]  # the same id and time on both sides
@@ -103,12 +119,17 @@ class MirrorStore:
         return ids
 
     async def delete(self, id_: str) -> bool:
+        """Delete the entry ``id_`` on the read side, then on the other (retried there if it
+        fails). Returns whether it existed on the read side; raises what the read side's
+        ``delete`` raises."""
         existed = await self.reader.delete(id_)
         self._counts["writes"] += 1
         await self._mirror("delete", id_)
         return existed
 
     async def drop(self) -> None:
+        """Delete all data on the read side, then on the other (retried there if it fails).
+        Returns None; raises what the read side's ``drop`` raises."""
         await self.reader.drop()
         await self._mirror("drop", None)
 
@@ -206,9 +227,15 @@ class MirrorStore:
         log.warning("mirror mismatch in %s: %s", call, detail)
 
     async def get(self, id_: str) -> dict[str, Any] | None:
+        """The read side's entry ``id_`` or None, compared as in ``get_many``; raises what
+        ``SemanticStore.get`` raises."""
         return (await self.get_many([id_]))[0]
 
     async def get_many(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The read side's entries of ``ids`` (aligned, None where missing); with
+        ``compare``, entries whose id, text, time or metadata differ on the other side count
+        as a mismatch. Raises what the read side's ``get_many`` raises (the other side's
+        errors only count in ``stats()["compare_errors"]``)."""
         mine, theirs = await self._both("get_many", ids)
         if theirs is not None:
             differ = [i for i, a, b in zip(ids, mine, theirs) if _content(a) != _content(b)]
@@ -219,6 +246,10 @@ class MirrorStore:
     async def get_most_recent(
         self, limit: int = 10, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[dict[str, Any]]:
+        """The read side's ``get_most_recent(limit, filter, **kwargs)``: ``limit``, ``filter``
+        and the keywords as for ``SemanticStore.get_most_recent``. With ``compare``, a
+        different list of ids on the other side counts as a mismatch. Returns the entries;
+        raises what the read side raises."""
         mine, theirs = await self._both("get_most_recent", limit, filter, **kwargs)
         if theirs is not None and [e["id"] for e in mine] != [e["id"] for e in theirs]:
             self._mismatch("get_most_recent", f"ids differ for limit={limit}")
@@ -227,8 +258,11 @@ class MirrorStore:
     async def get_most_relevant(
         self, query_texts: str | Sequence[str], limit: int = 10, where: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[dict[str, Any]]:
-        """The read side's results; with ``compare``, the overlap of the two sides' result ids
-        is recorded (``stats()["mean_overlap"]``), a difference counts as a mismatch."""
+        """The read side's ``get_most_relevant(query_texts, limit, where, **kwargs)``:
+        ``query_texts``, ``limit``, ``where`` and the keywords as for
+        ``SemanticStore.get_most_relevant``. With ``compare``, the overlap of the two sides'
+        result ids is recorded (``stats()["mean_overlap"]``), a difference counts as a
+        mismatch. Returns the entries; raises what the read side raises."""
         mine, theirs = await self._both("get_most_relevant", query_texts, limit, where, **kwargs)
         if theirs is not None:
             a, b = {e["id"] for e in mine}, {e["id"] for e in theirs}
@@ -239,6 +273,8 @@ class MirrorStore:
         return cast(list[dict[str, Any]], mine)
 
     async def count(self) -> int:
+        """The read side's number of entries; with ``compare``, a different count on the
+        other side is a mismatch. Raises what the read side's ``count`` raises."""
         mine, theirs = await self._both("count")
         if theirs is not None and mine != theirs:
             self._mismatch("count", f"{self.reader.name}: {mine}, {self.other.name}: {theirs}")
@@ -248,11 +284,15 @@ class MirrorStore:
 
     @property
     def mismatches(self) -> int:
-        """Reads whose answers differed between the two stores (with ``compare``)."""
+        """How many reads had answers that differed between the two stores (with
+        ``compare``)."""
         return self._counts["mismatches"]
 
     def stats(self) -> dict[str, Any]:
-        """Mirror counters: writes, deferred and pending writes, comparisons and overlap."""
+        """Mirror counters: ``writes``, ``mirrored``, ``deferred``, ``retried``,
+        ``rejected``, ``pending`` (writes the other side still owes), ``reads_compared``,
+        ``mismatches``, ``compare_errors``, ``mean_overlap`` and up to 100 ``rejected_ids``.
+        Returns a dict; raises nothing."""
         overlaps = self._overlaps
         return {
             "read_from": self.read_from,
@@ -264,16 +304,21 @@ class MirrorStore:
         }
 
     def get_queue_stats(self) -> dict[str, Any]:
+        """The read side's ``get_queue_stats()`` with this mirror's ``stats()`` under
+        ``mirror``. Returns a dict; raises nothing."""
         return {**self.reader.get_queue_stats(), "mirror": self.stats()}
 
-    async def flush(self) -> None:
-        """Retry the other side's backlog now, then flush both stores."""
+    async def flush(self, *, progress: Callable[[int, int], None] | None = None) -> None:
+        """Retry the other side's backlog once now, then flush both stores. ``progress``:
+        called with ``(done, total)`` for the read side's work, as in
+        ``SemanticStore.flush``. Returns None; raises what either store's ``flush`` raises."""
         await self._retry_backlog(once=True)
-        await asyncio.gather(self.reader.flush(), self.other.flush())
+        await asyncio.gather(self.reader.flush(progress=progress), self.other.flush())
 
     async def cleanup(self) -> None:
         """Try the backlog once more, then close both stores. Writes the other side still
-        owes are logged by id: ``semantic-store migrate`` copies them over later."""
+        owes are logged by id: ``semantic-store migrate`` copies them over later. Returns
+        None; raises nothing of its own (``SemanticStore.cleanup`` logs what fails)."""
         try:
             await self._retry_backlog(once=True)
         finally:
@@ -302,7 +347,10 @@ def _content(entry: dict[str, Any] | None) -> Any:
 
 
 def mirror_settings(path: str | Path, profile: str | None) -> dict[str, Any] | None:
-    """The ``mirror`` table of a profile (``[profiles.NAME.mirror]``), or None."""
+    """The ``mirror`` table of the ``profile`` (``[profiles.NAME.mirror]``) in the TOML
+    file at ``path``, or None (also for a None ``profile``). Returns a dict with ``old``,
+    ``new`` and optionally ``read_from`` and ``compare``; raises ``ConfigurationError`` for
+    an unreadable file or a malformed table."""
     if profile is None:
         return None
     try:
@@ -330,7 +378,13 @@ async def open_store(
     profile: str | None = None,
 ) -> SemanticStore | MirrorStore:
     """The store a CLI invocation works on: a plain store, or a MirrorStore when the profile
-    is a ``mirror`` of two other profiles of the same file."""
+    is a ``mirror`` of two other profiles of the same file.
+
+    ``name``, ``text_key`` and ``time_key``: as for ``SemanticStore.create``.
+    ``config_file``: a TOML file of settings (None: environment and defaults). ``profile``:
+    the profile of that file to use. Returns the open store; raises
+    ``ConfigurationError`` for a bad file or profile, and what ``SemanticStore.create``
+    raises."""
     settings = mirror_settings(config_file, profile) if config_file else None
     if settings is None or config_file is None:
         config = StoreConfig.from_file(config_file, profile) if config_file else None

@@ -27,11 +27,19 @@ async def reembed(
     keep_old: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Re-embed store ``name`` into ``model`` (default: the configured embedding model).
+    """Re-embed store ``name`` into ``model`` (default: the configured embedding model),
+    opening and closing the store around the call.
 
-    If the configuration already names the new model, the store is opened with the model
-    its manifest records, so changing ``EMBEDDING_FUNCTION`` and running this moves the data.
-    """
+    If the configuration already names the new model, the store is opened with the model its
+    manifest records, so changing ``EMBEDDING_FUNCTION`` and running this moves the data.
+    ``embedding_driver``: the new model's embedding driver (default: the configured one).
+    ``text_key``, ``time_key`` and ``config``: as for ``SemanticStore.create``.
+    ``batch_size``, ``keep_old`` and ``progress``: as for ``SemanticStore.reembed``.
+
+    Returns ``SemanticStore.reembed``'s report. Raises what ``SemanticStore.create`` and
+    ``SemanticStore.reembed`` raise (``ConfigurationError``, ``ValidationError``,
+    ``EmbeddingError``, ``EmbeddingMismatchError``, ``BackendUnavailable`` or
+    ``BackendRejected``)."""
     resolved = StoreConfig.resolve(config)
     try:
         store = await SemanticStore.create(name, text_key, time_key, resolved)

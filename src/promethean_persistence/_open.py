@@ -26,7 +26,8 @@ log = logging.getLogger("promethean_persistence")
 
 
 def check_names(name: Any, text_key: Any, time_key: Any) -> None:
-    """Refuse an empty or non-str store name or key, and equal keys."""
+    """Refuse an empty or non-str store ``name``, ``text_key`` or ``time_key``, and equal
+    keys. Returns None; raises ``ValidationError`` naming the bad field."""
     for field, value in (("name", name), ("text_key", text_key), ("time_key", time_key)):
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"{field} must be a non-empty str, got {value!r}", field=field)
@@ -35,16 +36,23 @@ def check_names(name: Any, text_key: Any, time_key: Any) -> None:
 
 
 def vector_for(vector: VectorDriver, config: StoreConfig, collection: str) -> VectorDriver:
-    """A driver like ``vector`` (same class and settings) for another collection."""
+    """A driver like ``vector`` (same class, ``config``'s settings) for the vector
+    ``collection``, not opened. Returns it; raises ``ConfigurationError`` for bad settings."""
     return type(vector).for_collection(config, collection)
 
 
 async def open_drivers(
     primary: PrimaryDriver, vector: VectorDriver, config: StoreConfig, text_key: str, time_key: str, opened: list[Any]
 ) -> tuple[VectorDriver, Manifest | None]:
-    """Open the primary, then the vector driver for the collection the primary names (a
-    re-embedded one, or the original's alias); return it with the stored manifest. What
-    was opened is appended to ``opened`` (closed by the caller on failure)."""
+    """Open the ``primary``, then the ``vector`` driver (or one like it, built from
+    ``config``) for the collection the primary names (a re-embedded one, or the original's
+    alias). Drivers that keep the original's field names are told ``text_key`` and
+    ``time_key`` first. What was opened is appended to ``opened`` (closed by the caller on
+    failure).
+
+    Returns the opened vector driver and the stored manifest (None before the first).
+    Raises ``MissingDependencyError``, ``BackendUnavailable`` or ``BackendRejected`` from the
+    drivers' ``open``."""
     for driver in (primary, vector):  # drivers that keep the original's field names
         if driver.capabilities.field_names:
             cast(FieldNames, driver).use_keys(text_key, time_key)
@@ -64,7 +72,8 @@ async def open_drivers(
 
 
 def manifest_of(store: SemanticStore) -> Manifest:
-    """The manifest of the store's current embedding space."""
+    """The manifest of ``store``'s current embedding space (its embedder's dimension must
+    be known). Returns a ``Manifest``; raises nothing."""
     embedder = store.embedder
     assert embedder.dimensions is not None
     return Manifest(
@@ -77,7 +86,14 @@ def manifest_of(store: SemanticStore) -> Manifest:
 
 
 async def check_manifest(store: SemanticStore, stored: Manifest | None) -> None:
-    """Refuse another embedding space than the collection's; record it on first use."""
+    """Refuse another embedding space than the collection's; record it on first use.
+
+    ``store``: the store being opened. ``stored``: the manifest read from its primary store
+    (None before the first). An embedder of unknown dimension is probed (if it cannot answer
+    yet, the manifest is deferred: ``settle_manifest``). Returns None; raises
+    ``EmbeddingMismatchError`` when the model or dimension differs from the manifest or from
+    vectors already stored, and the primary store's ``BackendUnavailable``/
+    ``BackendRejected``."""
     embedder: Embedder = store.embedder
     dims = embedder.dimensions
     if stored is not None:
@@ -110,7 +126,8 @@ async def check_manifest(store: SemanticStore, stored: Manifest | None) -> None:
 
 
 async def settle_manifest(store: SemanticStore) -> None:
-    """Write the manifest deferred at open, once the embedder has told its dimension."""
+    """Write ``store``'s manifest deferred at open, once the embedder has told its
+    dimension (else nothing happens). Returns None; raises what ``check_manifest`` raises."""
     if store._manifest_pending and store.embedder.dimensions is not None:
         store._manifest_pending = False
         await check_manifest(store, await store.primary.get_manifest())

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _filters
-from .outbox.queue import QueueProgress
 
 if TYPE_CHECKING:
     from ._config import StoreConfig
@@ -20,6 +19,37 @@ if TYPE_CHECKING:
 
 ID_CHUNK = 500  #: ids per primary round trip
 _PENDING = _filters.parse({"vectorStatus": "pending"})
+
+
+class QueueProgress:
+    """Reports ``(done, total)`` of a queue's work to ``progress`` while a flush runs."""
+
+    def __init__(self, queue: VectorWriteQueue, progress: Callable[[int, int], None] | None) -> None:
+        """Start reporting ``queue``'s work to ``progress`` (None: nothing is reported) every
+        quarter second, on the running loop, until ``stop``. Raises nothing."""
+        self._queue = queue
+        self._progress = progress
+        self._start = queue.total_written + queue.total_failed
+        self._total = queue.outstanding()
+        self._task = asyncio.get_running_loop().create_task(self._run()) if progress else None
+
+    def _report(self) -> None:
+        done = self._queue.total_written + self._queue.total_failed - self._start
+        self._total = max(self._total, done + self._queue.outstanding())
+        if self._progress is not None and self._total:
+            self._progress(min(done, self._total), self._total)
+
+    async def _run(self) -> None:
+        while True:
+            self._report()
+            await asyncio.sleep(0.25)
+
+    def stop(self) -> None:
+        """End the reports with a full bar. Returns None."""
+        if self._task is not None:
+            self._task.cancel()
+            if self._progress is not None and self._total:
+                self._progress(self._total, self._total)
 
 
 class OutboxFront:
@@ -37,7 +67,9 @@ class OutboxFront:
         async def settle(self) -> None: ...
 
     def get_queue_stats(self) -> dict[str, Any]:
-        """Counters and settings of this store's vector write queue."""
+        """Counters and settings of this store's vector write queue: ``queue_length``,
+        ``processing``, ``pending``, ``failed``, ``total_written``, ``total_failed``,
+        ``batches``, ``last_flush_at`` and ``config``. Returns a dict; raises nothing."""
         return self._queue.stats()
 
     get_chroma_queue_stats = get_queue_stats
@@ -47,7 +79,11 @@ class OutboxFront:
         outstanding in the outbox (pending writes, failed writes with retries left,
         tombstones) one attempt now, without waiting for its retry time.
 
-        ``progress``: called with ``(done, total)`` writes as the work goes on."""
+        ``progress``: called with ``(done, total)`` writes as the work goes on.
+
+        Returns None once every write had its attempt (some may have failed: see
+        ``vector_counts``). Raises ``SemanticStoreError`` once the store is closed, and the
+        primary store's ``BackendUnavailable``/``BackendRejected``."""
         self._check_open()
         tracker = QueueProgress(self._queue, progress)
         try:
@@ -74,7 +110,10 @@ class OutboxFront:
         """Entries by vector state, read from the primary store: ``indexed`` (vector
         written), ``pending``, ``failed`` and ``skipped`` (no vector wanted).
 
-        ``ids``: count only these entries (a bulk job's own); None counts the whole store."""
+        ``ids``: count only these entries (a bulk job's own); None counts the whole store.
+
+        Returns a dict of the four counts. Raises the primary store's
+        ``BackendUnavailable``/``BackendRejected``."""
         await self.settle()
         names = {"synced": "indexed", "pending": "pending", "failed": "failed", "skipped": "skipped"}
         counts = dict.fromkeys(names.values(), 0)

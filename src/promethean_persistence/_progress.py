@@ -11,6 +11,7 @@ class Progress:
     """Call with ``(done, total)``; draws only when stderr is a terminal."""
 
     def __init__(self, label: str, enabled: bool = True) -> None:
+        """``label`` prefixes the bar; ``enabled`` False draws nothing."""
         self.label = label
         self.enabled = enabled and sys.stderr.isatty()
         self.started = time.perf_counter()
@@ -30,7 +31,9 @@ class Progress:
 
 
 def progress_callback(progress: bool | Callable[[int, int], None] | None, label: str) -> Callable[[int, int], None]:
-    """``True``: a bar on stderr; a callable: itself; ``False``/None: nothing."""
+    """The ``(done, total)`` callback for ``progress``: ``True``, a bar on stderr labelled
+    ``label``; a callable: itself; ``False``/None: nothing.
+    """
     if callable(progress):
         return progress
     return Progress(label) if progress else (lambda done, total: None)

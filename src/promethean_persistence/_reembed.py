@@ -25,7 +25,7 @@ from ._open import vector_for
 from ._policy import supports_images, wants_vector
 from ._types import Manifest, Record, VectorState
 from .drivers.base import ProbingEmbedder
-from .outbox.queue import embed_records, upsert_records
+from .outbox.vectors import embed_records, upsert_records
 
 if TYPE_CHECKING:
     from ._store import SemanticStore
@@ -41,6 +41,9 @@ Progress = Callable[[int, int], None]
 
 
 def target_collection(store: SemanticStore, model: str, dims: int) -> str:
+    """The name of ``store``'s side collection for the embedding space of ``model`` and
+    ``dims``: ``{name}__re_{hash}``, the same for every run into that space (so a run
+    resumes). Returns the name; raises nothing."""
     digest = hashlib.blake2b(f"{model}\0{dims}".encode(), digest_size=4).hexdigest()
     return f"{store.name}__re_{digest}"
 
@@ -54,7 +57,16 @@ async def run(
     keep_old: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Move ``store`` to ``embedder``'s vector space; see the module docstring."""
+    """Move ``store`` to ``embedder``'s vector space; see the module docstring.
+
+    ``driver``: the embedding driver name recorded in the manifest. ``batch_size``: entries
+    embedded per batch. ``keep_old``: keep the old vector collection after the switch.
+    ``progress``: called with ``(embedded, total)`` after each batch.
+
+    Returns the report of ``SemanticStore.reembed``. Raises ``EmbeddingError`` when the
+    store has no manifest yet or the model fails, ``EmbeddingMismatchError`` when the vector
+    store cannot hold the new dimension, and ``BackendUnavailable`` or ``BackendRejected``
+    (an interrupted run resumes)."""
 
     started = time.perf_counter()
     primary = store.primary

@@ -51,7 +51,11 @@ _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}
 
 
 def register(kind: Kind, name: str, target: str | type) -> None:
-    """Register a driver class (or a ``"module:Class"`` string) under ``name``."""
+    """Register a driver class (or a ``"module:Class"`` string) ``target`` under ``name`` for
+    ``kind`` (``"primary"``, ``"vector"`` or ``"embedding"``); a later registration of the
+    same name replaces it. Returns nothing and raises nothing: the target is imported only
+    when the driver is used.
+    """
     _REGISTERED[kind][name] = target
 
 
@@ -65,7 +69,9 @@ def known(kind: Kind) -> list[str]:
 
 
 def check(kind: Kind, name: str) -> str:
-    """Return ``name`` if a driver is registered under it, else raise with a hint."""
+    """Return ``name`` if a ``kind`` driver is registered under it (or it is a
+    ``"module:Class"`` string), else raise UnknownDriverError with a hint.
+    """
     if name in _BUILTIN[kind] or name in _REGISTERED[kind] or ":" in name:
         return name
     names = known(kind)
@@ -112,7 +118,11 @@ def config_model(name: str) -> type[Any] | None:
 
 
 def build(kind: Kind, config: StoreConfig, collection: str | None = None) -> Any:
-    """The configured ``kind`` driver, constructed (not opened) for ``collection``."""
+    """The configured ``kind`` driver, constructed (not opened) from ``config`` for
+    ``collection`` (ignored for embedders). Raises UnknownDriverError for an unknown driver
+    name, and whatever the driver's ``from_config`` raises (ConfigurationError,
+    MissingDependencyError).
+    """
     name = {"primary": config.primary_driver, "vector": config.vector_driver, "embedding": config.embedding_driver}[
         kind
     ]
@@ -121,7 +131,11 @@ def build(kind: Kind, config: StoreConfig, collection: str | None = None) -> Any
 
 
 def load(kind: Kind, name: str) -> type[Any]:
-    """Return the driver class registered as ``name``; its module is imported only now."""
+    """Return the ``kind`` driver class registered as ``name``; its module is imported only now.
+
+    Raises UnknownDriverError for an unknown name, and ImportError or AttributeError when the
+    registered target cannot be imported.
+    """
     check(kind, name)
     target = (
         _REGISTERED[kind].get(name)

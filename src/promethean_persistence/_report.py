@@ -4,15 +4,15 @@ the vector store really holds, by fingerprint."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ._entries import TEXT_FINGERPRINT, check_limit, content_hash, fingerprint, validate_id
+from ._entries import TEXT_FINGERPRINT, check_limit, content_hash, fingerprinter, validate_id
 from ._errors import DocumentNotFound
 from ._retry import backoff_ms
 from ._types import Record
 from .drivers.base import Dedupe
-from .outbox.queue import consume
+from .outbox.vectors import consume
 
 if TYPE_CHECKING:
     from .drivers.base import Embedder, PrimaryDriver, VectorDriver
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .outbox.queue import VectorWriteQueue
 
 ID_CHUNK = 500  #: ids per vector-store round trip
+_ABSENT = object()  #: no vector for this id
+SCAN_CHUNK = 2000  #: records per primary round trip of a whole-store report
 
 
 class Consistency:
@@ -40,24 +42,29 @@ class Consistency:
 
     async def _fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
         found: dict[str, str | None] = {}
-        for start in range(0, len(ids), ID_CHUNK):
-            found.update(await self.vector.fingerprints(ids[start : start + ID_CHUNK]))
+        for start in range(0, len(ids), SCAN_CHUNK):
+            found.update(await self.vector.fingerprints(ids[start : start + SCAN_CHUNK]))
         return found
 
-    def _is_stale(self, record: Record, stored: str | None) -> bool:
-        """The vector was computed from another input or model than the record's current one."""
-        text_hash = content_hash(record.text)
+    def _is_stale(self, record: Record, stored: str | None, fingerprint: Callable[[str], str]) -> bool:
+        """The vector was computed from another input or model than the record's current one
+        (``fingerprint``: the store model's ``fingerprinter``)."""
         if stored is None:  # written before fingerprints: what the record says it embedded
-            return record.content_hash != text_hash or record.embedding_model not in (
+            return record.content_hash != content_hash(record.text) or record.embedding_model not in (
                 self.embedder.model,
                 None if record.legacy else self.embedder.model,
             )
         if stored.startswith(TEXT_FINGERPRINT):  # legacy vector: the text its backend kept
-            return stored[len(TEXT_FINGERPRINT) :] != text_hash
-        return stored != fingerprint(text_hash, self.embedder.model)
+            return stored[len(TEXT_FINGERPRINT) :] != content_hash(record.text)
+        return stored != fingerprint(record.text)
 
     async def check_consistency(self, id_: str) -> dict[str, Any]:
-        """Whether the entry and its vector exist, asking the vector store itself."""
+        """Whether the entry ``id_`` and its vector exist, asking the vector store itself.
+
+        Returns a dict: ``has_document``, ``has_vector``, ``vector_status``,
+        ``vector_write_success`` and ``vector_write_error`` (None without a document).
+        Raises ``ValidationError`` for a bad id, and ``BackendUnavailable`` or
+        ``BackendRejected`` when a backend fails."""
         await self.settle()
         validate_id(id_)
         [record] = await self.primary.get([id_])
@@ -70,12 +77,21 @@ class Consistency:
             "vector_write_error": record.vector_error if record else None,
         }
 
-    async def _records(self, limit: int | None) -> AsyncIterator[list[Record]]:
-        if limit is None:
-            async for batch in self.primary.iterate(ID_CHUNK):
-                yield batch
-        else:
-            yield await self.primary.most_recent(check_limit(limit), include_empty=True)
+    async def _records(self, limit: int | None) -> AsyncIterator[tuple[list[Record], dict[str, str | None]]]:
+        """Batches of records with their vectors' fingerprints; the next batch is read from
+        the primary while the vector store answers for this one."""
+
+        async def newest(n: int) -> AsyncIterator[list[Record]]:
+            yield await self.primary.most_recent(n, include_empty=True)
+
+        batches = self.primary.iterate(SCAN_CHUNK) if limit is None else newest(check_limit(limit))
+        upcoming = asyncio.ensure_future(anext(batches, None))
+        try:
+            while (batch := await upcoming) is not None:
+                upcoming = asyncio.ensure_future(anext(batches, None))
+                yield batch, await self._fingerprints([r.id for r in batch])
+        finally:
+            upcoming.cancel()
 
     async def _scan(self, limit: int | None) -> dict[str, Any]:
         """Classify records against the vector store's actual contents."""
@@ -95,59 +111,72 @@ class Consistency:
             "atomic_vector_writes": self._atomic,
         }
         ids: dict[str, list[Record]] = {k: [] for k in ("missing", "failed", "stale", "pending", "unwanted")}
+        missing, failed, stale, pending, unwanted = (
+            ids[k] for k in ("missing", "failed", "stale", "pending", "unwanted")
+        )
         record_ids: set[str] = set()
-        async for batch in self._records(limit):
-            present = await self._fingerprints([r.id for r in batch])
+        fingerprint = fingerprinter(self.embedder.model)
+        total = consistent = skipped = legacy = 0
+        async for batch, present in self._records(limit):
+            total += len(batch)
+            if limit is None:
+                record_ids.update(r.id for r in batch)
             for r in batch:
-                if limit is None:
-                    record_ids.add(r.id)
-                has = r.id in present
-                report["total_documents"] += 1
-                report["legacy"] += r.legacy  # written by the original package
-                ok = False
                 status = r.vector_status
-                if r.legacy and status == "synced" and not self._planner.wants_vector(r):
-                    status = "skipped"  # e.g. an image the original skipped but called a success
-                if status == "skipped":
-                    report["skipped"] += 1
-                    ok = not has
-                    if has:
-                        report["stale_vectors"] += 1
-                        ids["unwanted"].append(r)
-                elif status == "synced":
-                    if not has:
-                        report["missing_vectors"] += 1
-                        ids["missing"].append(r)
-                    elif self._is_stale(r, present[r.id]):
-                        report["stale_vectors"] += 1
-                        ids["stale"].append(r)
+                if r.legacy:  # written by the original package
+                    legacy += 1
+                    if status == "synced" and not self._planner.wants_vector(r):
+                        status = "skipped"  # e.g. an image the original skipped but called a success
+                if status == "synced":
+                    stored = present.get(r.id, _ABSENT)
+                    if stored is _ABSENT:
+                        missing.append(r)
+                    elif not self._is_stale(r, cast("str | None", stored), fingerprint):
+                        consistent += 1
                     else:
-                        ok = True
+                        stale.append(r)
+                elif status == "skipped":
+                    skipped += 1
+                    if r.id in present:
+                        unwanted.append(r)
+                    else:
+                        consistent += 1
                 elif status == "pending":
-                    report["pending"] += 1
-                    ids["pending"].append(r)
+                    pending.append(r)
                 else:
-                    report["failed"] += 1
-                    ids["failed"].append(r)
-                    report["vector_write_failures"].append(
-                        {
-                            "id": r.id,
-                            "error": r.vector_error,
-                            "timestamp": r.vector_updated_at,
-                            "attempts": r.vector_attempts,
-                        }
-                    )
-                report["consistent_documents"] += ok
+                    failed.append(r)
+        report.update(
+            total_documents=total,
+            consistent_documents=consistent,
+            missing_vectors=len(missing),
+            pending=len(pending),
+            failed=len(failed),
+            skipped=skipped,
+            stale_vectors=len(stale) + len(unwanted),
+            legacy=legacy,
+            vector_write_failures=[
+                {"id": r.id, "error": r.vector_error, "timestamp": r.vector_updated_at, "attempts": r.vector_attempts}
+                for r in failed
+            ],
+        )
         report["inconsistent_documents"] = report["total_documents"] - report["consistent_documents"]
         orphans: list[str] = []
         if limit is None:
-            async for vector_ids in self.vector.iter_ids(ID_CHUNK):
+            async for vector_ids in self.vector.iter_ids(SCAN_CHUNK):
                 orphans += [i for i in vector_ids if i not in record_ids]
             report["orphaned_vectors"] = len(orphans)
         return {"report": report, "ids": ids, "orphans": orphans}
 
     async def get_consistency_report(self, limit: int | None = 100) -> dict[str, Any]:
-        """Check the ``limit`` newest entries (all if None) against the vector store."""
+        """Check the ``limit`` newest entries (all of them if None, which also counts orphan
+        vectors) against what the vector store really holds, by fingerprint.
+
+        Returns a report dict: ``total_documents``, ``consistent_documents``,
+        ``inconsistent_documents``, ``missing_vectors``, ``pending``, ``failed``,
+        ``skipped``, ``stale_vectors``, ``orphaned_vectors``, ``legacy``,
+        ``vector_write_failures`` (id, error, time, attempts) and ``atomic_vector_writes``.
+        Raises ``ValidationError`` for a bad ``limit``, and ``BackendUnavailable`` or
+        ``BackendRejected`` when a backend fails."""
         await self.settle()
         report: dict[str, Any] = (await self._scan(limit))["report"]
         return report
@@ -155,7 +184,13 @@ class Consistency:
     async def repair(self, dry_run: bool = False, dedupe: bool = False) -> dict[str, Any]:
         """Re-queue missing, failed, stale and stuck vectors; delete orphan vectors. With
         ``dedupe``, also delete older duplicates of an id (the original package inserted
-        without upserting; reads already show only the newest)."""
+        without upserting; reads already show only the newest) where the primary driver can.
+        With ``dry_run``, only count what would be done.
+
+        Returns a dict: ``dry_run``, ``missing``, ``failed``, ``stale``, ``pending``,
+        ``requeued``, ``orphans_deleted``, ``duplicates_removed``, ``requeued_ids`` and
+        ``deleted_ids`` (the re-queued work runs in the background: ``flush`` waits for it).
+        Raises ``BackendUnavailable`` or ``BackendRejected`` when a backend fails."""
         self._check_open()
         await self._queue.flush()
         await self.settle()
@@ -192,7 +227,11 @@ class Consistency:
         }
 
     async def retry_vector_write(self, id_: str, max_retries: int = 3) -> bool:
-        """Write this entry's vector now, up to ``max_retries`` attempts; True on success."""
+        """Write the vector of the entry ``id_`` now, up to ``max_retries`` attempts (with
+        backoff between them). Returns True when it landed (or the entry wants no vector),
+        False otherwise. Raises ``ValidationError`` for a bad id, ``DocumentNotFound`` when
+        there is no such entry, and the primary store's ``BackendUnavailable``/
+        ``BackendRejected``."""
         self._check_open()
         validate_id(id_)
         for attempt in range(1, max(max_retries, 0) + 1):

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _filters, _open, _registry
+from . import _open, _registry
 from ._config import StoreConfig
-from ._entries import build_record, check_limit, now_ms, to_epoch_ms, validate_id
+from ._entries import build_record, now_ms, validate_id
 from ._errors import EmbeddingMismatchError, SemanticStoreError, ValidationError, VectorWriteError
 from ._outbox_front import OutboxFront
 from ._policy import supports_images
+from ._reads import Reads
 from ._report import Consistency
-from ._search import Search
+from ._switching import EmbeddingSpace
 from ._types import Manifest, Record
 from .drivers.base import Embedder, PrimaryDriver, VectorDriver
 from .outbox.planner import Job, Planner
-from .outbox.queue import VectorWriteQueue, consume
+from .outbox.queue import VectorWriteQueue
 from .outbox.strict import StrictWrites, shares_transactions
+from .outbox.vectors import consume
 from .outbox.worker import OutboxWorker
 from .outbox.writer import OutboxWriter
 
@@ -32,7 +34,7 @@ __all__ = ["DualStoreManager", "SemanticStore", "SemanticStoreFactory"]
 log = logging.getLogger("promethean_persistence")
 
 
-class SemanticStore(Search, OutboxFront, Consistency):
+class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
     """Documents in a primary store, their embeddings in a vector store, kept consistent.
 
     >>> store = await SemanticStore.create("notes", config={"primaryDriver": "memory",
@@ -41,6 +43,10 @@ class SemanticStore(Search, OutboxFront, Consistency):
     >>> [e["text"] for e in await store.get_most_relevant("hello")]
     ['hello world']
     >>> await store.cleanup()
+
+    Every method raises ``SemanticStoreError`` once the store is closed (``cleanup``), and
+    ``BackendUnavailable`` or ``BackendRejected`` (``DriverError``) when a backend fails; the
+    methods name their other errors.
     """
 
     def __init__(
@@ -53,7 +59,12 @@ class SemanticStore(Search, OutboxFront, Consistency):
         vector: VectorDriver,
         embedder: Embedder,
     ) -> None:
-        """Use ``create`` or ``from_drivers``: they open the drivers and check the manifest."""
+        """Use ``create`` or ``from_drivers``: they open the drivers and check the manifest.
+
+        ``name``: the store's name (its collection is ``{agent_name}_{name}``). ``text_key``
+        and ``time_key``: the entry keys of the text and the time. ``config``: the resolved
+        ``StoreConfig``. ``primary``, ``vector`` and ``embedder``: opened drivers. Raises
+        nothing."""
         self.base_name = name
         self.name = config.collection_name(name)  #: ``{agent_name}_{name}``, as the original
         self.text_key = text_key
@@ -89,7 +100,6 @@ class SemanticStore(Search, OutboxFront, Consistency):
             embedder=embedder,
             batch_size=config.vector_batch_size,
             flush_interval_ms=config.vector_flush_interval_ms,
-            timeout_ms=config.vector_timeout_ms,
             collection=self.name,
         )
         self._strict = StrictWrites(
@@ -126,7 +136,17 @@ class SemanticStore(Search, OutboxFront, Consistency):
         embedder: Embedder | None = None,
     ) -> SemanticStore:
         """Open (creating if needed) the store ``name``; config beats env beats defaults.
-        ``embedder``: an embedder instance to use instead of the configured one."""
+
+        ``name``: the store's name (its collection is ``{agent_name}_{name}``). ``text_key``
+        and ``time_key``: the entry keys of the text and the time (they must differ).
+        ``config``: a ``StoreConfig``, a mapping of settings, or None (environment and
+        defaults). ``embedder``: an embedder instance to use instead of the configured one.
+
+        Returns the open store. Raises ``ValidationError`` for an empty name or key,
+        ``ConfigurationError`` (``UnknownDriverError``, ``MissingDependencyError``) for bad
+        settings or a driver whose package is missing, ``EmbeddingMismatchError`` when the
+        collection was built with another model or dimension, and ``BackendUnavailable`` or
+        ``BackendRejected`` when a backend cannot be opened."""
         _open.check_names(name, text_key, time_key)
         resolved = StoreConfig.resolve(config)
         collection = resolved.collection_name(name)
@@ -140,7 +160,6 @@ class SemanticStore(Search, OutboxFront, Consistency):
             vector=_registry.build("vector", resolved, collection),
         )
 
-    @classmethod
     @classmethod
     async def from_drivers(
         cls,
@@ -156,8 +175,12 @@ class SemanticStore(Search, OutboxFront, Consistency):
         """Open a store on driver instances you built yourself (custom clients, test doubles).
 
         ``name``, ``text_key``, ``time_key`` and ``config`` are as for ``create``; ``primary``,
-        ``vector`` and ``embedder`` are unopened drivers. Raises ``EmbeddingMismatchError``
-        when the collection was built with another model or dimension."""
+        ``vector`` and ``embedder`` are unopened drivers (closed again if opening fails).
+
+        Returns the open store. Raises ``ValidationError`` for an empty name or key,
+        ``ConfigurationError`` for bad settings, ``EmbeddingMismatchError`` when the collection
+        was built with another model or dimension, and ``BackendUnavailable`` or
+        ``BackendRejected`` when a driver cannot be opened."""
         _open.check_names(name, text_key, time_key)
         resolved = config if isinstance(config, StoreConfig) else StoreConfig.resolve(config)
         opened: list[Any] = [embedder]
@@ -178,11 +201,16 @@ class SemanticStore(Search, OutboxFront, Consistency):
         return store
 
     def manifest(self) -> Manifest:
-        """The collection manifest of this store's current embedding space."""
+        """The collection manifest of this store's current embedding space (embedding driver,
+        model, dimension, vector collection). Returns a ``Manifest``; the embedder's
+        dimension must be known (it is once the store is open, unless an HTTP model of
+        unknown size has not answered yet). Raises nothing."""
         return _open.manifest_of(self)
 
     def wants_vector(self, record: Record) -> bool:
-        """Whether ``record`` gets a vector in this store (not empty, not an image it skips)."""
+        """Whether ``record`` gets a vector in this store: not when vector writes are off,
+        its text is empty, or it is an image the embedder does not take. Returns a bool;
+        raises nothing."""
         return self._planner.wants_vector(record)
 
     async def __aenter__(self) -> SemanticStore:
@@ -197,7 +225,11 @@ class SemanticStore(Search, OutboxFront, Consistency):
 
     async def settle(self) -> None:
         """Let this store's buffered outbox writes (and a deferred manifest) land, so reads
-        see every acknowledged write. Every read does this first."""
+        see every acknowledged write. Every read does this first.
+
+        Returns None. Raises ``SemanticStoreError`` once the store is closed,
+        ``EmbeddingMismatchError`` when the deferred manifest check finds another embedding
+        space, and the primary store's ``BackendUnavailable``/``BackendRejected``."""
         self._check_open()
         await self._writer.settle()
         if self._manifest_pending:
@@ -206,16 +238,29 @@ class SemanticStore(Search, OutboxFront, Consistency):
     # -- writes ---------------------------------------------------------------------------
 
     async def insert(self, entry: Mapping[str, Any]) -> str:
-        """Validate and store one ``entry`` (a mapping with the text key, optional ``id``,
-        time key and ``metadata``); return its id (SPEC §4 write path). Raises
-        ``ValidationError`` for bad input and, in strict mode, ``VectorWriteError``."""
+        """Validate and store one ``entry`` (SPEC §4 write path) and return its id.
+
+        ``entry``: a mapping with the text under ``text_key``; optionally an ``id`` (else a
+        UUID is made; an existing id is replaced), the time under ``time_key`` (epoch ms, a
+        datetime or an ISO-8601 string; default now), ``metadata`` (a JSON-serialisable
+        mapping) and other top-level fields, kept as they are.
+
+        Returns the entry's id. Raises ``ValidationError`` for bad input (nothing written),
+        in strict mode ``VectorWriteError`` when the vector write failed (nothing stored),
+        and the primary store's ``BackendUnavailable``/``BackendRejected``."""
         return (await self.insert_many([entry]))[0]
 
     add_entry = insert
 
     async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Store ``entries`` in batches; ids come back in input order. Every entry is
-        validated before anything is written; all-or-nothing in strict mode."""
+        """Store ``entries`` (a sequence of mappings, each as for ``insert``) in batches.
+        Every entry is validated before anything is written; all-or-nothing in strict mode.
+        A repeated id is stored once, its last entry winning.
+
+        Returns the ids in input order. Raises ``ValidationError`` for a bad entry or a
+        non-sequence (nothing written), in strict mode ``VectorWriteError`` when a vector
+        write failed (nothing stored), and the primary store's ``BackendUnavailable``/
+        ``BackendRejected``."""
         self._check_open()
         if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
             raise ValidationError("insert_many takes a sequence of entries", field="entries")
@@ -280,9 +325,12 @@ class SemanticStore(Search, OutboxFront, Consistency):
         return errors
 
     async def delete(self, id_: str) -> bool:
-        """Delete an entry and its vector; True if it existed (a missing id is not an error).
+        """Delete the entry ``id_`` and its vector. If the vector delete fails, a tombstone in
+        the outbox keeps retrying it.
 
-        If the vector delete fails, a tombstone in the outbox keeps retrying it."""
+        Returns True if the entry existed (a missing id is not an error). Raises
+        ``ValidationError`` for an id that is not a non-empty str, and the primary store's
+        ``BackendUnavailable``/``BackendRejected``."""
         self._check_open()
         validate_id(id_)
         now = now_ms()
@@ -292,122 +340,12 @@ class SemanticStore(Search, OutboxFront, Consistency):
             await self._run_jobs([self._planner.remove(id_, Record.tombstone(id_, tombstone_at, now))])
         return existed
 
-    # -- reads ----------------------------------------------------------------------------
-
-    async def get(self, id_: str) -> dict[str, Any] | None:
-        """The entry with this id, or None."""
-        return (await self.get_many([id_]))[0]
-
-    async def get_many(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Entries aligned with ``ids``; None where missing."""
-        await self.settle()
-        if isinstance(ids, str) or not isinstance(ids, Sequence):
-            raise ValidationError("get_many takes a sequence of ids", field="ids")
-        for i in ids:
-            validate_id(i)
-        records = await self.primary.get(list(ids))
-        return [r.to_entry() if r else None for r in records]
-
-    async def get_most_recent(
-        self,
-        limit: int = 10,
-        filter: Mapping[str, Any] | None = None,
-        *,
-        order: str = "desc",
-        since: Any = None,
-        until: Any = None,
-        include_empty: bool = False,
-    ) -> list[dict[str, Any]]:
-        """The newest entries first (``order="asc"`` for oldest first), ties broken by id."""
-        await self.settle()
-        limit = check_limit(limit)
-        if order not in ("asc", "desc"):
-            raise ValidationError(f"order must be 'asc' or 'desc', got {order!r}", field="order")
-        records = await self.primary.most_recent(
-            limit,
-            _filters.parse(filter),
-            order=order,  # type: ignore[arg-type]
-            since=None if since is None else to_epoch_ms(since, "since"),
-            until=None if until is None else to_epoch_ms(until, "until"),
-            include_empty=bool(include_empty),
-        )
-        return [r.to_entry() for r in records]
-
-    async def count(self) -> int:
-        """Number of entries in the primary store."""
-        await self.settle()
-        return await self.primary.count()
-
-    async def iter_entries(self, batch_size: int = 500) -> AsyncIterator[dict[str, Any]]:
-        """Every entry once, in ascending id order, read ``batch_size`` at a time."""
-        await self.settle()
-        batch_size = check_limit(batch_size, "batch_size")
-        async for batch in self.primary.iterate(batch_size):
-            for record in batch:
-                yield record.to_entry()
-
-    # -- embedding space ------------------------------------------------------------------
-
-    async def reembed(
-        self,
-        model: str | None = None,
-        *,
-        embedding_driver: str | None = None,
-        embedder: Embedder | None = None,
-        batch_size: int = 256,
-        keep_old: bool = False,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> dict[str, Any]:
-        """Re-embed every entry with another model into a new vector collection, side by side
-        (searches keep using the old one meanwhile), then switch over in one manifest write.
-        An interrupted run resumes when called again with the same model. Give a ``model``
-        (and ``embedding_driver``, default the current one) or an ``embedder`` instance.
-
-        Other processes with this store open keep the old model until they reopen it."""
-        from ._reembed import run
-
-        self._check_open()
-        batch_size = check_limit(batch_size, "batch_size")
-        driver = embedding_driver or self.config.embedding_driver
-        if embedder is None:
-            if model is None and embedding_driver is None:
-                raise ValidationError("reembed needs a model, an embedding_driver or an embedder", field="model")
-            config = StoreConfig(
-                **{
-                    **self.config.model_dump(exclude_unset=True),
-                    "embedding_driver": driver,
-                    "embedding_function": model,
-                }
-            )
-            embedder = _registry.build("embedding", config)
-        try:
-            return await run(self, embedder, driver, batch_size=batch_size, keep_old=keep_old, progress=progress)
-        except BaseException:
-            if embedder is not self.embedder:
-                await embedder.aclose()
-            raise
-
-    async def switch_embedding(self, embedder: Embedder, vector: VectorDriver, driver: str, collection: str) -> None:
-        """Use ``embedder`` (of embedding ``driver``) and the vector ``collection`` opened as
-        ``vector`` from now on; re-embedding calls this once the new collection is complete."""
-        await self._writer.settle()
-        await self._queue.flush()
-        self.embedder = self._queue.embedder = embedder
-        self.vector = self._queue.vector = vector
-        self.vector_collection = collection
-        self.config = self.config.model_copy(update={"embedding_driver": driver, "embedding_function": embedder.model})
-        self.supports_images = self._planner.images = supports_images(embedder, self.config)
-        self._planner.model = embedder.model
-        self._atomic = self._atomic and shares_transactions(self.primary, vector)
-
-    def wake_outbox(self) -> None:
-        """Have this store's outbox worker look for due work now, not at its next tick."""
-        self._worker.wake()
-
     # -- queue and lifecycle --------------------------------------------------------------
 
     async def drop(self) -> None:
-        """Delete this store's data in both backends (the store stays usable, empty)."""
+        """Delete this store's data in both backends (the store stays usable, empty).
+        Returns None; raises ``SemanticStoreError`` once closed, and ``BackendUnavailable``
+        or ``BackendRejected`` when a backend fails."""
         self._check_open()
         await self._queue.flush()
         await self._writer.settle()
@@ -419,7 +357,9 @@ class SemanticStore(Search, OutboxFront, Consistency):
             await self.primary.set_manifest(self.manifest())
 
     async def cleanup(self) -> None:
-        """Flush (bounded by vector_timeout_ms), stop this store's queue, close its drivers."""
+        """Flush (bounded by ``vector_timeout_ms``), stop this store's queue and close its
+        drivers; writes still pending stay in the outbox for the next open. Calling it again
+        does nothing. Returns None; raises nothing (failures while closing are logged)."""
         if self._closed:
             return
         self._closed = True
@@ -454,6 +394,9 @@ class SemanticStoreFactory:
         time_key: str = "createdAt",
         config: StoreConfig | Mapping[str, Any] | None = None,
     ) -> SemanticStore:
+        """``SemanticStore.create(name, text_key, time_key, config)``: ``name``,
+        ``text_key``, ``time_key`` and ``config`` as there. Returns the open store and raises
+        what ``SemanticStore.create`` raises."""
         return await SemanticStore.create(name, text_key, time_key, config)
 
 

@@ -15,7 +15,16 @@ SCHEMA_VERSION = 1
 
 @dataclass(slots=True)
 class Record:
-    """One entry as the primary store keeps it: the document and its vector state (the outbox)."""
+    """One entry as the primary store keeps it: the document and its vector state (the outbox).
+
+    The document: ``id``, ``text``, ``timestamp`` (epoch ms), ``metadata`` (the caller's
+    metadata only) and ``extra`` (other top-level input fields). Bookkeeping: ``version``
+    (bumped by every write), ``content_hash`` (of the text the vector must represent),
+    ``legacy`` (written by the original package, without our outbox fields). The vector
+    state: ``vector_status``, ``vector_attempts``, ``vector_error``, ``vector_next_at`` (when
+    the worker may try again), ``vector_updated_at``, ``vector_synced_at`` (last successful
+    vector write) and ``embedding_model`` (the model of the stored vector).
+    """
 
     id: str
     text: str
@@ -35,11 +44,17 @@ class Record:
 
     @property
     def is_empty(self) -> bool:
+        """Whether the text is empty or blank (such entries get no vector)."""
         return not self.text.strip()
 
     @classmethod
     def tombstone(cls, id_: str, next_at: int | None, now: int, attempts: int = 0, error: str | None = None) -> Record:
-        """The outbox entry of a deleted record whose vector must still be deleted."""
+        """The outbox entry of a deleted record whose vector must still be deleted.
+
+        ``id_`` is the deleted record's id; ``next_at`` when the worker may delete the vector
+        (epoch ms, None: now); ``now`` the time of the deletion; ``attempts`` and ``error`` the
+        vector deletion's tries so far and last error.
+        """
         return cls(
             id=id_,
             text="",
@@ -53,6 +68,7 @@ class Record:
         )
 
     def copy(self, **changes: Any) -> Record:
+        """A copy with the fields given as keyword arguments in ``changes`` replaced."""
         return replace(self, **changes)
 
     def to_entry(self) -> dict[str, Any]:
@@ -68,7 +84,12 @@ class Record:
 
 @dataclass(slots=True, frozen=True)
 class VectorState:
-    """A change of one record's vector state, applied only if the record is still ``version``."""
+    """A change of one record's vector state, applied only if the record is still ``version``.
+
+    ``id`` names the record; ``status``, ``attempts``, ``error``, ``next_at``, ``updated_at``,
+    ``synced_at`` and ``embedding_model`` are the new values of its ``vector_*`` fields and
+    ``embedding_model`` (see ``Record``).
+    """
 
     id: str
     version: int
@@ -83,7 +104,7 @@ class VectorState:
 
 @dataclass(slots=True, frozen=True)
 class VectorHit:
-    """One nearest-neighbour result: higher ``score`` is more similar (cosine similarity)."""
+    """One nearest-neighbour result ``id``: higher ``score`` is more similar (cosine similarity)."""
 
     id: str
     score: float
@@ -91,7 +112,14 @@ class VectorHit:
 
 @dataclass(slots=True, frozen=True)
 class Manifest:
-    """What a collection was built with; reopening with another embedder is refused."""
+    """What a collection was built with; reopening with another embedder is refused.
+
+    ``embedding_driver``, ``embedding_model`` and ``dimensions`` describe the embedder;
+    ``metric`` the distance; ``schema_version`` the storage layout; ``normalized`` whether
+    the vectors are unit length; ``vector_collection`` where the vectors live, when not the
+    store's own name; ``reembed`` and ``migration`` the checkpoints of a re-embedding run or
+    a migration in progress.
+    """
 
     embedding_driver: str
     embedding_model: str
@@ -104,11 +132,14 @@ class Manifest:
     migration: dict[str, Any] | None = None  #: checkpoint of a migration into this collection
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest as a plain dict of its fields."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """The manifest stored as ``data``; unknown keys are ignored."""
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def copy(self, **changes: Any) -> Manifest:
+        """A copy with the fields given as keyword arguments in ``changes`` replaced."""
         return replace(self, **changes)

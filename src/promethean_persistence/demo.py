@@ -56,6 +56,7 @@ MAX_CHARS = 500  # the summary paragraphs; the model reads ~256 tokens anyway
 
 
 def stdlib_root() -> Path:
+    """The directory of the running Python's standard library."""
     return Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -74,7 +75,10 @@ def _module_name(path: Path, root: Path) -> str:
 
 
 def stdlib_entries(limit: int | None = None, root: Path | None = None) -> Iterator[dict[str, Any]]:
-    """Entries ``{"id", "text", "metadata": {"module", "kind", "name", "path", "line"}}``."""
+    """Entries ``{"id", "text", "metadata": {"module", "kind", "name", "path", "line"}}``: the
+    docstrings of the standard library under ``root`` (default: ``stdlib_root()``), at most
+    ``limit`` of them (None: all).
+    """
     root = root or stdlib_root()
     count = 0
     for path in sorted(root.rglob("*.py")):
@@ -122,7 +126,10 @@ def _walk(tree: ast.Module, module: str) -> Iterator[tuple[str, str, Any]]:
 async def answer_questions(
     store: SemanticStore, questions: dict[str, tuple[str, ...]] | None = None, k: int = 5
 ) -> list[dict[str, Any]]:
-    """Search each question; report its top ``k`` ids and whether an expected name is among them."""
+    """Search ``store`` for each of ``questions`` (question -> names that count as a hit;
+    default: the built-in set); report its top ``k`` ids and whether an expected name is
+    among them.
+    """
     out = []
     for question, expected in (questions or QUESTIONS).items():
         hits = await store.get_most_relevant(question, k)

@@ -32,6 +32,7 @@ def _check(component: str, ok: bool, detail: str) -> dict[str, Any]:
 
 
 def versions() -> str:
+    """The versions of Python, SQLite, this package and the installed drivers' packages, on one line."""
     found = [f"python {platform.python_version()}", f"sqlite {sqlite3.sqlite_version}"]
     for dist in ("promethean-persistence", *_VERSIONS):
         try:
@@ -42,7 +43,9 @@ def versions() -> str:
 
 
 async def doctor(name: str, config: StoreConfig | dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Checks of config, primary, vector and embedding drivers; each ``{component, ok, detail}``."""
+    """Checks of config, primary, vector and embedding drivers for collection ``name`` opened
+    with ``config``; each ``{component, ok, detail}``. Failures are reported, not raised.
+    """
     checks = [_check("versions", True, versions())]
     try:
         cfg = StoreConfig.resolve(config)

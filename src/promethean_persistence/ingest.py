@@ -25,7 +25,7 @@ Progress = Callable[[int, int], None]
 
 
 def expand(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, plus the text/Markdown/JSONL files under directories named, sorted."""
+    """The files named in ``paths``, plus the text/Markdown/JSONL files under directories named, sorted."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -41,7 +41,7 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def passages(text: str, max_chars: int = PASSAGE_CHARS) -> Iterator[tuple[int, str]]:
-    """(offset, passage): paragraphs packed up to ``max_chars``; longer ones are cut."""
+    """(offset, passage) pairs of ``text``: paragraphs packed up to ``max_chars``; longer ones are cut."""
     start, buf_start, buf = 0, 0, ""
     for block in text.split("\n\n"):
         offset = start
@@ -104,8 +104,11 @@ async def ingest(
     progress: Progress | None = None,
     index_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Read every file first (a bad file stores nothing), then insert in batches and wait
-    until every vector is written or has really failed (see ``ingest_entries``)."""
+    """Read every file of ``paths`` first (a bad file stores nothing), then insert into ``store``
+    in batches of ``batch_size`` and wait until every vector is written or has really failed
+    (see ``ingest_entries``; ``progress`` and ``index_progress`` are its bars). Returns the
+    counts and timings; raises ValidationError for an unreadable or malformed file.
+    """
     started = time.perf_counter()
     files = expand(paths)
     entries = [e for f in files for e in _file_entries(f, store.text_key, store.time_key)]
@@ -130,10 +133,12 @@ async def ingest_entries(
     started: float | None = None,
     files: int | None = None,
 ) -> dict[str, Any]:
-    """Insert ``entries`` in batches of ``batch_size`` (``progress(done, total)`` after each),
-    then flush the store (``index_progress`` follows the embedding work) so the job ends
-    indexed. Returns counts (``entries``, ``indexed``, ``pending``, ``failed``, ``skipped``)
-    and timings."""
+    """Insert ``entries`` into ``store`` in batches of ``batch_size`` (``progress`` is called with ``(done, total)``
+    after each), then flush the store (``index_progress`` follows the embedding work) so the
+    job ends indexed. ``started`` (a ``perf_counter`` time) and ``files`` count earlier work
+    (reading) into the report. Returns counts (``entries``, ``indexed``, ``pending``,
+    ``failed``, ``skipped``) and timings.
+    """
     started = time.perf_counter() if started is None else started
     ids: list[str] = []
     for start in range(0, len(entries), batch_size):

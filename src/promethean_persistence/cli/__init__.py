@@ -11,4 +11,5 @@ __all__ = ["cli", "main"]
 
 
 def main() -> None:
+    """Run the ``semantic-store`` command line (the console script's entry point)."""
     cli(prog_name="semantic-store")

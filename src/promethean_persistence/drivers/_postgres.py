@@ -26,7 +26,9 @@ def _key(info: str) -> tuple[str, int]:
 
 
 def conninfo(section: Any, fallback: Any = None) -> tuple[str, str, list[str]]:
-    """(conninfo, shown-as, secrets) from a postgresql/pgvector config section."""
+    """(conninfo, shown-as, secrets) from a postgresql/pgvector config ``section``; settings it
+    lacks come from ``fallback`` (pgvector falls back to postgresql's section).
+    """
     psycopg = require("psycopg", extra=EXTRA, driver="postgresql")
     dsn = section.dsn.get_secret_value() if section.dsn else None
     if dsn is None and fallback is not None and not getattr(section, "host", None):
@@ -48,7 +50,14 @@ def conninfo(section: Any, fallback: Any = None) -> tuple[str, str, list[str]]:
 async def acquire_pool(
     info: str, shown: str, secrets: list[str], *, min_size: int, max_size: int, idle_timeout: float, driver: str
 ) -> Any:
-    """A pool for this server, shared by every store of the process (reference counted)."""
+    """A pool for this server, shared by every store of the process (reference counted).
+
+    ``info`` is the connection string (the pool's key), ``shown`` it with the password hidden
+    and ``secrets`` the strings never to show in messages; ``min_size``, ``max_size`` and
+    ``idle_timeout`` (seconds) size a new pool; ``driver`` names the driver in errors. Raises
+    MissingDependencyError without psycopg, BackendUnavailable when the server cannot be
+    reached.
+    """
     key = _key(info)
     entry = _POOLS.get(key)
     if entry is not None:
@@ -76,6 +85,7 @@ async def acquire_pool(
 
 
 async def release_pool(info: str) -> None:
+    """Drop one use of the pool for connection string ``info``, closing it after its last."""
     key = _key(info)
     entry = _POOLS.get(key)
     if entry is None:
@@ -89,11 +99,24 @@ async def release_pool(info: str) -> None:
 
 
 @asynccontextmanager
-async def mapped(shown: str, secrets: list[str], driver: str, operation: str) -> AsyncIterator[None]:
-    """Turn psycopg errors into ours; messages never carry the password."""
+async def mapped(
+    shown: str, secrets: list[str], driver: str, operation: str, timeout: float | None = None
+) -> AsyncIterator[None]:
+    """Turn psycopg errors into ours (BackendUnavailable, BackendRejected) for ``operation`` by
+    ``driver``, naming the server as ``shown``; messages never carry the password or any of
+    ``secrets``. ``timeout`` (seconds) bounds the body: a server that stops answering fails
+    the call with BackendUnavailable.
+    """
     psycopg = require("psycopg", extra=EXTRA, driver=driver)
     try:
-        yield
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        error = BackendUnavailable(
+            f"PostgreSQL {operation} at {shown} did not answer within {timeout:g} s", driver=driver, operation=operation
+        )
+        error.timed_out = True  # the server may still have applied it
+        raise error from None
     except psycopg.OperationalError as exc:
         raise BackendUnavailable(
             f"PostgreSQL {operation} failed at {shown}: {redact(str(exc), *secrets)}",
@@ -114,6 +137,10 @@ class PoolUser:
     name: ClassVar[str]
 
     def __init__(self, info: str, shown: str, secrets: list[str], collection: str, pool: Any = None) -> None:
+        """``info`` is the libpq connection string, ``shown`` the same with the password hidden,
+        ``secrets`` the strings never to show; ``collection`` names the table; ``pool`` the pool
+        settings (None: the defaults).
+        """
         self._info, self.shown, self._secrets = info, shown, secrets
         self.collection = collection
         self._pool_settings = pool
@@ -128,8 +155,11 @@ class PoolUser:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.shown!r}, collection={self.collection!r})"
 
+    #: seconds a call may take (None: no bound); the vector driver bounds its calls
+    call_timeout: float | None = None
+
     def _mapped(self, operation: str) -> AbstractAsyncContextManager[None]:
-        return mapped(self.shown, self._secrets, self.name, operation)
+        return mapped(self.shown, self._secrets, self.name, operation, self.call_timeout)
 
     async def _acquire(self) -> None:
         p = self._pool_settings
@@ -144,13 +174,16 @@ class PoolUser:
         )
 
     async def aclose(self) -> None:
+        """Give this driver's share of the pool back; the pool closes when no store uses it."""
         if self._pool is not None:
             self._pool = None
             await release_pool(self._info)
 
 
 def table_name(collection: str, suffix: str = "") -> str:
-    """PostgreSQL identifiers stop at 63 bytes: long names keep a readable head and a hash."""
+    """The table name of ``collection`` with ``suffix``: PostgreSQL identifiers stop at 63 bytes,
+    so long names keep a readable head and a hash.
+    """
     name = collection + suffix
     if len(name.encode()) <= 63:
         return name
@@ -159,7 +192,9 @@ def table_name(collection: str, suffix: str = "") -> str:
 
 
 def filter_sql(node: Node, column: str = "metadata", columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
-    """A parsed filter as SQL over the JSONB ``column``, with its parameters."""
+    """A parsed filter ``node`` as SQL over the JSONB ``column``, with its parameters;
+    ``columns`` maps single-segment keys to plain columns.
+    """
     params: list[Any] = []
     return _node(node, column, columns or {}, params), params
 

@@ -36,7 +36,7 @@ _STATUS = re.compile(r"\b(429|50[234])\b")
 
 
 def transient(exc: BaseException) -> bool:
-    """Worth retrying: the error, or one it was raised from, is about reaching the server."""
+    """Whether ``exc`` is worth retrying: it, or one it was raised from, is about reaching the server."""
     seen: BaseException | None = exc
     while seen is not None:
         if (
@@ -58,7 +58,10 @@ async def mapped(
 ) -> AsyncIterator[None]:
     """Run the body (bounded by ``timeout`` seconds) with client errors translated.
 
-    With a ``secret``, the client's exception is not chained: it may carry the key."""
+    ``where`` names the server in messages, ``driver`` and ``operation`` go on the errors
+    raised (BackendUnavailable for reaching the server or a timeout, BackendRejected
+    otherwise). With a ``secret``, the client's exception is not chained: it may carry the key.
+    """
     try:
         async with asyncio.timeout(timeout):
             yield

@@ -8,7 +8,10 @@ from typing import Any
 def window(
     since: int | None, until: int | None, include_empty: bool, *, mark: str, non_empty: str
 ) -> tuple[list[str], list[Any]]:
-    """WHERE clauses (and parameters) for a most-recent window; ``mark`` is the placeholder."""
+    """WHERE clauses (and parameters) for a most-recent window from ``since`` to ``until`` (epoch
+    ms, each optional); ``include_empty`` keeps entries without text, else ``non_empty`` (the
+    SQL for "has text") is added; ``mark`` is the placeholder.
+    """
     clauses: list[str] = [] if include_empty else [non_empty]
     params: list[Any] = []
     if since is not None:
@@ -21,7 +24,10 @@ def window(
 
 
 def due_records(table: str, columns: str, *, mark: str, lock: str = "") -> str:
-    """Records whose vector work is due: params (now, due_by, limit)."""
+    """SQL selecting the records of ``table`` (``columns``) whose vector work is due: params (now,
+    due_by, limit). ``mark`` is the placeholder (``?`` or ``%s``), ``lock`` a locking clause to
+    append (``FOR UPDATE SKIP LOCKED``) or empty.
+    """
     return (
         f"SELECT {columns} FROM {table} WHERE "
         f"(vector_status = 'pending' AND (vector_next_at IS NULL OR vector_next_at <= {mark})) OR "
@@ -31,7 +37,10 @@ def due_records(table: str, columns: str, *, mark: str, lock: str = "") -> str:
 
 
 def due_tombstones(table: str, *, mark: str, lock: str = "") -> str:
-    """Tombstones due (new ones by now, failed ones by due_by): params (now, due_by, limit)."""
+    """SQL selecting the tombstones of ``table`` that are due (new ones by now, failed ones by
+    due_by): params (now, due_by, limit). ``mark`` is the placeholder, ``lock`` a locking
+    clause to append or empty.
+    """
     return (
         f"SELECT id, vector_attempts, vector_error, vector_next_at, vector_updated_at FROM {table} "
         f"WHERE vector_next_at IS NULL OR vector_next_at <= "

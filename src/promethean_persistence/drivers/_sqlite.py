@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 
 def quote(identifier: str) -> str:
-    """Quote an SQL identifier; collection names are data, never spliced raw."""
+    """Quote the SQL ``identifier``; collection names are data, never spliced raw."""
     if not identifier or "\x00" in identifier or len(identifier) > 200:
         raise ValidationError(f"Invalid collection name {identifier!r}", field="name")
     return '"' + identifier.replace('"', '""') + '"'
@@ -28,6 +28,10 @@ class SQLiteConnection:
     """A sqlite3 connection driven from its own thread."""
 
     def __init__(self, path: str, *, driver: str, synchronous: str = "FULL", busy_timeout_ms: int = 30_000):
+        """``path`` is the database file; ``driver`` names the driver in errors and thread names;
+        ``synchronous`` is SQLite's ``PRAGMA synchronous`` for durable commits; ``busy_timeout_ms``
+        how long a write waits for another process's lock. Nothing opens before ``open``.
+        """
         self.path = path
         self.driver = driver
         self._synchronous = synchronous
@@ -36,6 +40,9 @@ class SQLiteConnection:
         self._conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
+        """Start the connection's thread and connect (WAL mode); raises BackendUnavailable when the
+        file cannot be opened.
+        """
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.driver}-sqlite")
         await self.run(self._connect)
 
@@ -66,6 +73,7 @@ class SQLiteConnection:
                 time.sleep(0.02)
 
     async def close(self) -> None:
+        """Close the connection and stop its thread; closing twice does nothing."""
         if self._executor is None:
             return
         conn, self._conn = self._conn, None
@@ -75,7 +83,11 @@ class SQLiteConnection:
         self._executor = None
 
     async def run(self, fn: Callable[..., T], *args: Any, operation: str = "query") -> T:
-        """Run ``fn(*args)`` on the connection's thread, mapping sqlite3 errors to ours."""
+        """Run ``fn(*args)`` on the connection's thread, mapping sqlite3 errors to ours.
+
+        ``operation`` names the work in errors. Returns what ``fn`` returns; raises
+        BackendUnavailable (locked, I/O) or BackendRejected (everything else).
+        """
         if self._executor is None:
             raise BackendUnavailable(
                 f"SQLite database {self.path!r} is closed", driver=self.driver, operation=operation
@@ -93,17 +105,19 @@ class SQLiteConnection:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The open sqlite3 connection (only for use on its thread)."""
         assert self._conn is not None, "connection is closed"
         return self._conn
 
     def transaction(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
         """Call on the connection thread: run ``fn`` inside BEGIN IMMEDIATE ... COMMIT.
 
-        ``durable=False`` commits without waiting for the disk (synchronous=NORMAL) for
+        ``durable`` False commits without waiting for the disk (synchronous=NORMAL) for
         writes that may be lost in a power cut without harm (vector state, leases): in WAL
         mode a later durable commit still persists them, in order.
         ``fn`` must not return a cursor: freeing it on another thread would touch the
-        connection concurrently.
+        connection concurrently. Returns what ``fn`` returns; rolls back and re-raises when it
+        raises.
         """
         conn = self.conn
         relax = not durable and self._synchronous in ("FULL", "EXTRA")
@@ -125,10 +139,12 @@ class SQLiteConnection:
         return result
 
     def quick_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``transaction(fn, durable=False)``: for ``fn``'s writes that may be lost in a power cut."""
         return self.transaction(fn, durable=False)
 
 
 def json_path(path: tuple[str, ...]) -> str:
+    """The SQLite JSON path of the key segments ``path`` (``$."a"."b"``)."""
     return "$" + "".join(f'."{p}"' for p in path)
 
 
@@ -142,10 +158,11 @@ def _typed(type_sql: str, value_sql: str, value: Any, op: str) -> str:
 
 
 def filter_sql(node: Node, column: str = "metadata", columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
-    """Translate a parsed filter to an SQL boolean over the JSON ``column``.
+    """Translate a parsed filter ``node`` to an SQL boolean over the JSON ``column``.
 
     ``columns`` maps single-segment keys to plain TEXT columns (e.g. vectorStatus).
-    Every comparison is wrapped in COALESCE(..., 0) so NOT never meets NULL.
+    Every comparison is wrapped in COALESCE(..., 0) so NOT never meets NULL. Returns the SQL
+    and its parameters.
     """
     params: list[Any] = []
     sql = _node_sql(node, column, columns or {}, params)

@@ -31,7 +31,8 @@ Order = Literal["asc", "desc"]
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a driver can do beyond its Protocol's required members.
+    """What a driver can do beyond its Protocol's required members: every field is a bool,
+    False by default, and names the optional-member Protocol the driver then implements.
 
     Primary drivers:
         transactions: ``TransactionalPrimary`` (``transaction()``, ``put_in``,
@@ -75,30 +76,47 @@ NO_CAPABILITIES = Capabilities()
 
 @runtime_checkable
 class PrimaryDriver(Protocol):
-    """Source of truth for entries and the durable outbox of their vector writes."""
+    """Source of truth for entries and the durable outbox of their vector writes.
+
+    Errors, for every member that talks to the backend: ``BackendUnavailable`` when it cannot
+    be reached or times out (the write queue retries these), ``BackendRejected`` when it
+    refuses the request (not retried), ``ValidationError`` for input it cannot store."""
 
     name: ClassVar[str]
     capabilities: Capabilities
 
     @classmethod
-    def from_config(cls, config: StoreConfig, collection: str) -> PrimaryDriver: ...
-    async def open(self) -> None: ...
-    async def aclose(self) -> None: ...
+    def from_config(cls, config: StoreConfig, collection: str) -> PrimaryDriver:
+        """A driver built from ``config``'s settings for the physical ``collection``
+        (``{agent_name}_{name}``), not opened yet. Returns the driver; raises
+        ``ConfigurationError`` for missing or malformed settings."""
+
+    async def open(self) -> None:
+        """Connect and create what the collection needs (tables, indexes). Returns None;
+        raises ``MissingDependencyError`` when the client package is not installed, else
+        ``BackendUnavailable`` or ``BackendRejected``."""
+
+    async def aclose(self) -> None:
+        """Release connections and threads. Returns None; a closed driver is not used again."""
 
     async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
         """Insert or replace ``records`` atomically (all or none) and return what each
-        replaced. Sets each record's ``version`` to the replaced one's + 1 (1 if new),
-        removes tombstones of these ids and applies ``states`` (as ``set_vector_state``),
-        all in the same transaction."""
+        replaced, aligned with ``records`` (None where new). Sets each record's ``version``
+        to the replaced one's + 1 (1 if new), removes tombstones of these ids and applies
+        ``states`` (vector states of other records, as ``set_vector_state``), all in the
+        same transaction. Raises ``BackendUnavailable`` or ``BackendRejected``; on any error
+        nothing was written."""
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
-        """Records aligned with ``ids``; None where missing."""
+        """The records of ``ids``, aligned with them; None where missing. Raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
         """Delete ``ids``; return the ones that existed. Missing ids are not an error.
 
-        With ``tombstone_at``, each deleted record leaves a tombstone (its vector must be
-        deleted too) that ``claim`` hands out from that time on, in the same transaction."""
+        With ``tombstone_at`` (epoch ms), each deleted record leaves a tombstone (its vector
+        must be deleted too) that ``claim`` hands out from that time on, in the same
+        transaction. Raises ``BackendUnavailable`` or ``BackendRejected``."""
 
     async def most_recent(
         self,
@@ -110,35 +128,58 @@ class PrimaryDriver(Protocol):
         until: int | None = None,
         include_empty: bool = False,
     ) -> list[Record]:
-        """Records sorted by (timestamp, id); ``since``/``until`` are inclusive epoch ms."""
+        """At most ``limit`` records sorted by (timestamp, id), newest first with ``order``
+        ``"desc"``, oldest first with ``"asc"``. ``where``: a parsed filter on the metadata
+        (None: all). ``since`` and ``until``: inclusive bounds in epoch ms.
+        ``include_empty``: also records with empty text (left out by default). Returns the
+        records; raises ``BackendUnavailable`` or ``BackendRejected``."""
 
     def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
-        """Every record in ascending id order, in batches, starting after id ``after``."""
+        """Every record once, in ascending id order, in lists of at most ``batch_size``,
+        starting after the id ``after`` (None: from the first). An async iterator; raises
+        ``BackendUnavailable`` or ``BackendRejected`` while iterating."""
 
-    async def count(self, where: Node | None = None) -> int: ...
+    async def count(self, where: Node | None = None) -> int:
+        """How many records match the parsed filter ``where`` (None: all of them). Raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
-        """Vector work that is due, least recently touched first, leased until
-        ``now + lease_ms`` so no other claimer takes it meanwhile: pending records and new
-        tombstones (returned as records with ``vector_status="deleting"``, version 0)
-        whose lease ended by ``now``, and failed records and failed tombstones
-        (``vector_attempts > 0``) whose retry time is before ``due_by`` (default ``now``;
-        ``flush`` passes a later time to retry early)."""
+        """At most ``limit`` items of vector work that are due, least recently touched
+        first, leased for ``lease_ms`` from ``now`` (epoch ms) so no other claimer takes
+        them meanwhile: pending records and new tombstones (returned as records with
+        ``vector_status="deleting"``, version 0) whose lease ended by ``now``, and failed
+        records and failed tombstones (``vector_attempts > 0``) whose retry time is before
+        ``due_by`` (default ``now``; ``flush`` passes a later time to retry early). Returns
+        the claimed records; raises ``BackendUnavailable`` or ``BackendRejected``."""
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
-        """Apply each state whose record still has that version; return how many applied.
-        States of tombstones (version 0): ``"deleted"`` removes it, ``"deleting"`` updates
-        its attempts and retry time."""
+        """Apply each of ``states`` whose record still has that version; return how many
+        applied. States of tombstones (version 0): ``"deleted"`` removes it, ``"deleting"``
+        updates its attempts and retry time. Raises ``BackendUnavailable`` or
+        ``BackendRejected``."""
 
-    async def get_manifest(self) -> Manifest | None: ...
-    async def set_manifest(self, manifest: Manifest) -> None: ...
+    async def get_manifest(self) -> Manifest | None:
+        """The collection manifest (embedding model, dimension, vector collection,
+        checkpoints), or None before one is written. Raises ``BackendUnavailable`` or
+        ``BackendRejected``."""
+
+    async def set_manifest(self, manifest: Manifest) -> None:
+        """Write ``manifest``, replacing the stored one. Returns None; raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
+
     async def drop(self) -> None:
-        """Delete this collection's records and manifest."""
+        """Delete this collection's records and manifest. Returns None; raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
 
 
 @runtime_checkable
 class VectorDriver(Protocol):
-    """One unit vector per entry id, with the entry's metadata for filtered search."""
+    """One unit vector per entry id, with the entry's metadata for filtered search.
+
+    Errors, for every member that talks to the backend: ``BackendUnavailable`` when it cannot
+    be reached or times out (the write queue retries these), ``BackendRejected`` when it
+    refuses the request (not retried), ``ValidationError`` for vectors or metadata it cannot
+    store (a wrong dimension, NaN, a metadata-only upsert of an id without a vector)."""
 
     name: ClassVar[str]
     capabilities: Capabilities
@@ -146,14 +187,24 @@ class VectorDriver(Protocol):
     dims: int | None  #: dimension of the stored vectors once known (None while empty)
 
     @classmethod
-    def from_config(cls, config: StoreConfig, collection: str) -> VectorDriver: ...
+    def from_config(cls, config: StoreConfig, collection: str) -> VectorDriver:
+        """A driver built from ``config``'s settings for the physical ``collection``, not
+        opened yet (a collection name or namespace the settings pin wins). Returns the
+        driver; raises ``ConfigurationError`` for missing or malformed settings."""
+
     @classmethod
     def for_collection(cls, config: StoreConfig, collection: str) -> VectorDriver:
-        """A driver with ``config``'s settings for ``collection`` even where the settings pin
-        a collection name or namespace (a re-embedding writes a side collection)."""
+        """A driver with ``config``'s settings for ``collection`` even where the settings
+        pin a collection name or namespace (a re-embedding writes a side collection).
+        Returns the unopened driver; raises ``ConfigurationError`` like ``from_config``."""
 
-    async def open(self) -> None: ...
-    async def aclose(self) -> None: ...
+    async def open(self) -> None:
+        """Connect, open or create the collection and learn ``dims`` from it. Returns None;
+        raises ``MissingDependencyError`` when the client package is not installed, else
+        ``BackendUnavailable`` or ``BackendRejected``."""
+
+    async def aclose(self) -> None:
+        """Release clients and threads. Returns None; a closed driver is not used again."""
 
     async def upsert(
         self,
@@ -161,29 +212,58 @@ class VectorDriver(Protocol):
         vectors: np.ndarray | Sequence[Sequence[float]] | None,
         metadata: Sequence[Mapping[str, Any]],
     ) -> None:
-        """Insert or replace; with ``vectors=None`` only the metadata of existing ids changes."""
+        """Insert or replace the vectors of ``ids``: ``vectors`` holds one row per id (unit
+        length after normalisation), ``metadata`` one mapping per id, replacing the stored
+        one. With ``vectors=None`` only the metadata of existing ids changes. Returns None;
+        raises ``ValidationError`` for a wrong dimension, non-finite values, mismatched
+        lengths or (metadata only) an id without a vector, else ``BackendUnavailable`` or
+        ``BackendRejected``."""
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
-        """The ``limit`` most similar vectors whose metadata match ``where``, best first."""
+        """The ``limit`` vectors most similar to ``vector`` whose metadata match the parsed
+        filter ``where`` (None: all), best first: fewer only when fewer match. Returns the
+        hits (id and cosine score); raises ``ValidationError`` for a query of another
+        dimension, else ``BackendUnavailable`` or ``BackendRejected``."""
 
-    async def existing(self, ids: Sequence[str]) -> set[str]: ...
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that have a vector. Raises ``BackendUnavailable`` or
+        ``BackendRejected``."""
+
     async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
-        """For each id that has a vector: the ``FINGERPRINT_KEY`` value stored with its
-        metadata, ``"text:" + content_hash(text)`` for a vector without one whose backend
-        keeps the embedded text (Chroma), else None. Batched: no per-id round trips."""
+        """For each of ``ids`` that has a vector: the ``FINGERPRINT_KEY`` value stored with
+        its metadata, ``"text:" + content_hash(text)`` for a vector without one whose
+        backend keeps the embedded text (Chroma), else None; ids without a vector are left
+        out. Batched: no per-id round trips. Raises ``BackendUnavailable`` or
+        ``BackendRejected``."""
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored vectors of those ids that exist (migrations copy them as they are)."""
+        """The stored vectors of those of ``ids`` that exist, by id (migrations copy them as
+        they are). Raises ``BackendUnavailable`` or ``BackendRejected``."""
 
-    async def delete(self, ids: Sequence[str]) -> None: ...
-    async def count(self) -> int: ...
-    def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]: ...
-    async def drop(self) -> None: ...
+    async def delete(self, ids: Sequence[str]) -> None:
+        """Delete the vectors of ``ids``; missing ids are not an error. Returns None; raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
+
+    async def count(self) -> int:
+        """How many vectors the collection holds. Raises ``BackendUnavailable`` or
+        ``BackendRejected``."""
+
+    def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        """Every stored id once, in lists of at most ``batch_size`` (in no particular
+        order). An async iterator; raises ``BackendUnavailable`` or ``BackendRejected``
+        while iterating."""
+
+    async def drop(self) -> None:
+        """Delete every vector of the collection (it stays usable, empty). Returns None;
+        raises ``BackendUnavailable`` or ``BackendRejected``."""
 
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into unit vectors of ``dimensions`` floats."""
+    """Turns texts into unit vectors of ``dimensions`` floats.
+
+    Errors: ``EmbeddingError`` when the model fails on the input, ``BackendUnavailable`` when
+    an HTTP model cannot be reached or times out, ``BackendRejected`` when it refuses."""
 
     name: ClassVar[str]
     capabilities: Capabilities
@@ -195,11 +275,20 @@ class Embedder(Protocol):
     normalize: bool  #: its vectors are unit length (recorded in the manifest)
 
     @classmethod
-    def from_config(cls, config: StoreConfig) -> Embedder: ...
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """A float32 array of shape (len(texts), dimensions), rows L2-normalised."""
+    def from_config(cls, config: StoreConfig) -> Embedder:
+        """An embedder built from ``config``'s settings (model name, server, key). Returns
+        it (a model is loaded on first use or by ``warm``); raises ``ConfigurationError``
+        for missing or malformed settings, ``MissingDependencyError`` when its package is
+        absent."""
 
-    async def aclose(self) -> None: ...
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of ``texts``: a float32 array of shape (len(texts), dimensions), rows
+        L2-normalised. Raises ``EmbeddingError``, ``BackendUnavailable`` or
+        ``BackendRejected`` (``EmbeddingMismatchError`` when an HTTP model answers with
+        another dimension than the collection's)."""
+
+    async def aclose(self) -> None:
+        """Release the model or the HTTP client. Returns None."""
 
 
 # -- optional members, one small Protocol per capability ----------------------------------
@@ -209,15 +298,19 @@ class TransactionalPrimary(Protocol):
     """``Capabilities.transactions`` of a primary driver."""
 
     def transaction(self) -> AbstractAsyncContextManager[Any]:
-        """A transaction; the object it yields is passed to ``put_in``/``upsert_in``."""
+        """A transaction: an async context manager that commits on exit and rolls back on an
+        error; the object it yields is passed to ``put_in``/``upsert_in``. Raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
 
     def shares_transactions_with(self, vector: VectorDriver) -> bool:
-        """Whether ``vector``'s ``upsert_in``/``delete_in`` can join this primary's transactions."""
+        """Whether ``vector``'s ``upsert_in``/``delete_in`` can join this primary's
+        transactions (the same database). Returns a bool; raises nothing."""
 
     async def put_in(
         self, conn: Any, records: Sequence[Record], *, states: Sequence[VectorState] = ()
     ) -> list[Record | None]:
-        """``put`` inside the transaction ``conn``."""
+        """``put`` of ``records`` and ``states`` inside the transaction ``conn``; returns
+        and raises as ``put`` (the caller's transaction rolls back on an error)."""
 
 
 class TransactionalVector(Protocol):
@@ -226,10 +319,12 @@ class TransactionalVector(Protocol):
     async def upsert_in(
         self, conn: Any, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]
     ) -> None:
-        """``upsert`` inside a primary's transaction ``conn``."""
+        """``upsert`` of ``ids``, ``vectors`` and ``metadata`` inside a primary's
+        transaction ``conn``; returns and raises as ``VectorDriver.upsert``."""
 
     async def delete_in(self, conn: Any, ids: Sequence[str]) -> None:
-        """``delete`` inside a primary's transaction ``conn``."""
+        """``delete`` of ``ids`` inside a primary's transaction ``conn``; returns and raises
+        as ``VectorDriver.delete``."""
 
 
 class DocumentVector(Protocol):
@@ -244,63 +339,80 @@ class DocumentVector(Protocol):
         documents: Sequence[str],
         timestamps: Sequence[int],
     ) -> None:
-        """``upsert`` with each entry's text and time (epoch ms)."""
+        """``VectorDriver.upsert`` of ``ids``, ``vectors`` and ``metadata`` with each
+        entry's text in ``documents`` and time in ``timestamps`` (epoch ms), aligned with
+        ``ids``. Returns and raises as ``VectorDriver.upsert``."""
 
 
 class CollectionSwitch(Protocol):
     """``Capabilities.collection_switch``: follow an alias to another collection name."""
 
     def use_collection(self, name: str) -> None:
-        """Read and write the collection ``name`` from now on (before ``open``)."""
+        """Read and write the collection ``name`` from now on (called before ``open``).
+        Returns None; raises nothing."""
 
 
 class FieldNames(Protocol):
     """``Capabilities.field_names``: the driver stores the entry's own text and time keys."""
 
     def use_keys(self, text_key: str, time_key: str) -> None:
-        """The store's ``text_key`` and ``time_key`` (before ``open``)."""
+        """Use the store's ``text_key`` and ``time_key`` for the entry's text and time
+        (called before ``open``). Returns None; raises nothing."""
 
 
 class VectorAliases(Protocol):
     """``Capabilities.vector_aliases`` of a primary driver."""
 
     async def vector_collection(self) -> str | None:
-        """The vector collection this collection's alias names, if any."""
+        """The vector collection this collection's alias names, or None. Raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
 
 
 class Dedupe(Protocol):
     """``Capabilities.dedupe`` of a primary driver."""
 
     async def dedupe(self, *, dry_run: bool = False) -> dict[str, int]:
-        """Delete (``dry_run``: only count) older duplicates of ids; how many per id."""
+        """Delete older duplicates of ids, keeping the newest (with ``dry_run``: only count
+        them). Returns how many were (or would be) removed per id; raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
 
 
 class ImageEmbedder(Protocol):
     """``Capabilities.images`` of an embedder."""
 
     async def embed_images(self, sources: Sequence[str]) -> np.ndarray:
-        """Vectors for image paths or URLs, in the text vectors' space."""
+        """Vectors for the image paths or URLs in ``sources``, in the text vectors' space:
+        an array shaped like ``embed``'s. Raises ``EmbeddingError`` for an image it cannot
+        read or embed, else ``EmbeddingError``, ``BackendUnavailable`` or
+        ``BackendRejected``."""
 
 
 class QueryEmbedder(Protocol):
     """``Capabilities.query_embedding`` of an embedder."""
 
     async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors for search queries (documents go through ``embed``)."""
+        """Vectors for the search queries ``texts`` (documents go through ``embed``): an
+        array shaped like ``embed``'s. Raises ``EmbeddingError``, ``BackendUnavailable`` or
+        ``BackendRejected``."""
 
 
 class Warmable(Protocol):
     """``Capabilities.warm`` of an embedder."""
 
     async def warm(self) -> None:
-        """Load the model (seconds, once)."""
+        """Load the model (seconds, once; later calls return at once). Returns None; raises
+        ``EmbeddingError`` when the model cannot be loaded."""
 
 
 class ProbingEmbedder(Protocol):
     """An embedder whose ``dimensions`` may be None (an HTTP model of unknown size)."""
 
     async def probe(self) -> int:
-        """Ask the model for its dimension."""
+        """Ask the model for its dimension and fix ``dimensions``. Returns the dimension;
+        raises ``BackendUnavailable`` when the server cannot be reached, ``EmbeddingError``
+        when it fails."""
 
     def expect_dimensions(self, dimensions: int) -> None:
-        """The dimension the collection's manifest records; answers must match it."""
+        """Take ``dimensions``, the dimension the collection's manifest records, as this
+        embedder's; later answers must match it (else ``EmbeddingMismatchError``). Returns
+        None."""

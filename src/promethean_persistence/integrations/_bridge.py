@@ -21,6 +21,7 @@ class Runner:
     from any other loop they are handed over without blocking it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop`` is the event loop the store lives on; None starts a private one in a daemon thread."""
         self._thread: threading.Thread | None = None
         if loop is None:
             loop = asyncio.new_event_loop()
@@ -29,7 +30,10 @@ class Runner:
         self.loop = loop
 
     def call(self, make: Callable[[], Awaitable[T]]) -> T:
-        """From sync code: run ``make()`` on the store's loop and wait for it."""
+        """From sync code: run the coroutine ``make`` returns on the store's loop and wait for it.
+
+        Returns its result.
+        """
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -43,12 +47,13 @@ class Runner:
         return asyncio.run_coroutine_threadsafe(_awaited(make), self.loop).result()
 
     async def acall(self, make: Callable[[], Awaitable[T]]) -> T:
-        """From async code on any loop."""
+        """From async code on any loop: await the coroutine ``make`` returns on the store's loop; returns its result."""
         if asyncio.get_running_loop() is self.loop:
             return await make()
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(make), self.loop))
 
     def close(self) -> None:
+        """Stop the private loop and its thread, if this runner started one."""
         if self._thread is not None and self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)

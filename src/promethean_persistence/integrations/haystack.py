@@ -50,6 +50,10 @@ class SemanticStoreDocumentStore:
         text_key: str = "text",
         time_key: str = "createdAt",
     ) -> None:
+        """``name`` is the collection, ``config`` the store settings (as for
+        ``SemanticStore.create``); ``text_key`` and ``time_key`` the entry keys of the text and
+        the timestamp. The store opens on a private event loop.
+        """
         self.name, self.config, self.text_key, self.time_key = name, config, text_key, time_key
         self._runner = Runner()
         try:
@@ -66,41 +70,54 @@ class SemanticStoreDocumentStore:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SemanticStoreDocumentStore:
+        """The document store serialised as ``data`` by ``to_dict``."""
         return default_from_dict(cls, data)
 
     def close(self) -> None:
+        """Close the store."""
         self._runner.call(self.store.cleanup)
         self._runner.close()
 
     # -- the DocumentStore protocol -------------------------------------------------------
 
     def count_documents(self) -> int:
+        """The number of documents."""
         return self._runner.call(self.store.count)
 
     async def count_documents_async(self) -> int:
+        """The number of documents."""
         return await self._runner.acall(self.store.count)
 
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        """The documents matching the Haystack filter ``filters`` (None: all); malformed filters
+        raise Haystack's FilterError.
+        """
         return self._runner.call(lambda: self._filter(filters))
 
     async def filter_documents_async(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        """Async ``filter_documents``: the documents matching ``filters``."""
         return await self._runner.acall(lambda: self._filter(filters))
 
     def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
-        """Write documents; ``NONE`` means ``FAIL``: an existing id raises DuplicateDocumentError."""
+        """Write ``documents``; returns how many were written. ``policy`` is Haystack's
+        DuplicatePolicy: ``NONE`` means ``FAIL``: an existing id raises DuplicateDocumentError.
+        """
         _check_documents(documents)
         return self._runner.call(lambda: self._write(documents, policy))
 
     async def write_documents_async(
         self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
     ) -> int:
+        """Async ``write_documents``: write ``documents`` under ``policy``."""
         _check_documents(documents)
         return await self._runner.acall(lambda: self._write(documents, policy))
 
     def delete_documents(self, document_ids: list[str]) -> None:
+        """Delete the documents ``document_ids``; unknown ids are ignored."""
         self._runner.call(lambda: self._delete(document_ids))
 
     async def delete_documents_async(self, document_ids: list[str]) -> None:
+        """Async ``delete_documents``: delete the documents ``document_ids``."""
         await self._runner.acall(lambda: self._delete(document_ids))
 
     def embedding_retrieval(
@@ -112,7 +129,9 @@ class SemanticStoreDocumentStore:
         return_embedding: bool = False,
     ) -> list[Document]:
         """The ``top_k`` documents nearest to ``query_embedding`` (cosine; ``scale_score`` maps
-        it to [0, 1])."""
+        it to [0, 1]) among those matching the Haystack filter ``filters``; with
+        ``return_embedding`` each carries its vector.
+        """
         return self._runner.call(lambda: self._nearest(query_embedding, filters, top_k, scale_score, return_embedding))
 
     async def embedding_retrieval_async(
@@ -123,6 +142,9 @@ class SemanticStoreDocumentStore:
         scale_score: bool = False,
         return_embedding: bool = False,
     ) -> list[Document]:
+        """Async ``embedding_retrieval``: the ``top_k`` documents nearest to ``query_embedding``
+        matching ``filters``, scored as ``scale_score`` says, with vectors if ``return_embedding``.
+        """
         return await self._runner.acall(
             lambda: self._nearest(query_embedding, filters, top_k, scale_score, return_embedding)
         )
@@ -245,8 +267,9 @@ _ORDER_NEGATE = {"$gt": "$lte", "$gte": "$lt", "$lt": "$gte", "$lte": "$gt"}
 
 
 def translate_filters(filters: dict[str, Any] | None) -> dict[str, Any] | bool:
-    """A Haystack filter in this package's filter language; True matches every document and
-    False none. Malformed filters raise Haystack's FilterError."""
+    """The Haystack filter ``filters`` in this package's filter language; True matches every
+    document and False none. Malformed filters raise Haystack's FilterError.
+    """
     if not filters:
         return True
     return _translate(filters)
@@ -356,12 +379,17 @@ class SemanticStoreEmbeddingRetriever:
         scale_score: bool = False,
         return_embedding: bool = False,
     ) -> None:
+        """``document_store`` is the store to search; ``filters``, ``top_k``, ``scale_score`` and
+        ``return_embedding`` are the defaults of ``run`` (see
+        ``SemanticStoreDocumentStore.embedding_retrieval``).
+        """
         if not isinstance(document_store, SemanticStoreDocumentStore):
             raise ValueError("document_store must be a SemanticStoreDocumentStore")
         self.document_store, self.filters, self.top_k = document_store, filters, top_k
         self.scale_score, self.return_embedding = scale_score, return_embedding
 
     def to_dict(self) -> dict[str, Any]:
+        """The retriever as a Haystack-serialisable dict."""
         return default_to_dict(
             self,
             document_store=self.document_store.to_dict(),
@@ -373,6 +401,7 @@ class SemanticStoreEmbeddingRetriever:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SemanticStoreEmbeddingRetriever:
+        """The retriever serialised as ``data`` by ``to_dict``."""
         params = data["init_parameters"]
         params["document_store"] = SemanticStoreDocumentStore.from_dict(params["document_store"])
         return default_from_dict(cls, data)
@@ -381,6 +410,9 @@ class SemanticStoreEmbeddingRetriever:
     def run(
         self, query_embedding: list[float], filters: dict[str, Any] | None = None, top_k: int | None = None
     ) -> dict[str, list[Document]]:
+        """``{"documents": [...]}``: the documents nearest to ``query_embedding``; ``filters`` and
+        ``top_k`` override the retriever's defaults when given.
+        """
         docs = self.document_store.embedding_retrieval(
             query_embedding, filters or self.filters, top_k or self.top_k, self.scale_score, self.return_embedding
         )
@@ -390,6 +422,9 @@ class SemanticStoreEmbeddingRetriever:
     async def run_async(
         self, query_embedding: list[float], filters: dict[str, Any] | None = None, top_k: int | None = None
     ) -> dict[str, list[Document]]:
+        """Async ``run``: the documents nearest to ``query_embedding``, with ``filters`` and ``top_k``
+        overriding the defaults.
+        """
         docs = await self.document_store.embedding_retrieval_async(
             query_embedding, filters or self.filters, top_k or self.top_k, self.scale_score, self.return_embedding
         )

@@ -49,6 +49,10 @@ class LangChainEmbedder:
     normalize = True  #: rows are L2-normalised here
 
     def __init__(self, embeddings: Embeddings, *, model: str | None = None, dimensions: int | None = None) -> None:
+        """``embeddings`` is the LangChain ``Embeddings`` object; ``model`` the name recorded in the
+        collection's manifest (default: built from the object's class and model name);
+        ``dimensions`` the vector size when known (else learnt from the first answer).
+        """
         self.embeddings = embeddings
         named = getattr(embeddings, "model", None) or getattr(embeddings, "model_name", None)
         size = getattr(embeddings, "size", None)  # the fake embeddings of langchain_core
@@ -59,6 +63,7 @@ class LangChainEmbedder:
 
     @classmethod
     def from_config(cls, config: Any) -> LangChainEmbedder:
+        """See ``Embedder.from_config``."""
         raise ConfigurationError(
             "The langchain embedding driver wraps an Embeddings object: pass it as "
             "SemanticStoreVectorStore.create(..., embedding=...) or LangChainEmbedder(embeddings)"
@@ -86,6 +91,7 @@ class LangChainEmbedder:
         return normalized
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """See ``Embedder.embed``."""
         texts = list(texts)
         return (
             self._matrix(await self.embeddings.aembed_documents(texts), len(texts))
@@ -94,18 +100,22 @@ class LangChainEmbedder:
         )
 
     async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """See ``QueryEmbedder.embed_queries``."""
         vectors = await asyncio.gather(*(self.embeddings.aembed_query(t) for t in texts))
         return self._matrix(list(vectors), len(vectors))
 
     async def probe(self) -> int:
+        """See ``ProbingEmbedder.probe``."""
         await self.embed(["dimension probe"])
         assert self.dimensions is not None  # set by the first non-empty embed
         return self.dimensions
 
     def expect_dimensions(self, dimensions: int) -> None:
+        """See ``ProbingEmbedder.expect_dimensions``."""
         self.dimensions = dimensions
 
     async def aclose(self) -> None:
+        """See ``Embedder.aclose``."""
         pass
 
 
@@ -114,6 +124,7 @@ class SemanticStoreEmbeddings(Embeddings):
     event loop; async calls await it directly)."""
 
     def __init__(self, embedder: Embedder) -> None:
+        """``embedder`` is this package's embedder to expose as LangChain ``Embeddings``."""
         self.embedder = embedder
         self._runner: Runner | None = None
 
@@ -123,16 +134,20 @@ class SemanticStoreEmbeddings(Embeddings):
         return self._runner.call(lambda: self.aembed_documents(texts))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """The vectors of ``texts`` (sync)."""
         return self._sync(texts)
 
     def embed_query(self, text: str) -> list[float]:
+        """The vector of the query ``text`` (sync)."""
         return self._sync([text])[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """The vectors of ``texts``."""
         rows: list[list[float]] = np.asarray(await self.embedder.embed(texts)).tolist()
         return rows
 
     async def aembed_query(self, text: str) -> list[float]:
+        """The vector of the query ``text``."""
         return (await self.aembed_documents([text]))[0]
 
 
@@ -148,6 +163,11 @@ class SemanticStoreVectorStore(VectorStore):
     def __init__(
         self, store: SemanticStore, *, embedding: Embeddings | None = None, runner: Runner | None = None
     ) -> None:
+        """``store`` is an open SemanticStore; ``embedding`` the LangChain embeddings reported by
+        ``embeddings`` (default: the store's own embedder, wrapped); ``runner`` runs the store's
+        coroutines on its loop (default: the running loop's). Usually built with ``create`` or
+        ``acreate``.
+        """
         self.store = store
         self._embedding = embedding
         self._runner = runner or Runner(asyncio.get_running_loop())
@@ -161,7 +181,12 @@ class SemanticStoreVectorStore(VectorStore):
         embedding: Embeddings | None = None,
         **keys: Unpack[_Keys],
     ) -> SemanticStoreVectorStore:
-        """Open a store on a private event loop; sync and async methods both work."""
+        """Open a store on a private event loop; sync and async methods both work.
+
+        ``name`` is the collection, ``config`` the store settings (as for
+        ``SemanticStore.create``), ``embedding`` LangChain embeddings to embed with (default: the
+        configured embedder); the other keywords are ``text_key``/``time_key``.
+        """
         runner = Runner()
         try:
             store = runner.call(lambda: _open(name, config, embedding, keys))
@@ -179,11 +204,15 @@ class SemanticStoreVectorStore(VectorStore):
         embedding: Embeddings | None = None,
         **keys: Unpack[_Keys],
     ) -> SemanticStoreVectorStore:
-        """Open a store on the running event loop (use the async methods there)."""
+        """Open a store on the running event loop (use the async methods there).
+
+        ``name``, ``config``, ``embedding`` and the other keywords are as for ``create``.
+        """
         return cls(await _open(name, config, embedding, keys), embedding=embedding)
 
     @property
     def embeddings(self) -> Embeddings:
+        """The embeddings the store embeds with, as a LangChain ``Embeddings``."""
         return self._embedding or SemanticStoreEmbeddings(self.store.embedder)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
@@ -200,6 +229,9 @@ class SemanticStoreVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
+        """Insert ``texts`` with ``metadatas`` (one dict per text) and ``ids`` (default: new ids);
+        returns the ids. Other keyword arguments are ignored.
+        """
         texts = list(texts)
         return self._runner.call(lambda: self._add(texts, metadatas, ids))
 
@@ -211,6 +243,7 @@ class SemanticStoreVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
+        """Async ``add_texts``: insert ``texts`` with ``metadatas`` and ``ids``; returns the ids."""
         texts = list(texts)
         return await self._runner.acall(lambda: self._add(texts, metadatas, ids))
 
@@ -228,9 +261,13 @@ class SemanticStoreVectorStore(VectorStore):
         return await self.store.insert_many(entries)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete the entries ``ids``; returns True. Raises ValueError when ``ids`` is None (use the
+        store's ``drop`` to empty it).
+        """
         return self._runner.call(lambda: self._delete(ids))
 
     async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Async ``delete``: delete the entries ``ids``; returns True."""
         return await self._runner.acall(lambda: self._delete(ids))
 
     async def _delete(self, ids: list[str] | None) -> bool:
@@ -243,9 +280,11 @@ class SemanticStoreVectorStore(VectorStore):
     # -- reads ----------------------------------------------------------------------------
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """The Documents of the entries ``ids`` that exist, in that order."""
         return self._runner.call(lambda: self._get(ids))
 
     async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Async ``get_by_ids``: the Documents of the entries ``ids`` that exist."""
         return await self._runner.acall(lambda: self._get(ids))
 
     async def _get(self, ids: Sequence[str]) -> list[Document]:
@@ -254,21 +293,35 @@ class SemanticStoreVectorStore(VectorStore):
     def similarity_search(
         self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[Document]:
+        """The ``k`` entries most similar to ``query``, as Documents; ``filter`` is a metadata
+        filter in this package's filter language (other keyword arguments are ignored).
+        """
         return [d for d, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
 
     async def asimilarity_search(
         self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[Document]:
+        """The ``k`` entries most similar to ``query``, as Documents; ``filter`` is a metadata
+        filter in this package's filter language (other keyword arguments are ignored).
+        """
         return [d for d, _ in await self.asimilarity_search_with_score(query, k, filter, **kwargs)]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
+        """The ``k`` entries most similar to ``query``, as Documents with their cosine similarity;
+        ``filter`` is a metadata filter in this package's filter language (other keyword
+        arguments are ignored).
+        """
         return self._runner.call(lambda: self._search(query, k, filter))
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
+        """The ``k`` entries most similar to ``query``, as Documents with their cosine similarity;
+        ``filter`` is a metadata filter in this package's filter language (other keyword
+        arguments are ignored).
+        """
         return await self._runner.acall(lambda: self._search(query, k, filter))
 
     async def _search(self, query: str, k: int, filter: Mapping[str, Any] | None) -> list[tuple[Document, float]]:
@@ -278,11 +331,17 @@ class SemanticStoreVectorStore(VectorStore):
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[Document]:
+        """The ``k`` entries most similar to the vector ``embedding``, as Documents; ``filter`` is a metadata
+        filter in this package's filter language (other keyword arguments are ignored).
+        """
         return self._runner.call(lambda: self._by_vector(embedding, k, filter))
 
     async def asimilarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[Document]:
+        """The ``k`` entries most similar to the vector ``embedding``, as Documents; ``filter`` is a metadata
+        filter in this package's filter language (other keyword arguments are ignored).
+        """
         return await self._runner.acall(lambda: self._by_vector(embedding, k, filter))
 
     async def _by_vector(self, embedding: list[float], k: int, filter: Mapping[str, Any] | None) -> list[Document]:
@@ -302,6 +361,10 @@ class SemanticStoreVectorStore(VectorStore):
         config: Any = None,
         **kwargs: Any,
     ) -> SemanticStoreVectorStore:
+        """Open a store with ``create`` (collection ``name``, settings ``config``, LangChain
+        ``embedding``) and add ``texts`` with ``metadatas`` and ``ids`` to it; other keyword
+        arguments go to ``create``.
+        """
         store = cls.create(name, config, embedding=embedding, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store
@@ -318,6 +381,9 @@ class SemanticStoreVectorStore(VectorStore):
         config: Any = None,
         **kwargs: Any,
     ) -> SemanticStoreVectorStore:
+        """Async ``from_texts``: open a store with ``acreate`` (collection ``name``, settings
+        ``config``, LangChain ``embedding``) and add ``texts`` with ``metadatas`` and ``ids``.
+        """
         store = await cls.acreate(name, config, embedding=embedding, **kwargs)
         await store.aadd_texts(texts, metadatas, ids=ids)
         return store
@@ -327,10 +393,12 @@ class SemanticStoreVectorStore(VectorStore):
         self._runner.call(self.store.drop)
 
     def close(self) -> None:
+        """Close the store (and the private loop of one opened by ``create``)."""
         self._runner.call(self.store.cleanup)
         self._runner.close()
 
     async def aclose(self) -> None:
+        """Close the store."""
         await self._runner.acall(self.store.cleanup)
         self._runner.close()
 

@@ -12,10 +12,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-from .._entries import content_hash, fingerprint, now_ms
+from .._entries import content_hash, now_ms
 from .._errors import (
     BackendUnavailable,
     DriverError,
@@ -23,13 +22,16 @@ from .._errors import (
     EmbeddingMismatchError,
     SemanticStoreError,
 )
-from .._types import FINGERPRINT_KEY, Record
-from ..drivers.base import DocumentVector, Embedder, ImageEmbedder, VectorDriver, Warmable
+from .._types import Record
+from ..drivers.base import Embedder, VectorDriver, Warmable
 from .planner import Job, Planner
+from .vectors import consume, describe_error, embed_records, upsert_records
 from .writer import OutboxWriter
 
 log = logging.getLogger("promethean_persistence.queue")
 T = TypeVar("T")
+VERIFY_EVERY = 256  #: written upserts re-read together at most (see ``VectorWriteQueue._verify``)
+VERIFY_DELAY_S = 0.02  #: how long an idle queue waits for more work before re-reading
 
 
 class VectorWriteQueue:
@@ -45,16 +47,20 @@ class VectorWriteQueue:
         embedder: Embedder,
         batch_size: int,
         flush_interval_ms: int,
-        timeout_ms: int,
         collection: str,
     ) -> None:
+        """``writer``: the outbox writer that records outcomes. ``planner``: decides jobs and
+        states. ``vector`` and ``embedder``: the store's drivers (replaced on a model
+        switch). ``batch_size``: jobs per batch. ``flush_interval_ms``: how long a partial
+        batch waits for more (0: not at all). ``collection``: the store's name, for logs and
+        task names. No call is timed here: slow work is kept, and each remote driver bounds
+        its calls with its own client timeout. Raises nothing."""
         self.writer = writer
         self.planner = planner
         self.vector = vector
         self.embedder = embedder
         self.batch_size = batch_size
         self.flush_interval_ms = flush_interval_ms
-        self.timeout_ms = timeout_ms
         self.collection = collection
         self._jobs: deque[Job] = deque()
         self._runner: asyncio.Task[None] | None = None
@@ -63,6 +69,9 @@ class VectorWriteQueue:
         self._processing = False
         self._batch: list[Job] = []  #: the batch being processed
         self._renewal: asyncio.TimerHandle | None = None
+        #: upserts written but not yet re-read (see ``_verify``), by id
+        self._unverified: dict[str, Job] = {}
+        self._arrived = asyncio.Event()  #: new jobs while the runner waits to verify
         self._failed_ids: set[str] = set()
         self.total_written = 0
         self.total_failed = 0
@@ -73,9 +82,11 @@ class VectorWriteQueue:
     # -- public --------------------------------------------------------------------------
 
     def submit(self, jobs: list[Job]) -> None:
-        """Queue jobs without waiting for them."""
+        """Queue ``jobs`` without waiting for them (their futures resolve later). Returns None;
+        raises nothing (call it on the running event loop)."""
         self._jobs.extend(jobs)
         self._idle.clear()
+        self._arrived.set()
         self._start()
 
     def _start(self) -> None:
@@ -106,22 +117,28 @@ class VectorWriteQueue:
             self._renewal = asyncio.get_running_loop().call_later(self.planner.lease_ms / 3000, self._renew_leases)
 
     async def run(self, jobs: list[Job], timeout_s: float) -> None:
-        """Submit jobs and wait at most ``timeout_s`` for their first attempt.
+        """Submit ``jobs`` and wait at most ``timeout_s`` seconds for their first attempt.
 
         The wait bounds the caller only: work still running when it ends goes on, and its
-        outcome is recorded when it comes (slow is not failed)."""
+        outcome is recorded when it comes (slow is not failed). Returns None; outcomes are
+        in the jobs' futures, never raised here."""
         self.submit(jobs)
         await asyncio.wait([j.future for j in jobs], timeout=timeout_s)
 
     def outstanding(self) -> int:
-        """Writes queued or in the batch being processed."""
+        """How many writes are queued or in the batch being processed. Returns an int."""
         return len(self._jobs) + len(self._batch)
 
     async def flush(self) -> None:
-        """Wait until every submitted write had its attempt."""
+        """Wait until every submitted write had its attempt. Returns None; raises nothing
+        (failures are recorded per job)."""
         await self._idle.wait()
 
     async def close(self, timeout: float | None = None) -> None:
+        """Flush for at most ``timeout`` seconds (None: no bound), then stop: work left is
+        still pending in the outbox, its leases released so the next claimer takes it at
+        once, and its waiting futures fail with ``BackendUnavailable``. Returns None; raises
+        nothing."""
         try:
             async with asyncio.timeout(timeout):
                 await self.flush()
@@ -149,6 +166,9 @@ class VectorWriteQueue:
         self._idle.set()
 
     def stats(self) -> dict[str, Any]:
+        """Counters and settings: ``queue_length``, ``processing``, ``pending``, ``failed``,
+        ``total_written``, ``total_failed``, ``batches``, ``last_flush_at`` and ``config``.
+        Returns a dict; raises nothing."""
         return {
             "queue_length": len(self._jobs),
             "processing": self._processing,
@@ -171,7 +191,10 @@ class VectorWriteQueue:
 
     async def _run(self) -> None:
         try:
-            while self._jobs:
+            while self._jobs or self._unverified:
+                if not self._jobs or len(self._unverified) >= VERIFY_EVERY:
+                    await self._verify()
+                    continue
                 if self.flush_interval_ms and len(self._jobs) < self.batch_size:
                     await asyncio.sleep(self.flush_interval_ms / 1000)
                 batch = self._batch = [self._jobs.popleft() for _ in range(min(self.batch_size, len(self._jobs)))]
@@ -191,21 +214,8 @@ class VectorWriteQueue:
                     self._processing = False
                     self._batch = []
         finally:
-            if not self._jobs:
+            if not self._jobs and not self._unverified:
                 self._idle.set()
-
-    async def _timed(self, awaitable: Awaitable[T], what: str) -> T:
-        """A remote vector backend call, bounded like a client timeout: a hanging backend
-        fails. In-process work is slow at worst, and its result is always kept."""
-        if self.vector.capabilities.in_process:
-            return await awaitable
-        try:
-            async with asyncio.timeout(self.timeout_ms / 1000):  # no extra task, unlike wait_for
-                return await awaitable
-        except TimeoutError:
-            error = BackendUnavailable(f"{what} timed out after {self.timeout_ms} ms", operation=what)
-            error.timed_out = True  # the backend may still have applied the write
-            raise error from None
 
     async def _process(self, batch: list[Job]) -> None:
         started = time.perf_counter()
@@ -226,11 +236,11 @@ class VectorWriteQueue:
             if retry:  # the vector may be gone: fall back to a full write
                 done.update(await self._upsert(retry, embed=True))
             outcomes.update(done)
-        follow = await self._moved_on([j for j in upserts if outcomes.get(j.id) is None])
+        self._unverified.update((j.id, j) for j in upserts if outcomes.get(j.id) is None)
         if deletes:
             error: BaseException | None = None
             try:
-                await self._timed(self.vector.delete(deletes), "vector delete")
+                await self.vector.delete(deletes)
             except Exception as exc:  # noqa: BLE001 - recorded per job
                 error = exc
             outcomes.update(dict.fromkeys(deletes, error))
@@ -257,26 +267,40 @@ class VectorWriteQueue:
                 job.future.set_result(None)
             else:
                 job.future.set_exception(error)
-        if follow:
-            for job in follow:
-                job.future.add_done_callback(consume)
-            self.submit(follow)
 
-    async def _moved_on(self, jobs: list[Job]) -> list[Job]:
-        """Follow-up writes for records that changed while their vector was being written.
+    async def _verify(self) -> None:
+        """Re-read the records whose vectors were written and queue follow-up writes for
+        those that changed meanwhile.
 
-        The vector just written may have overwritten a newer one (another store or process
-        on the same primary wrote the id meanwhile), and its ``synced`` state will not apply
-        (the version moved on), so the record's current version is written again; a deleted
-        or emptied record gets its vector deleted. Runs after the upsert, so whichever write
-        lands last sees the newest version."""
-        if not jobs:
-            return []
+        A vector just written may have overwritten a newer one (another store or process on
+        the same primary wrote the id meanwhile), and its ``synced`` state will not apply (the
+        version moved on), so the record's current version is written again; a deleted or
+        emptied record gets its vector deleted. The re-read comes after the upsert, so
+        whichever write lands last sees the newest version. Upserts are re-read together:
+        when the queue has nothing else to do, after a short wait for more work, or every
+        ``VERIFY_EVERY`` writes, so sequential inserts do not pay a read each."""
+        if not self._jobs:
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(VERIFY_DELAY_S):
+                    await self._arrived.wait()
+                    if len(self._unverified) < VERIFY_EVERY:
+                        return  # more work came: write it first, re-read them together
+            except TimeoutError:
+                pass
+        jobs, self._unverified = list(self._unverified.values()), {}
         try:
             current = await self.writer.primary.get([j.id for j in jobs])
         except Exception:  # noqa: BLE001 - the report and repair still see any drift
             log.debug("could not re-read records after a vector write", exc_info=True)
-            return []
+            return
+        follow = self._follow_ups(jobs, current)
+        for job in follow:
+            job.future.add_done_callback(consume)
+        if follow:
+            self.submit(follow)
+
+    def _follow_ups(self, jobs: list[Job], current: list[Record | None]) -> list[Job]:
         moved = [(job, now) for job, now in zip(jobs, current) if now is None or now.version != job.upserted.version]
         if not moved:
             return []
@@ -312,7 +336,7 @@ class VectorWriteQueue:
                     if isinstance(exc, SemanticStoreError):
                         raise
                     raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
-            await self._timed(upsert_records(self.vector, records, vectors, self.planner.model), "vector upsert")
+            await upsert_records(self.vector, records, vectors, self.planner.model)
         except Exception as exc:  # noqa: BLE001 - recorded per job
             return dict.fromkeys((j.id for j in jobs), exc)
         return dict.fromkeys((j.id for j in jobs), None)
@@ -324,7 +348,8 @@ class VectorWriteQueue:
         return outcomes
 
     async def warm(self) -> None:
-        """Load the embedder's model if it has one to load (outside any timeout)."""
+        """Load the embedder's model if it has one to load (outside any timeout). Returns
+        None; raises ``EmbeddingError`` when the model cannot be loaded."""
         if self.embedder.capabilities.warm:
             await cast(Warmable, self.embedder).warm()
 
@@ -345,72 +370,3 @@ class VectorWriteQueue:
                 self._failed_ids.add(job.id)
             states.append(state)
         self.writer.add_states(states)
-
-
-async def embed_records(embedder: Embedder, records: list[Record], *, images: bool) -> Any:
-    """One vector per record; ``metadata.type == "image"`` ones through ``embed_images``."""
-    if not images:
-        return await embedder.embed([r.text for r in records])
-    is_image = [r.metadata.get("type") == "image" for r in records]
-    texts = [r.text for r, img in zip(records, is_image) if not img]
-    paths = [r.text for r, img in zip(records, is_image) if img]
-    text_vectors = iter(await embedder.embed(texts) if texts else [])
-    image_vectors = iter(await cast(ImageEmbedder, embedder).embed_images(paths) if paths else [])
-    return [next(image_vectors) if img else next(text_vectors) for img in is_image]
-
-
-def vector_metadata(record: Record, model: str | None) -> dict[str, Any]:
-    """The metadata a vector is stored with: the record's, plus the fingerprint of what was
-    embedded (from the text itself, which may have changed under a stale ``content_hash``)."""
-    return {**record.metadata, FINGERPRINT_KEY: fingerprint(content_hash(record.text), model)}
-
-
-async def upsert_records(vector: VectorDriver, records: list[Record], vectors: Any, model: str | None) -> None:
-    """Upsert records' vectors (None: metadata only), with what the driver keeps besides."""
-    ids, metadata = [r.id for r in records], [vector_metadata(r, model) for r in records]
-    if vector.capabilities.stores_documents:  # e.g. Chroma keeps the text too
-        await cast(DocumentVector, vector).upsert(
-            ids, vectors, metadata, documents=[r.text for r in records], timestamps=[r.timestamp for r in records]
-        )
-    else:
-        await vector.upsert(ids, vectors, metadata)
-
-
-def consume(future: asyncio.Future[Any]) -> None:
-    """Retrieve a background job's outcome so asyncio does not report it as lost."""
-    if not future.cancelled():
-        future.exception()
-
-
-def describe_error(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return text[:2000]
-
-
-class QueueProgress:
-    """Reports ``(done, total)`` of a queue's work to ``progress`` while a flush runs."""
-
-    def __init__(self, queue: VectorWriteQueue, progress: Callable[[int, int], None] | None) -> None:
-        self._queue = queue
-        self._progress = progress
-        self._start = queue.total_written + queue.total_failed
-        self._total = queue.outstanding()
-        self._task = asyncio.get_running_loop().create_task(self._run()) if progress else None
-
-    def _report(self) -> None:
-        done = self._queue.total_written + self._queue.total_failed - self._start
-        self._total = max(self._total, done + self._queue.outstanding())
-        if self._progress is not None and self._total:
-            self._progress(min(done, self._total), self._total)
-
-    async def _run(self) -> None:
-        while True:
-            self._report()
-            await asyncio.sleep(0.25)
-
-    def stop(self) -> None:
-        """End the reports with a full bar."""
-        if self._task is not None:
-            self._task.cancel()
-            if self._progress is not None and self._total:
-                self._progress(self._total, self._total)

@@ -15,12 +15,15 @@ from .._errors import SemanticStoreError, ValidationError, VectorWriteError
 from .._types import Record
 from ..drivers.base import PrimaryDriver, TransactionalPrimary, TransactionalVector
 from .planner import Planner
-from .queue import VectorWriteQueue, consume, vector_metadata
+from .queue import VectorWriteQueue
+from .vectors import consume, vector_metadata
 from .writer import OutboxWriter
 
 
 def shares_transactions(primary: PrimaryDriver, vector: Any) -> bool:
-    """Whether strict writes can commit records and vectors together."""
+    """Whether strict writes can commit records and vectors together: ``primary`` and
+    ``vector`` both declare ``transactions`` and share a database. Returns a bool; raises
+    nothing."""
     return (
         primary.capabilities.transactions
         and vector.capabilities.transactions
@@ -40,6 +43,10 @@ class StrictWrites:
         planner: Planner,
         timeout_ms: int,
     ) -> None:
+        """``primary``: the store's primary driver. ``writer``, ``queue`` and ``planner``: the
+        store's outbox writer, vector write queue (its vector driver and embedder follow a
+        model switch) and planner. ``timeout_ms``: the bound on one strict write. Raises
+        nothing."""
         self.primary = primary
         self.writer = writer
         self.queue = queue  # its vector driver and embedder follow a model switch
@@ -55,8 +62,10 @@ class StrictWrites:
         return [vector_metadata(r, self.planner.model) for r in records]
 
     async def atomic(self, records: list[Record], now: int) -> None:
-        """Embed first, then records and vectors in one commit. Any failure rolls both back,
-        so a raised insert left nothing behind."""
+        """Write ``records`` (validated, states started at ``now``) and their vectors: embed
+        first, then records and vectors in one commit. Any failure rolls both back, so a
+        raised insert left nothing behind. Returns None; raises ``VectorWriteError`` (caused
+        by the failure, a timeout after ``timeout_ms`` included)."""
         primary = cast(TransactionalPrimary, self.primary)
         vector = cast(TransactionalVector, self.queue.vector)
         plan = self.planner
@@ -111,8 +120,11 @@ class StrictWrites:
     async def undo(
         self, records: list[Record], previous: list[Record | None], errors: dict[str, BaseException]
     ) -> None:
-        """Put back what was there before ``records`` were written. Vectors whose write may
-        have landed (it timed out, or it succeeded as part of a failed call) are re-synced."""
+        """Put back what was there before ``records`` were written: ``previous`` holds the
+        replaced versions (None where new), ``errors`` the vector write failures by id.
+        Vectors whose write may have landed (it timed out, or it succeeded as part of a
+        failed call) are re-synced in the background. Returns None; raises the primary
+        store's ``BackendUnavailable``/``BackendRejected``."""
         # An explicit failure left the vector side as it was; anything else may have landed.
         untouched = {i for i, e in errors.items() if not (isinstance(e, SemanticStoreError) and e.timed_out)}
         now = now_ms()

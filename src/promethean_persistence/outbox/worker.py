@@ -20,7 +20,13 @@ log = logging.getLogger("promethean_persistence.worker")
 
 
 class OutboxWorker:
+    """The background loop of one store that claims due vector work from its primary store
+    and runs it through its write queue (see the module docstring)."""
+
     def __init__(self, primary: PrimaryDriver, queue: VectorWriteQueue, *, lease_ms: int, poll_ms: int) -> None:
+        """``primary``: where work is claimed. ``queue``: the store's write queue that runs it.
+        ``lease_ms``: how long claimed work is leased. ``poll_ms``: the pause between looks
+        when there is no work. Raises nothing."""
         self.primary = primary
         self.queue = queue
         self.lease_ms = lease_ms
@@ -31,17 +37,20 @@ class OutboxWorker:
         self._stopping = False
 
     def start(self) -> None:
+        """Start the loop as a task on the running event loop. Returns None; raises
+        nothing (a failed claim is logged and retried at the next tick)."""
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"outbox:{self.queue.collection}")
 
     def wake(self) -> None:
-        """Look for due work now instead of at the next tick."""
+        """Look for due work now instead of at the next tick. Returns None."""
         self._wake.set()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Let the loop finish its round, then end it; cancel only if that takes too long.
 
-        Stopping by cancellation alone is not safe on 3.11: a cancel that lands as a
-        timeout fires can be swallowed, and the loop would run for ever.
+        ``timeout``: seconds to wait for the round. Returns None; raises nothing. Stopping
+        by cancellation alone is not safe on 3.11: a cancel that lands as a timeout fires
+        can be swallowed, and the loop would run for ever.
         """
         if self._task is None:
             return
@@ -77,6 +86,8 @@ class OutboxWorker:
         """Claim one batch of due work, run it, and return the ids it ran (not in ``skip``).
 
         ``force`` also takes failed items whose retry time has not come yet (``flush``).
+        Returns the ids; raises the primary store's ``BackendUnavailable``/
+        ``BackendRejected`` from the claim (the jobs' own failures are recorded, not raised).
         """
         await self.queue.writer.settle()  # states still buffered would make done work look due
         now = now_ms()

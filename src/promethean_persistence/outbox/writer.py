@@ -27,6 +27,8 @@ class OutboxWriter:
     """Group commit of records and vector states to one primary store."""
 
     def __init__(self, primary: PrimaryDriver, delay_s: float = 0.02) -> None:
+        """``primary``: the store written to. ``delay_s``: how long buffered vector states wait
+        for a put to ride along with before they are written alone. Raises nothing."""
         self.primary = primary
         self.delay_s = delay_s
         self._waiting: list[tuple[list[Record], _Put]] = []
@@ -37,7 +39,10 @@ class OutboxWriter:
         self._idle.set()
 
     async def put(self, records: Sequence[Record]) -> list[Record | None]:
-        """Write ``records`` atomically (merged with concurrent callers); return what they replaced."""
+        """Write ``records`` atomically (merged with concurrent callers) with the buffered
+        vector states. Returns what they replaced, aligned (None where new); raises what
+        ``PrimaryDriver.put`` raises (a merged write that fails is retried per caller, so
+        one bad batch fails only its own caller)."""
         if self._busy:
             future: _Put = asyncio.get_running_loop().create_future()
             self._waiting.append((list(records), future))
@@ -54,6 +59,8 @@ class OutboxWriter:
             self._release()
 
     def add_states(self, states: Sequence[VectorState]) -> None:
+        """Buffer ``states`` for the next put, or for a write of their own after ``delay_s``.
+        Returns None; raises nothing (call it on the running event loop)."""
         self._states.extend(states)
         if self._timer is None and self._states:  # one timer per window, not per write
             self._timer = asyncio.get_running_loop().call_later(self.delay_s, self._on_timer)
@@ -63,7 +70,8 @@ class OutboxWriter:
         self._start()
 
     async def settle(self) -> None:
-        """Return once every buffered state and every waiting put is written."""
+        """Return once every buffered state and every waiting put is written (or failed:
+        failures go to the waiting callers and the log). Returns None."""
         while self._states or self._waiting or self._busy:
             self._start()
             await self._idle.wait()

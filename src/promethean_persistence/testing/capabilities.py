@@ -26,13 +26,16 @@ _OWN = {"primary": set(PRIMARY), "vector": set(VECTOR) | {"in_process"}, "embedd
 
 
 def members(protocol: type) -> list[str]:
-    """The methods a Protocol declares."""
+    """The methods the Protocol ``protocol`` declares."""
     return [name for name, value in vars(protocol).items() if not name.startswith("_") and callable(value)]
 
 
 def check_declared(driver: Any, kind: str) -> None:
     """``driver.capabilities`` is a ``Capabilities``; every capability it declares comes with
-    its Protocol's members, and capabilities of another kind of driver are not declared."""
+    its Protocol's members, and capabilities of another kind of driver are not declared.
+    ``driver`` is a driver (instance or class) of ``kind`` (``"primary"``, ``"vector"`` or
+    ``"embedding"``); raises AssertionError otherwise.
+    """
     caps = driver.capabilities
     assert isinstance(caps, base.Capabilities), f"{driver!r}.capabilities is {caps!r}"
     table = _KIND_FLAGS[kind]

@@ -41,6 +41,7 @@ def local_encoder() -> Encoder:
 
 
 def hashing_encoder(dimensions: int = 64) -> Encoder:
+    """An encoder for ``EmbeddingServer``: ``HashingEmbedder`` vectors of ``dimensions`` values."""
     from ..drivers.embedding.hashing import HashingEmbedder
 
     embedder = HashingEmbedder(dimensions)
@@ -54,6 +55,9 @@ class EmbeddingServer:
     def __init__(
         self, models: dict[str, Encoder], *, legacy: bool = False, api_key: str | None = None, port: int = 0
     ) -> None:
+        """``models`` maps model names to encoders; ``legacy`` answers 404 on ``/api/embed``;
+        ``api_key`` makes bearer auth required; ``port`` is the port to listen on (0: any free one).
+        """
         self.models = models
         self.port = port
         self.legacy = legacy
@@ -67,12 +71,14 @@ class EmbeddingServer:
 
     @property
     def url(self) -> str:
+        """The server's base URL (``http://127.0.0.1:<port>``)."""
         assert self._httpd is not None, "start() the server first"
         host, port = self._httpd.server_address[:2]
         assert isinstance(host, str)  # an AF_INET address
         return f"http://{host}:{port}"
 
     def start(self) -> EmbeddingServer:
+        """Start serving in a thread; returns the server."""
         server = self
 
         class Handler(_Handler):
@@ -84,6 +90,7 @@ class EmbeddingServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -91,6 +98,7 @@ class EmbeddingServer:
             self._httpd = None
 
     def reset(self) -> None:
+        """Drop the faults queued and not yet served."""
         self.faults.clear()
         self.requests.clear()
         self.batch_sizes.clear()

@@ -117,7 +117,9 @@ def _bin(name: str) -> str:
 
 
 def start_chroma(root: str | Path, port: int | None = None) -> str:
-    """A real Chroma server (``chroma run``) on 127.0.0.1 with its data under ``root``; its URL."""
+    """A real Chroma server (``chroma run``) on 127.0.0.1 with its data under ``root``, on
+    ``port`` (None: a free one); its URL.
+    """
     import urllib.request
 
     root = Path(root).resolve()
@@ -142,12 +144,14 @@ def start_chroma(root: str | Path, port: int | None = None) -> str:
 
 
 def stop_chroma(root: str | Path) -> None:
+    """Stop the Chroma server started with data under ``root``."""
     _stop(Path(root).resolve(), "chroma")
 
 
 def start_mongo(root: str | Path, port: int | None = None) -> str:
     """SecantusDB, a MongoDB wire-protocol server (not MongoDB itself: none can be installed
-    here), on 127.0.0.1 with its data under ``root``; its URI."""
+    here), on 127.0.0.1 with its data under ``root``, on ``port`` (None: a free one); its URI.
+    """
     import socket
 
     root = Path(root).resolve()
@@ -171,4 +175,5 @@ def start_mongo(root: str | Path, port: int | None = None) -> str:
 
 
 def stop_mongo(root: str | Path) -> None:
+    """Stop the SecantusDB server started with data under ``root``."""
     _stop(Path(root).resolve(), "secantusd")

@@ -32,14 +32,18 @@ class _Faults:
         self.healed.clear()
 
     def fail_every(self, k: int, exc: BaseException | None = None) -> None:
-        """Every k-th call raises."""
+        """Every ``k``-th call raises ``exc`` (default BackendUnavailable)."""
         self._mode, self._every, self._seen, self._exc = "every", k, 0, exc
 
     def heal(self) -> None:
+        """End the injected failures and release the calls that hang."""
         self._mode = None
         self.healed.set()
 
     async def gate(self, method: str) -> None:
+        """Count a call of ``method`` and apply the current fault: raise, hang until ``heal()``, or
+        let it through.
+        """
         self.calls[method] += 1
         if self._mode == "fail":
             raise self._exc or BackendUnavailable(f"injected failure in {method}", driver="faulty")
@@ -57,6 +61,7 @@ class FaultyVector(_Faults):
     _GATED = ("query", "existing", "fingerprints", "delete", "count", "upsert_in", "delete_in")
 
     def __init__(self, inner: Any) -> None:
+        """``inner`` is the vector driver to wrap."""
         super().__init__()
         self.inner = inner
         self.name = f"faulty-{inner.name}"
@@ -65,6 +70,7 @@ class FaultyVector(_Faults):
         self.upserted: Counter[str] = Counter()  #: successful upserts with a vector, per id
 
     async def upsert(self, ids: Any, vectors: Any, metadata: Any, **kwargs: Any) -> None:
+        """See ``VectorDriver.upsert``."""
         await self.gate("upsert")
         await self.inner.upsert(ids, vectors, metadata, **kwargs)
         if vectors is not None:
@@ -86,6 +92,7 @@ class FaultyEmbedder(_Faults):
     """Wraps a real Embedder; ``embed`` passes through ``gate`` first."""
 
     def __init__(self, inner: Any) -> None:
+        """``inner`` is the embedder to wrap."""
         super().__init__()
         self.inner = inner
         self.name = f"faulty-{inner.name}"
@@ -96,8 +103,10 @@ class FaultyEmbedder(_Faults):
         self.capabilities = Capabilities()  # only embed passes through
 
     async def embed(self, texts: Any) -> Any:
+        """See ``Embedder.embed``."""
         await self.gate("embed")
         return await self.inner.embed(texts)
 
     async def aclose(self) -> None:
+        """See ``Embedder.aclose``."""
         await self.inner.aclose()

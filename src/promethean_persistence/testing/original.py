@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def to_chroma_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The original's ``toChromaMetadata`` (JSON.stringify has no spaces)."""
+    """The original's ``toChromaMetadata`` of ``metadata`` (JSON.stringify has no spaces)."""
     out: dict[str, Any] = {}
     for key, value in metadata.items():
         if value is None:
@@ -54,6 +54,11 @@ class OriginalWriter:
         time_key: str = "createdAt",
         chroma_collection: str | None = None,
     ) -> None:
+        """``mongo_uri`` and ``chroma_url`` locate the servers; ``family`` is the original's
+        collection family (the MongoDB collection); ``embed`` embeds texts for Chroma; ``text_key`` and ``time_key`` are
+        the document fields of the text and the timestamp; ``chroma_collection`` the Chroma
+        collection (default: ``family``).
+        """
         import chromadb
         import pymongo
 
@@ -69,10 +74,13 @@ class OriginalWriter:
         self.vectors = self._chroma.get_or_create_collection(chroma_collection or family, embedding_function=None)
 
     def close(self) -> None:
+        """Close the MongoDB client."""
         self._mongo.close()
 
     def alias(self, target: str | None = None, embed: Mapping[str, Any] | None = None) -> None:
-        """A ``collection_aliases`` document for this family."""
+        """A ``collection_aliases`` document for this family, pointing at ``target`` with the
+        embedding settings ``embed`` (each None: left out).
+        """
         doc: dict[str, Any] = {"_id": self.family}
         if target:
             doc["target"] = target
@@ -90,11 +98,13 @@ class OriginalWriter:
         vector: bool = True,
         now_ms: int | None = None,
     ) -> str:
-        """``insert({entry})`` of the current version (eventual mode).
+        """``insert({entry})`` of the current version (eventual mode) for ``entry``; returns its id.
 
-        ``vector_ok=False``: the queue rejected the write (no Chroma record, success false).
+        ``vector_ok`` False: the queue rejected the write (no Chroma record, success false; its
+        ``error`` is recorded).
         ``legacy``: an older version's document, without the ``vectorWrite*`` keys.
-        ``vector=False``: the write succeeded but the Chroma record is gone since.
+        ``vector`` False: the write succeeded but the Chroma record is gone since.
+        ``now_ms``: the write's time (default: now).
         """
         T, K = self.text_key, self.time_key
         E = dict(entry)
@@ -124,13 +134,15 @@ class OriginalWriter:
         return id_
 
     def insert_many(self, entries: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[str]:
+        """``insert`` each of ``entries`` with the same keyword arguments; returns the ids."""
         return [self.insert(e, **kwargs) for e in entries]
 
     def raw(self, id_: str) -> list[dict[str, Any]]:
-        """Every Mongo document with this id, oldest first (what the original's get sees first)."""
+        """Every Mongo document with id ``id_``, oldest first (what the original's get sees first)."""
         return list(self.docs.find({"id": id_}).sort("_id", 1))
 
     def chroma_record(self, id_: str) -> dict[str, Any] | None:
+        """The Chroma record of ``id_`` (id, document, metadata), or None."""
         got = self.vectors.get(ids=[id_], include=["documents", "metadatas"])
         if not got["ids"]:
             return None

@@ -111,6 +111,10 @@ class FakePinecone:
     def __init__(
         self, api_key: str = "test-key", *, dimension: int | None = None, visibility_delay: float = 0.0
     ) -> None:
+        """``api_key`` is the key requests must carry; ``dimension`` the index's vector size (None:
+        taken from the first upsert); ``visibility_delay`` the seconds before a write is seen by
+        reads (Pinecone is eventually consistent).
+        """
         self.api_key = api_key
         self.dimension = dimension
         self.visibility_delay = visibility_delay
@@ -124,13 +128,16 @@ class FakePinecone:
 
     @property
     def url(self) -> str:
+        """The fake index's base URL."""
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakePinecone:
+        """Start serving in a thread; returns the fake."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving."""
         self._server.shutdown()
         self._server.server_close()
 
@@ -169,6 +176,7 @@ class FakePinecone:
         return v["id"], [float(x) for x in values], meta
 
     def upsert(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Pinecone's upsert request: ``body`` is its JSON body; returns the JSON answer."""
         vectors = body.get("vectors") or []
         if len(vectors) > MAX_UPSERT:
             raise _Rejected(400, f"Upsert batch of {len(vectors)} vectors exceeds the limit of {MAX_UPSERT}")
@@ -180,6 +188,7 @@ class FakePinecone:
         return {"upsertedCount": len(parsed)}
 
     def query(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Pinecone's query request: ``body`` is its JSON body; returns the JSON answer."""
         top_k = body.get("topK")
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise _Rejected(400, f"topK must be between 1 and {MAX_TOP_K}")
@@ -208,6 +217,7 @@ class FakePinecone:
         return {"matches": matches, "namespace": body.get("namespace") or "", "usage": {"readUnits": 1}}
 
     def fetch(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        """Pinecone's fetch request: ``params`` is its query string; returns the JSON answer."""
         ns = self._ns((params.get("namespace") or [""])[0])
         ids = params.get("ids") or []
         return {
@@ -217,6 +227,7 @@ class FakePinecone:
         }
 
     def delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Pinecone's delete request: ``body`` is its JSON body; returns the JSON answer."""
         ns = self._ns(body.get("namespace"))
         if body.get("deleteAll"):
             ns.clear()
@@ -225,6 +236,7 @@ class FakePinecone:
         return {}
 
     def update(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Pinecone's update request: ``body`` is its JSON body; returns the JSON answer."""
         ns = self._ns(body.get("namespace"))
         id_ = body.get("id")
         if id_ not in ns:
@@ -240,6 +252,7 @@ class FakePinecone:
         return {}
 
     def list(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        """Pinecone's list request: ``params`` is its query string; returns the JSON answer."""
         ns_name = (params.get("namespace") or [""])[0]
         limit = int((params.get("limit") or ["100"])[0])
         after = (params.get("paginationToken") or [""])[0]
@@ -251,6 +264,7 @@ class FakePinecone:
         return out
 
     def stats(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Pinecone's describe_index_stats request: ``body`` is its JSON body; returns the JSON answer."""
         counts = {name: {"vectorCount": len(ns)} for name, ns in self.namespaces.items() if ns}
         return {
             "namespaces": counts,

@@ -15,6 +15,9 @@ class _Rollback(Exception):
 
 
 def rec(id_: str, ts: int = 1000, text: str | None = None, **kw: Any) -> Record:
+    """A Record ``id_`` at ``ts`` with ``text`` (default: ``"text of <id_>"``) and a content hash
+    of it; other keywords set Record fields.
+    """
     text = f"text of {id_}" if text is None else text
     return Record(id=id_, text=text, timestamp=ts, content_hash=f"h-{text}", **kw)
 
@@ -38,6 +41,7 @@ FILTERS: list[dict[str, Any]] = [
 
 
 def sample() -> list[Record]:
+    """Six records with varied metadata for the filter and window tests."""
     out = []
     for i in range(6):
         meta: dict[str, Any] = {"n": i, "kind": "abc"[i % 3], "name": "alpha beta mike zulu xray oscar".split()[i]}

@@ -37,8 +37,11 @@ async def open_store(
     text_key: str = "text",
     time_key: str = "createdAt",
 ) -> SemanticStore:
-    """Open a store from ``config``; with ``faults`` its vector driver and embedder are wrapped
-    in FaultyVector / FaultyEmbedder (reachable as ``store.vector`` / ``store.embedder``)."""
+    """Open store ``name`` from ``config``; with ``faults`` its vector driver and embedder are
+    wrapped in FaultyVector / FaultyEmbedder (reachable as ``store.vector`` /
+    ``store.embedder``). ``text_key`` and ``time_key`` are the entry keys of the text and the
+    timestamp.
+    """
     cfg = StoreConfig.resolve(config)
     collection = cfg.collection_name(name)
     primary = _registry.build("primary", cfg, collection)
@@ -52,6 +55,7 @@ async def open_store(
 
 
 def user_meta(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata of a returned ``entry`` without the store-managed keys."""
     return {k: v for k, v in entry["metadata"].items() if k not in MANAGED}
 
 

@@ -18,6 +18,7 @@ DIMS = 8
 
 
 def unit(*values: float) -> list[float]:
+    """The unit vector with ``values`` first, zero elsewhere."""
     v = np.zeros(DIMS, dtype=np.float32)
     v[: len(values)] = values
     unit_values: list[float] = (v / np.linalg.norm(v)).tolist()
@@ -25,6 +26,7 @@ def unit(*values: float) -> list[float]:
 
 
 def basis(i: int) -> list[float]:
+    """The ``i``-th basis vector (``i`` modulo the suite's dimensions)."""
     v = [0.0] * DIMS
     v[i % DIMS] = 1.0
     return v

@@ -30,6 +30,7 @@ class ServerAnswer(Exception):
     """A non-retryable HTTP answer, handed to the driver to explain (``_rejected``)."""
 
     def __init__(self, response: httpx.Response) -> None:
+        """``response`` is the server's answer, kept as ``.response``."""
         super().__init__(response.status_code)
         self.response = response
 
@@ -56,6 +57,13 @@ class HTTPEmbedder:
         dimensions: int | None = None,
         api_key: str | None = None,
     ) -> None:
+        """``model`` is the server's model name; ``url`` the server's base URL; ``timeout`` the
+        seconds one request may take; ``batch_size`` the texts per request; ``max_concurrency``
+        the requests in flight at once; ``max_retries`` how often a request that failed on the
+        way (connection, timeout, 429/5xx) is retried; ``dimensions`` the vector size when known
+        in advance (else the model's published size, or learnt from the first answer);
+        ``api_key`` is sent as a bearer token and never shown in messages.
+        """
         self.model = model
         self.url = url.rstrip("/")
         self.shown = redact(self.url)
@@ -84,7 +92,10 @@ class HTTPEmbedder:
         return self._dimensions
 
     def expect_dimensions(self, dims: int, source: str = "the collection manifest") -> None:
-        """Check every answer against ``dims`` (the store calls this with its manifest)."""
+        """Check every answer against ``dims`` (the store calls this with its manifest).
+
+        See ``ProbingEmbedder.expect_dimensions``.
+        """
         self._dimensions, self._dims_from = dims, source
 
     async def probe(self) -> int:
@@ -100,6 +111,7 @@ class HTTPEmbedder:
         return [texts[i : i + size] for i in range(0, len(texts), size)]
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """See ``Embedder.embed``."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self._dimensions or 0), dtype=np.float32)
@@ -229,6 +241,7 @@ class HTTPEmbedder:
         return redact(text.strip(), self._api_key)[:limit]
 
     async def aclose(self) -> None:
+        """See ``Embedder.aclose``."""
         if self._client is not None:
             try:
                 await self._client.aclose()
@@ -238,7 +251,9 @@ class HTTPEmbedder:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Seconds a 429/503 asks us to wait (``retry-after-ms``, ``Retry-After`` seconds or date)."""
+    """Seconds a 429/503 ``response`` asks us to wait (``retry-after-ms``, ``Retry-After``
+    seconds or date), or None when it says nothing usable.
+    """
     headers = response.headers
     try:
         if "retry-after-ms" in headers:

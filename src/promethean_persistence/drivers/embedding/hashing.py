@@ -31,16 +31,19 @@ class HashingEmbedder:
     normalize = True
 
     def __init__(self, dimensions: int = 256) -> None:
+        """``dimensions`` is the size of the vectors made."""
         self.dimensions = dimensions
         self.model = f"hashing-v1-{dimensions}"
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> HashingEmbedder:
         # the model name says the size, so a manifest's model name rebuilds this embedder
+        """See ``Embedder.from_config``."""
         match = re.fullmatch(r"hashing-v1-(\d+)", config.embedding_function or "")
         return cls(int(match[1]) if match else config.hashing.dimensions)
 
     def embed_one(self, text: str) -> np.ndarray:
+        """The unit vector of ``text``: its hashed word and trigram counts, L2-normalised."""
         vector = np.zeros(self.dimensions, dtype=np.float32)
         dims = self.dimensions
         for word in _TOKEN.findall(text.lower()):
@@ -53,11 +56,13 @@ class HashingEmbedder:
         return vector / norm
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """See ``Embedder.embed``."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return np.stack([self.embed_one(t) for t in texts])
 
     async def aclose(self) -> None:
+        """See ``Embedder.aclose``."""
         pass
 
 

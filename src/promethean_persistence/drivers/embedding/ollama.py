@@ -21,6 +21,8 @@ DEFAULT_MODEL = "nomic-embed-text"
 
 
 class OllamaEmbedder(HTTPEmbedder):
+    """Embedder on an Ollama server's ``/api/embed``."""
+
     name: ClassVar[str] = "ollama"
     server: ClassVar[str] = "Ollama"
     # published sizes; anything else is learnt from the first answer
@@ -34,12 +36,17 @@ class OllamaEmbedder(HTTPEmbedder):
     }
 
     def __init__(self, model: str = DEFAULT_MODEL, *, keep_alive: str | None = None, **kwargs: Any) -> None:
+        """``model`` is the Ollama model name; ``keep_alive`` how long Ollama keeps it loaded (its
+        duration syntax, e.g. ``"5m"``; None: the server's default); the other keywords are
+        ``HTTPEmbedder``'s.
+        """
         super().__init__(model, **kwargs)
         self.keep_alive = keep_alive
         self.legacy: bool | None = None  #: None until the server showed which route it has
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> OllamaEmbedder:
+        """See ``Embedder.from_config``."""
         o = config.ollama
         return cls(
             config.embedding_function or DEFAULT_MODEL,

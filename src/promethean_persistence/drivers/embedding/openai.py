@@ -20,6 +20,8 @@ MAX_CHARS = 24_000  #: longer texts are cut: beyond an 8k-token window, which se
 
 
 class OpenAIEmbedder(HTTPEmbedder):
+    """Embedder on OpenAI's ``/v1/embeddings``, or any server speaking that API."""
+
     name: ClassVar[str] = "openai"
     server: ClassVar[str] = "OpenAI-compatible server"
     KNOWN_DIMENSIONS: ClassVar[dict[str, int]] = {
@@ -29,11 +31,16 @@ class OpenAIEmbedder(HTTPEmbedder):
     }
 
     def __init__(self, model: str = DEFAULT_MODEL, *, request_dimensions: int | None = None, **kwargs: Any) -> None:
+        """``model`` is the model name; ``request_dimensions`` asks the server for vectors of that
+        size (text-embedding-3 models) and is also the expected size; the other keywords are
+        ``HTTPEmbedder``'s.
+        """
         super().__init__(model, dimensions=request_dimensions, **kwargs)
         self.request_dimensions = request_dimensions  #: sent as ``dimensions`` (text-embedding-3 models)
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> OpenAIEmbedder:
+        """See ``Embedder.from_config``."""
         o = config.openai
         return cls(
             config.embedding_function or DEFAULT_MODEL,

@@ -44,6 +44,12 @@ class SentenceTransformersEmbedder:
         dimensions: int | None = None,
         path: str | None = None,
     ) -> None:
+        """``model`` is the model's name (or, with ``path``, its label); ``device`` is ``cpu``,
+        ``cuda`` or ``auto``; ``batch_size`` the texts encoded at once; ``normalize`` L2-normalises
+        the vectors; ``dimensions`` the vector size when known in advance (else the model tells
+        when loaded); ``path`` a local directory to load the model from instead of downloading it.
+        The model is loaded on first use, not here.
+        """
         self.model = model
         self.device = device
         self.batch_size = batch_size
@@ -57,6 +63,7 @@ class SentenceTransformersEmbedder:
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> SentenceTransformersEmbedder:
+        """See ``Embedder.from_config``."""
         st = config.sentence_transformers
         if not config.embedding_function:
             from ..._errors import ConfigurationError
@@ -86,6 +93,7 @@ class SentenceTransformersEmbedder:
 
     @property
     def dimensions(self) -> int:
+        """The vector size: the one given, else the loaded model's (loading it now if needed)."""
         if self._dimensions is None:
             self._load()  # the model tells; only models without a preset pay this at open
         assert self._dimensions is not None  # _load set it
@@ -142,6 +150,7 @@ class SentenceTransformersEmbedder:
         return np.asarray(out, dtype=np.float32)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """See ``Embedder.embed``."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
@@ -152,7 +161,10 @@ class SentenceTransformersEmbedder:
             raise EmbeddingError(f"{self.model!r} failed to embed {len(texts)} texts: {exc}", driver=self.name) from exc
 
     async def embed_images(self, sources: Sequence[str]) -> np.ndarray:
-        """Embed images given as file paths or http(s) URLs (models with ``supports_images``)."""
+        """Embed images given as file paths or http(s) URLs (models with ``supports_images``).
+
+        See ``ImageEmbedder.embed_images``.
+        """
         sources = list(sources)
         if not sources:
             return np.zeros((0, self.dimensions), dtype=np.float32)
@@ -173,6 +185,7 @@ class SentenceTransformersEmbedder:
             ) from exc
 
     async def aclose(self) -> None:
+        """See ``Embedder.aclose``."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -212,6 +225,7 @@ class LocalEmbedder(SentenceTransformersEmbedder):
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> LocalEmbedder:
+        """See ``Embedder.from_config``."""
         cls.check_installed()
         st = config.sentence_transformers
         model = config.embedding_function or LOCAL_MODEL

@@ -26,6 +26,7 @@ class MemoryPrimary:
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, collection: str = "memory") -> None:
+        """``collection`` is the name the driver reports; records live in this object only."""
         self.collection = collection
         self._records: dict[str, Record] = {}
         self._tombstones: dict[str, Record] = {}
@@ -33,15 +34,19 @@ class MemoryPrimary:
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> MemoryPrimary:
+        """See ``PrimaryDriver.from_config``."""
         return cls(collection)
 
     async def open(self) -> None:
+        """See ``PrimaryDriver.open``."""
         pass
 
     async def aclose(self) -> None:
+        """See ``PrimaryDriver.aclose``."""
         pass
 
     async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        """See ``PrimaryDriver.put``."""
         await asyncio.sleep(0)  # yield like a real backend, so concurrent writers interleave
         await self.set_vector_state(states)
         previous = []
@@ -54,9 +59,11 @@ class MemoryPrimary:
         return previous
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        """See ``PrimaryDriver.get``."""
         return [copy.deepcopy(self._records.get(i)) for i in ids]
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        """See ``PrimaryDriver.delete``."""
         gone = [i for i in dict.fromkeys(ids) if self._records.pop(i, None) is not None]
         if tombstone_at is not None:
             for i in gone:
@@ -73,6 +80,7 @@ class MemoryPrimary:
         until: int | None = None,
         include_empty: bool = False,
     ) -> list[Record]:
+        """See ``PrimaryDriver.most_recent``."""
         rows = [
             r
             for r in self._records.values()
@@ -85,17 +93,20 @@ class MemoryPrimary:
         return copy.deepcopy(rows[:limit])
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        """See ``PrimaryDriver.iterate``."""
         ids = sorted(i for i in self._records if after is None or i > after)
         for start in range(0, len(ids), batch_size):
             batch = [self._records.get(i) for i in ids[start : start + batch_size]]
             yield copy.deepcopy([r for r in batch if r is not None])
 
     async def count(self, where: Node | None = None) -> int:
+        """See ``PrimaryDriver.count``."""
         if where is None:
             return len(self._records)
         return sum(1 for r in self._records.values() if evaluate(where, _filterable(r)))
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        """See ``PrimaryDriver.claim``."""
         due_by = now if due_by is None else due_by
 
         def due(r: Record) -> bool:
@@ -112,6 +123,7 @@ class MemoryPrimary:
         return copy.deepcopy(work[:limit])
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        """See ``PrimaryDriver.set_vector_state``."""
         applied = 0
         for s in states:
             if s.version == TOMBSTONE_VERSION:
@@ -141,12 +153,15 @@ class MemoryPrimary:
         return applied
 
     async def get_manifest(self) -> Manifest | None:
+        """See ``PrimaryDriver.get_manifest``."""
         return self._manifest
 
     async def set_manifest(self, manifest: Manifest) -> None:
+        """See ``PrimaryDriver.set_manifest``."""
         self._manifest = manifest
 
     async def drop(self) -> None:
+        """See ``PrimaryDriver.drop``."""
         self._records.clear()
         self._tombstones.clear()
         self._manifest = None

@@ -51,16 +51,23 @@ class PostgresPrimary(PoolUser):
     capabilities: ClassVar[Capabilities] = Capabilities(transactions=True)
 
     def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, pool: Any = None) -> None:
+        """``info`` is the libpq connection string, ``shown`` the same with the password hidden (for
+        messages), ``secrets`` the strings never to show; ``collection`` names the table;
+        ``pool`` the pool settings (min, max, idle_timeout; None: the defaults). Nothing connects
+        before ``open``.
+        """
         super().__init__(info, shown, secrets, collection, pool)
         self._t = self._ident()
         self._tomb = self._ident("__tombstones")
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> PostgresPrimary:
+        """See ``PrimaryDriver.from_config``."""
         info, shown, secrets = conninfo(config.postgresql)
         return cls(info, shown, secrets, collection, pool=config.postgresql.pool)
 
     async def open(self) -> None:
+        """See ``PrimaryDriver.open``."""
         await self._acquire()
         try:
             async with self._mapped("open"), self._pool.connection() as conn, conn.transaction():
@@ -115,6 +122,7 @@ class PostgresPrimary(PoolUser):
     # -- writes ---------------------------------------------------------------------------
 
     async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        """See ``PrimaryDriver.put``."""
         async with self._mapped("put"), self._pool.connection() as conn, conn.transaction():
             return await self.put_in(conn, records, states=states)
 
@@ -129,7 +137,10 @@ class PostgresPrimary(PoolUser):
     async def put_in(
         self, conn: Any, records: Sequence[Record], *, states: Sequence[VectorState] = ()
     ) -> list[Record | None]:
-        """``put`` inside the caller's transaction on ``conn``."""
+        """``put`` inside the caller's transaction on ``conn``.
+
+        See ``TransactionalPrimary.put_in``.
+        """
         records = list(records)
         sql = (
             f"INSERT INTO {self._t} (id, text, timestamp, is_empty, metadata, extra, version, vector_status, "
@@ -224,12 +235,14 @@ class PostgresPrimary(PoolUser):
         return applied
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        """See ``PrimaryDriver.set_vector_state``."""
         if not states:
             return 0
         async with self._mapped("set_vector_state"), self._pool.connection() as conn, conn.transaction():
             return await self._apply_states(conn, states)
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        """See ``PrimaryDriver.delete``."""
         ids = list(dict.fromkeys(ids))
         if not ids:
             return []
@@ -254,6 +267,7 @@ class PostgresPrimary(PoolUser):
             return rows
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        """See ``PrimaryDriver.get``."""
         ids = list(ids)
         if not ids:
             return []
@@ -277,6 +291,7 @@ class PostgresPrimary(PoolUser):
         until: int | None = None,
         include_empty: bool = False,
     ) -> list[Record]:
+        """See ``PrimaryDriver.most_recent``."""
         clauses, params = window(since, until, include_empty, mark="%s", non_empty="NOT is_empty")
         self._where(where, clauses, params)
         direction = "DESC" if order == "desc" else "ASC"
@@ -288,6 +303,7 @@ class PostgresPrimary(PoolUser):
         return [_record(r) for r in await self._fetch(sql, [*params, limit], "most_recent")]
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        """See ``PrimaryDriver.iterate``."""
         last = "" if after is None else after
         sql = f"SELECT {_COLUMNS} FROM {self._t} WHERE id > %s ORDER BY id LIMIT %s"
         while True:
@@ -298,6 +314,7 @@ class PostgresPrimary(PoolUser):
             last = rows[-1][0]
 
     async def count(self, where: Node | None = None) -> int:
+        """See ``PrimaryDriver.count``."""
         clauses: list[str] = []
         params: list[Any] = []
         self._where(where, clauses, params)
@@ -306,6 +323,7 @@ class PostgresPrimary(PoolUser):
         return found
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        """See ``PrimaryDriver.claim``."""
         due_by = now if due_by is None else due_by
         until = now + lease_ms
         async with self._mapped("claim"), self._pool.connection() as conn, conn.transaction():
@@ -330,12 +348,14 @@ class PostgresPrimary(PoolUser):
         return work
 
     async def get_manifest(self) -> Manifest | None:
+        """See ``PrimaryDriver.get_manifest``."""
         rows = await self._fetch(
             f"SELECT manifest FROM {CATALOG} WHERE collection = %s", (self.collection,), "manifest"
         )
         return Manifest.from_dict(rows[0][0]) if rows and rows[0][0] else None
 
     async def set_manifest(self, manifest: Manifest) -> None:
+        """See ``PrimaryDriver.set_manifest``."""
         async with self._mapped("manifest"), self._pool.connection() as conn:
             await conn.execute(
                 f"UPDATE {CATALOG} SET manifest = %s::jsonb WHERE collection = %s",
@@ -343,6 +363,7 @@ class PostgresPrimary(PoolUser):
             )
 
     async def drop(self) -> None:
+        """See ``PrimaryDriver.drop``."""
         async with self._mapped("drop"), self._pool.connection() as conn, conn.transaction():
             await conn.execute(f"DELETE FROM {self._t}")
             await conn.execute(f"DELETE FROM {self._tomb}")

@@ -56,7 +56,7 @@ def _record(row: tuple[Any, ...]) -> Record:
         text=row[1],
         timestamp=row[2],
         metadata=json.loads(row[3]),
-        extra=json.loads(row[4]),
+        extra=json.loads(row[4]) if row[4] != "{}" else {},
         version=row[5],
         vector_status=row[6],
         vector_attempts=row[7],
@@ -76,6 +76,10 @@ class SQLitePrimary:
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, path: str, collection: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000):
+        """``path`` is the database file (created on ``open``); ``collection`` names the table;
+        ``synchronous`` is SQLite's ``PRAGMA synchronous`` for durable commits; ``busy_timeout_ms``
+        how long a write waits for another process's lock before failing.
+        """
         self.path = path
         self.collection = collection
         self._table = quote(collection)
@@ -84,6 +88,7 @@ class SQLitePrimary:
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> SQLitePrimary:
+        """See ``PrimaryDriver.from_config``."""
         s = config.sqlite
         return cls(config.sqlite_path, collection, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms)
 
@@ -91,6 +96,7 @@ class SQLitePrimary:
         return f"SQLitePrimary(path={self.path!r}, collection={self.collection!r})"
 
     async def open(self) -> None:
+        """See ``PrimaryDriver.open``."""
         await self._db.open()
         await self._db.run(self._db.transaction, self._create, operation="open")
 
@@ -147,9 +153,11 @@ class SQLitePrimary:
         )
 
     async def aclose(self) -> None:
+        """See ``PrimaryDriver.aclose``."""
         await self._db.close()
 
     async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        """See ``PrimaryDriver.put``."""
         records = list(records)
         apply_states = self._state_writer(states)
         sql = (
@@ -183,11 +191,13 @@ class SQLitePrimary:
         return found
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        """See ``PrimaryDriver.get``."""
         ids = list(ids)
         found = await self._db.run(lambda: self._fetch(self._db.conn, ids), operation="get") if ids else {}
         return [found.get(i) for i in ids]
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        """See ``PrimaryDriver.delete``."""
         ids = list(dict.fromkeys(ids))
 
         def remove(conn: sqlite3.Connection) -> list[str]:
@@ -223,6 +233,7 @@ class SQLitePrimary:
         until: int | None = None,
         include_empty: bool = False,
     ) -> list[Record]:
+        """See ``PrimaryDriver.most_recent``."""
         clauses, params = window(since, until, include_empty, mark="?", non_empty="is_empty = 0")
         self._where(where, clauses, params)
         direction = "DESC" if order == "desc" else "ASC"
@@ -236,18 +247,22 @@ class SQLitePrimary:
         return [_record(r) for r in rows]
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        """See ``PrimaryDriver.iterate``."""
         sql = f"SELECT {_COLUMNS} FROM {self._table} WHERE id > ? ORDER BY id LIMIT ?"
         last = "" if after is None else after
         while True:
-            rows = await self._db.run(
-                lambda after: self._db.conn.execute(sql, (after, batch_size)).fetchall(), last, operation="iterate"
+            records = await self._db.run(
+                lambda after: [_record(r) for r in self._db.conn.execute(sql, (after, batch_size))],
+                last,
+                operation="iterate",
             )
-            if not rows:
+            if not records:
                 return
-            yield [_record(r) for r in rows]
-            last = rows[-1][0]
+            yield records
+            last = records[-1].id
 
     async def count(self, where: Node | None = None) -> int:
+        """See ``PrimaryDriver.count``."""
         clauses: list[str] = []
         params: list[Any] = []
         self._where(where, clauses, params)
@@ -255,6 +270,7 @@ class SQLitePrimary:
         return await self._db.run(lambda: self._db.conn.execute(sql, params).fetchone()[0], operation="count")
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        """See ``PrimaryDriver.claim``."""
         due_by = now if due_by is None else due_by
         records_sql = due_records(self._table, _COLUMNS, mark="?")
         tombstones_sql = due_tombstones(self._tombstones, mark="?")
@@ -319,11 +335,13 @@ class SQLitePrimary:
         return apply
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        """See ``PrimaryDriver.set_vector_state``."""
         if not states:
             return 0
         return await self._db.run(self._db.quick_transaction, self._state_writer(states), operation="set_vector_state")
 
     async def get_manifest(self) -> Manifest | None:
+        """See ``PrimaryDriver.get_manifest``."""
         row = await self._db.run(
             lambda: self._db.conn.execute(
                 f"SELECT manifest FROM {CATALOG} WHERE collection = ?", (self.collection,)
@@ -333,6 +351,7 @@ class SQLitePrimary:
         return Manifest.from_dict(json.loads(row[0])) if row and row[0] else None
 
     async def set_manifest(self, manifest: Manifest) -> None:
+        """See ``PrimaryDriver.set_manifest``."""
         data = _dumps(manifest.to_dict())
         await self._db.run(
             self._db.transaction,
@@ -341,6 +360,8 @@ class SQLitePrimary:
         )
 
     async def drop(self) -> None:
+        """See ``PrimaryDriver.drop``."""
+
         def drop(conn: sqlite3.Connection) -> None:
             conn.execute(f"DELETE FROM {self._table}")
             conn.execute(f"DELETE FROM {self._tombstones}")

@@ -13,13 +13,17 @@ from ..._types import FINGERPRINT_KEY, VectorHit
 
 
 def stored_fingerprint(metadata: Mapping[str, Any] | None) -> str | None:
-    """The ``FINGERPRINT_KEY`` value of a vector's metadata, or None without one."""
+    """The ``FINGERPRINT_KEY`` value of a vector's ``metadata`` (None: no metadata), or None
+    without a str one. Raises nothing."""
     value = (metadata or {}).get(FINGERPRINT_KEY)
     return value if isinstance(value, str) else None
 
 
 def as_matrix(vectors: Any, dims: int | None, driver: str) -> np.ndarray:
-    """Vectors as a float32 (n, dims) array with unit rows; the dimension must match."""
+    """``vectors`` (one vector or a sequence of them) as a float32 (n, dims) array with unit
+    rows (zero rows stay zero). ``dims``: the dimension they must have (None: any).
+    ``driver``: the driver name errors carry. Returns the array; raises
+    ``ValidationError`` for a shape that is not 2-d, another dimension, or NaN/Infinity."""
     matrix = np.asarray(vectors, dtype=np.float32)
     if matrix.ndim == 1:
         matrix = matrix.reshape(1, -1)
@@ -40,7 +44,9 @@ def as_matrix(vectors: Any, dims: int | None, driver: str) -> np.ndarray:
 
 
 def matrix_for(ids: list[str], vectors: Any, dims: int | None, driver: str) -> np.ndarray:
-    """``as_matrix``, plus one vector per id."""
+    """``as_matrix`` of ``vectors`` (with ``dims`` and ``driver``), plus one vector per id of
+    ``ids``. Returns the array; raises ``ValidationError`` as ``as_matrix`` does or for
+    mismatched counts."""
     matrix = as_matrix(vectors, dims, driver)
     if len(matrix) != len(ids):
         raise ValidationError(f"{len(ids)} ids but {len(matrix)} vectors", field="vectors", driver=driver)
@@ -48,7 +54,9 @@ def matrix_for(ids: list[str], vectors: Any, dims: int | None, driver: str) -> n
 
 
 def missing_vectors(ids: list[str], found: set[str], driver: str) -> None:
-    """A metadata-only upsert needs every id to have a vector already."""
+    """Check that every id of ``ids`` is in ``found`` (the ids with a vector): a
+    metadata-only upsert needs every id to have a vector already. Returns None; raises
+    ``ValidationError`` (carrying ``driver``) naming the first missing ids."""
     missing = [i for i in ids if i not in found]
     if missing:
         raise ValidationError(f"metadata-only upsert for ids without a vector: {missing[:5]}", driver=driver)
@@ -58,6 +66,7 @@ class ExactIndex:
     """id -> (unit vector, metadata), searched by brute force."""
 
     def __init__(self, driver: str) -> None:
+        """``driver``: the driver name errors carry. Starts empty, its dimension unknown."""
         self.driver = driver
         self.dims: int | None = None
         self._matrix = np.zeros((0, 0), dtype=np.float32)
@@ -72,9 +81,14 @@ class ExactIndex:
         return id_ in self._rows
 
     def ids(self) -> list[str]:
+        """Every stored id (a new list, in storage order)."""
         return list(self._ids)
 
     def upsert(self, ids: Sequence[str], matrix: np.ndarray, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or replace the rows of ``ids``: ``matrix`` holds their unit vectors (from
+        ``as_matrix``, the index's dimension), ``metadata`` their metadata. The first
+        upsert fixes the dimension. Returns None; raises ``ValidationError`` for mismatched
+        lengths."""
         if len(ids) != len(matrix) or len(ids) != len(metadata):
             raise ValidationError("ids, vectors and metadata must have the same length", driver=self.driver)
         if self.dims is None:
@@ -96,14 +110,16 @@ class ExactIndex:
             self._matrix[row] = vector
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Copies of the stored vectors of those of ``ids`` that exist, by id."""
         return {i: self._matrix[self._rows[i]].copy() for i in ids if i in self._rows}
 
     def metadata(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-        """The stored metadata of those ids that exist."""
+        """The stored metadata of those of ``ids`` that exist, by id."""
         return {i: self._meta[self._rows[i]] for i in ids if i in self._rows}
 
     def set_metadata(self, ids: Sequence[str], metadata: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Replace metadata of the ids present; return the ids that were missing."""
+        """Replace the metadata of those of ``ids`` present with ``metadata`` (aligned with
+        ``ids``); return the ids that were missing (left alone)."""
         missing = []
         for id_, meta in zip(ids, metadata):
             row = self._rows.get(id_)
@@ -114,6 +130,7 @@ class ExactIndex:
         return missing
 
     def delete(self, ids: Sequence[str]) -> None:
+        """Delete the rows of ``ids``; missing ids are not an error. Returns None."""
         for id_ in ids:
             row = self._rows.pop(id_, None)
             if row is None:
@@ -129,6 +146,9 @@ class ExactIndex:
             self._meta.pop()
 
     def search(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        """The ``limit`` rows most similar to ``vector`` whose metadata match the parsed
+        filter ``where`` (None: all), best first, ties by storage order. Returns the hits;
+        raises ``ValidationError`` for a query of another dimension."""
         n = len(self._ids)
         if n == 0:
             return []
@@ -149,5 +169,7 @@ class ExactIndex:
         return [VectorHit(self._ids[r], float(s)) for r, s in zip(rows, scores[top])]
 
     def check_dims(self, dims: int) -> None:
+        """Refuse ``dims`` other than the index's dimension (once known). Returns None; raises
+        ``BackendRejected``."""
         if self.dims is not None and dims != self.dims:
             raise BackendRejected(f"dimension {dims} != {self.dims}", driver=self.driver)

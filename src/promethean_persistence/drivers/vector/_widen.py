@@ -20,7 +20,15 @@ async def widening_search(
     where: Node | None,
     count: Callable[[], Awaitable[int]],
 ) -> list[VectorHit]:
-    """``search(k)`` returns up to ``k`` rows ``(id, score, metadata)``, best first."""
+    """The ``limit`` best hits of ``search`` that match ``where``, widening ``k`` until they
+    are found or the collection is exhausted.
+
+    ``search``: ``search(k)`` returns up to ``k`` rows ``(id, score, metadata)``, best
+    first (the store's own search, perhaps with a broader native filter). ``limit``: how
+    many hits. ``where``: the exact parsed filter checked on each row's metadata (None: no
+    filter, one search). ``count``: returns how many vectors the collection holds (asked
+    once, when a search comes back full but short of matches). Returns the hits, best
+    first; raises what ``search`` and ``count`` raise."""
     k = limit if where is None else 4 * limit
     total: int | None = None
     while True:

@@ -15,103 +15,54 @@ exhausted: a filter never silently shortens the result.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import math
-import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..._deps import require
-from ..._entries import TEXT_FINGERPRINT, content_hash
 from ..._errors import BackendUnavailable, redact
-from ..._filters import Cmp, Node, Or, evaluate
+from ..._filters import Node, evaluate
 from ..._types import VectorHit
 from .._remote import mapped
 from ..base import Capabilities
-from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
+from ._exact import as_matrix, matrix_for, missing_vectors
 from ._widen import Rows, widening_search
 
 if TYPE_CHECKING:
     from ..._config import StoreConfig
+from ._chroma_layout import (
+    EXACT,
+    EXTRA,
+    _dumps,
+    chroma_fingerprint,
+    chroma_name,
+    chroma_where,
+    from_chroma_metadata,
+    to_chroma_metadata,
+)
 
-EXTRA = "chroma"
-EXACT = "_semantic_store"  #: the metadata as JSON, for exact filtering
-_MANAGED = ("vectorWriteSuccess", "vectorWriteError", "vectorWriteTimestamp")
+__all__ = [
+    "ChromaVector",
+    "chroma_fingerprint",
+    "chroma_name",
+    "chroma_where",
+    "from_chroma_metadata",
+    "to_chroma_metadata",
+]
+
 # Chroma's async client keeps one HTTP client per event loop and server settings, shared by
 # every collection; the last of our drivers using it on a loop closes it.
 _HTTP_USERS: dict[tuple[int, int], int] = {}
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def to_chroma_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The original's ``toChromaMetadata``: scalars kept, anything else as JSON text; nulls
-    are left out (Chroma drops them anyway)."""
-    out: dict[str, Any] = {}
-    for key, value in metadata.items():
-        if value is None:
-            continue
-        out[str(key)] = value if isinstance(value, (str, int, float, bool)) else _dumps(value)
-    return out
-
-
-def from_chroma_metadata(meta: Mapping[str, Any] | None, time_key: str | None) -> dict[str, Any]:
-    """The exact metadata: ours from its JSON copy; the original's unflattened as best we can."""
-    meta = dict(meta or {})
-    exact = meta.get(EXACT)
-    if isinstance(exact, str):
-        try:
-            return cast(dict[str, Any], json.loads(exact))
-        except ValueError:
-            pass
-    for key in (*_MANAGED, time_key, EXACT):
-        meta.pop(cast(str, key), None)  # a None time_key is never a key: popping it does nothing
-    for key, value in meta.items():
-        if isinstance(value, str) and value[:1] in "{[":
-            try:
-                meta[key] = json.loads(value)
-            except ValueError:
-                pass
-    return meta
-
-
-def chroma_fingerprint(meta: Mapping[str, Any] | None, document: str | None) -> str | None:
-    """The fingerprint a record was written with; for a record without one (the original
-    package's), the hash of the text Chroma kept; else None."""
-    meta = meta or {}
-    exact = meta.get(EXACT)
-    parsed: Any = None
-    if isinstance(exact, str):  # ours: the JSON copy is rewritten whole, the flattened keys
-        try:  # are merged by Chroma's update and may be stale
-            parsed = json.loads(exact)
-        except ValueError:
-            pass
-    fp = stored_fingerprint(parsed if isinstance(parsed, Mapping) else meta)
-    if fp is None and isinstance(document, str):
-        return TEXT_FINGERPRINT + content_hash(document)
-    return fp
-
-
-def chroma_name(collection: str) -> str:
-    """Chroma allows 3-512 characters of ``[a-zA-Z0-9._-]``, alphanumeric at both ends; other
-    names map to a readable, collision-free one."""
-    if _NAME.match(collection) and ".." not in collection:
-        return collection
-    digest = hashlib.blake2b(collection.encode(), digest_size=4).hexdigest()
-    head = re.sub(r"[^a-zA-Z0-9._-]", "_", collection).strip("._-")[:400]
-    return f"{head}-{digest}" if head else f"c-{digest}"
 
 
 class ChromaVector:
-    """Vector driver on ChromaDB (cosine space for collections it creates)."""
+    """Vector driver on ChromaDB (cosine space for collections it creates).
+
+    Client errors become ``BackendUnavailable`` (connection, timeout, 429, 5xx) or
+    ``BackendRejected``; every call is bounded by ``timeout``."""
 
     name: ClassVar[str] = "chromadb"
 
@@ -126,6 +77,12 @@ class ChromaVector:
         timeout: float = 30.0,
         exact_threshold: int = 1000,
     ) -> None:
+        """``collection``: the collection name (mapped by ``chroma_name``). ``url``: a Chroma
+        server, or ``path``: a directory for the embedded client. ``pinned``: the name was
+        configured, so ``use_collection`` does not follow the original's alias.
+        ``time_key``: the entry key the time is stored under, as the original did.
+        ``timeout``: seconds per call. ``exact_threshold``: filters matching at most this
+        many vectors are answered by exact search. Raises nothing."""
         self.collection = collection
         self.timeout = timeout
         self.exact_threshold = exact_threshold  #: filters matching this many or fewer: exact search
@@ -145,6 +102,8 @@ class ChromaVector:
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> ChromaVector:
+        """See ``VectorDriver.from_config``: ``config.chromadb`` (``url``, else ``path``, else
+        ``http://localhost:8000``; a configured ``collection`` wins)."""
         c = config.chromadb
         url = c.url if c.url or c.path else "http://localhost:8000"
         return cls(
@@ -158,16 +117,20 @@ class ChromaVector:
 
     @classmethod
     def for_collection(cls, config: StoreConfig, collection: str) -> ChromaVector:
-        """These settings for another collection (a configured name is replaced)."""
+        """See ``VectorDriver.for_collection``: these settings for another collection (a
+        configured name is replaced)."""
         return cls.from_config(
             config.model_copy(update={"chromadb": config.chromadb.model_copy(update={"collection": None})}), collection
         )
 
     def use_keys(self, text_key: str, time_key: str) -> None:
+        """See ``FieldNames.use_keys``: the time goes in the metadata under ``time_key``
+        (``text_key`` is not needed: the text is Chroma's document)."""
         self.time_key = time_key
 
     def use_collection(self, name: str) -> None:
-        """Follow the original's ``collection_aliases`` target (before ``open``)."""
+        """See ``CollectionSwitch.use_collection``: follow the original's
+        ``collection_aliases`` target (before ``open``), unless the name was configured."""
         if not self._pinned:
             self.collection = name
 
@@ -194,6 +157,8 @@ class ChromaVector:
             return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def open(self) -> None:
+        """See ``VectorDriver.open``: a server is asked for its heartbeat first (fail fast);
+        ``MissingDependencyError`` without the ``chroma`` extra."""
         chromadb = require("chromadb", extra=EXTRA, driver=self.name)
         async with self._mapped("open"):
             if self.url:
@@ -240,6 +205,8 @@ class ChromaVector:
         self.dims = len(embeddings[0]) if embeddings is not None and len(embeddings) else None
 
     async def aclose(self) -> None:
+        """See ``VectorDriver.aclose``: the last store on an event loop closes the HTTP
+        client Chroma shares between collections."""
         client, key = self._client, self._loop_key
         self._col = self._client = self._loop_key = None
         if key is None:
@@ -269,6 +236,9 @@ class ChromaVector:
         documents: Sequence[str] | None = None,
         timestamps: Sequence[int] | None = None,
     ) -> None:
+        """See ``DocumentVector.upsert`` and ``VectorDriver.upsert``: ``documents`` become
+        Chroma's documents (never embedded by Chroma), ``timestamps`` the ``time_key``
+        value; a metadata-only upsert leaves the documents as they are."""
         ids = list(ids)
         if not ids:
             return
@@ -295,6 +265,9 @@ class ChromaVector:
         return 1.0 - float(distance) / 2 if self._space == "l2" else 1.0 - float(distance)
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``VectorDriver.query``: a selective filter (at most ``exact_threshold``
+        matches) is answered exactly, a broad one by a widening search checked on the exact
+        metadata."""
         async with self._mapped("query"):
             if self.dims is None and not await self._call("count"):
                 return []
@@ -331,6 +304,7 @@ class ChromaVector:
         return [VectorHit(got["ids"][keep[n]], float(scores[n])) for n in order]
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
+        """See ``VectorDriver.existing``."""
         ids = list(dict.fromkeys(ids))
         found: set[str] = set()
         async with self._mapped("existing"):
@@ -340,6 +314,8 @@ class ChromaVector:
         return found
 
     async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """See ``VectorDriver.fingerprints`` (``chroma_fingerprint``: the kept text's hash for
+        the original's records)."""
         ids = list(dict.fromkeys(ids))
         found: dict[str, str | None] = {}
         async with self._mapped("fingerprints"):
@@ -354,6 +330,7 @@ class ChromaVector:
         return found
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """See ``VectorDriver.fetch``."""
         ids = list(dict.fromkeys(ids))
         found: dict[str, np.ndarray] = {}
         async with self._mapped("fetch"):
@@ -363,16 +340,19 @@ class ChromaVector:
         return found
 
     async def delete(self, ids: Sequence[str]) -> None:
+        """See ``VectorDriver.delete``."""
         ids = list(dict.fromkeys(ids))
         async with self._mapped("delete"):
             for start in range(0, len(ids), self._max_batch):
                 await self._call("delete", ids=ids[start : start + self._max_batch])
 
     async def count(self) -> int:
+        """See ``VectorDriver.count``."""
         async with self._mapped("count"):
             return int(await self._call("count"))
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        """See ``VectorDriver.iter_ids`` (paged by offset)."""
         offset = 0
         while True:
             async with self._mapped("iter_ids"):
@@ -383,66 +363,7 @@ class ChromaVector:
             offset += len(result["ids"])
 
     async def drop(self) -> None:
+        """See ``VectorDriver.drop``: the collection is deleted and created again."""
         async with self._mapped("drop"):
             await self._client_call("delete_collection", chroma_name(self.collection))
             await self._open_collection()
-
-
-# -- the filter language as a Chroma ``where`` (never narrower than the exact filter) ------------
-
-
-def _typed(values: Sequence[Any]) -> dict[type, list[Any]]:
-    groups: dict[type, list[Any]] = {}
-    for v in values:
-        groups.setdefault(type(v), []).append(v)
-    return groups
-
-
-def _native(node: Cmp) -> dict[str, Any] | None:
-    if len(node.path) != 1 or node.path[0] == EXACT:
-        return None  # dotted keys reach into JSON text: checked exactly afterwards
-    key, op, value = node.path[0], node.op, node.value
-    # Chroma truncates a fractional operand when it meets an int value (2 < 2.5 is false
-    # there): ranges are widened to whole numbers, $ne/$nin with fractions stay with us.
-    fractional = any(
-        isinstance(v, float) and not v.is_integer() for v in (value if isinstance(value, tuple) else (value,))
-    )
-    if op in ("eq", "ne"):
-        return None if value is None or (op == "ne" and fractional) else {key: {f"${op}": value}}
-    if op in ("gt", "gte", "lt", "lte"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        if fractional:
-            return {key: {"$gte": math.floor(value)}} if op in ("gt", "gte") else {key: {"$lte": math.ceil(value)}}
-        return {key: {f"${op}": value}}
-    if op in ("in", "nin"):
-        if not value or any(v is None for v in value) or (op == "nin" and fractional):
-            return None
-        parts = [{key: {f"${op}": vs}} for vs in _typed(value).values()]
-        return _join("$or" if op == "in" else "$and", parts)
-    return None  # $exists: nulls are not stored by Chroma
-
-
-def _join(op: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    return parts[0] if len(parts) == 1 else {op: parts}
-
-
-def chroma_where(node: Node) -> dict[str, Any] | None:
-    """Chroma's share of a filter, or None when it can check nothing of it."""
-    if isinstance(node, Cmp):
-        return _native(node)
-    parts = [chroma_where(n) for n in node.items]
-    if isinstance(node, Or):
-        return None if any(p is None for p in parts) else _join("$or", parts)  # type: ignore[arg-type]
-    kept = [p for p in parts if p is not None]
-    return _join("$and", kept) if kept else None
-
-
-__all__ = [
-    "ChromaVector",
-    "chroma_fingerprint",
-    "chroma_name",
-    "chroma_where",
-    "from_chroma_metadata",
-    "to_chroma_metadata",
-]

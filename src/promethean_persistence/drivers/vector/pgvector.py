@@ -25,7 +25,11 @@ def _literal(vector: np.ndarray) -> str:
 
 
 class PgvectorVector(PoolUser):
-    """Vector driver on PostgreSQL + pgvector (HNSW, cosine)."""
+    """Vector driver on PostgreSQL + pgvector (HNSW, cosine).
+
+    Connection trouble and timeouts are ``BackendUnavailable``, other database errors
+    ``BackendRejected``. The table is created by the first vector write (its dimension is
+    the column's)."""
 
     name: ClassVar[str] = "pgvector"
     capabilities: ClassVar[Capabilities] = Capabilities(transactions=True)
@@ -42,14 +46,21 @@ class PgvectorVector(PoolUser):
         ef_search: int = 40,
         pool: Any = None,
     ) -> None:
+        """``info``: the libpq connection string. ``shown``: the server as messages name it
+        (no secrets). ``secrets``: strings redacted from messages. ``collection``: the
+        table prefix. ``m``, ``ef_construction`` and ``ef_search``: the HNSW settings.
+        ``pool``: the pool settings (sizes, idle timeout; None: defaults). Raises nothing."""
         super().__init__(info, shown, secrets, collection, pool)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+        self.call_timeout = 30.0  # its own client timeout: a hung server fails the vector write
         self.dims: int | None = None
         self._t = self._ident("__vectors")
         self._idx = self._ident("__vectors_hnsw")
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> PgvectorVector:
+        """See ``VectorDriver.from_config`` (and ``for_collection``, the same here):
+        ``config.pgvector``, falling back to ``config.postgresql`` for the connection."""
         info, shown, secrets = conninfo(config.pgvector, fallback=config.postgresql)
         h = config.pgvector.hnsw
         return cls(
@@ -66,6 +77,8 @@ class PgvectorVector(PoolUser):
     for_collection = from_config
 
     async def open(self) -> None:
+        """See ``VectorDriver.open``: joins the shared pool and creates the ``vector``
+        extension if needed."""
         await self._acquire()
         try:
             async with self._mapped("open"), self._pool.connection() as conn, conn.transaction():
@@ -123,13 +136,15 @@ class PgvectorVector(PoolUser):
             )
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """See ``VectorDriver.upsert`` (one transaction)."""
         async with self._mapped("upsert"), self._pool.connection() as conn, conn.transaction():
             await self.upsert_in(conn, ids, vectors, metadata)
 
     async def upsert_in(
         self, conn: Any, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]
     ) -> None:
-        """``upsert`` inside the caller's transaction on ``conn`` (same server)."""
+        """See ``TransactionalVector.upsert_in``: ``upsert`` inside the caller's transaction
+        on ``conn`` (same server)."""
         ids = list(ids)
         metas = [json.dumps(dict(m), ensure_ascii=False) for m in metadata]
         if vectors is None:
@@ -154,10 +169,13 @@ class PgvectorVector(PoolUser):
             )
 
     async def delete_in(self, conn: Any, ids: Sequence[str]) -> None:
+        """See ``TransactionalVector.delete_in``."""
         if ids and await self._load_dims() is not None:
             await conn.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s)", (list(ids),))
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``VectorDriver.query``: the filter runs in SQL, with iterative index scans so
+        it never shortens the result."""
         query = as_matrix(vector, await self._load_dims(), self.name)
         if self.dims is None:
             return []
@@ -185,12 +203,14 @@ class PgvectorVector(PoolUser):
         return {row[0] for row in rows}
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
+        """See ``VectorDriver.existing``."""
         if not ids or await self._load_dims() is None:
             return set()
         async with self._mapped("existing"), self._pool.connection() as conn:
             return await self._existing(conn, ids)
 
     async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """See ``VectorDriver.fingerprints``."""
         if not ids or await self._load_dims() is None:
             return {}
         async with self._mapped("fingerprints"), self._pool.connection() as conn:
@@ -202,6 +222,7 @@ class PgvectorVector(PoolUser):
         return dict(rows)
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """See ``VectorDriver.fetch``."""
         if not ids or await self._load_dims() is None:
             return {}
         async with self._mapped("fetch"), self._pool.connection() as conn:
@@ -211,12 +232,14 @@ class PgvectorVector(PoolUser):
         return {i: np.array(text[1:-1].split(","), dtype=np.float32) for i, text in rows}
 
     async def delete(self, ids: Sequence[str]) -> None:
+        """See ``VectorDriver.delete``."""
         if not ids or await self._load_dims() is None:
             return
         async with self._mapped("delete"), self._pool.connection() as conn:
             await conn.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s)", (list(ids),))
 
     async def count(self) -> int:
+        """See ``VectorDriver.count``."""
         if await self._load_dims() is None:
             return 0
         async with self._mapped("count"), self._pool.connection() as conn:
@@ -224,6 +247,7 @@ class PgvectorVector(PoolUser):
             return count
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        """See ``VectorDriver.iter_ids`` (in ascending id order)."""
         if await self._load_dims() is None:
             return
         last = ""
@@ -240,6 +264,7 @@ class PgvectorVector(PoolUser):
             last = rows[-1][0]
 
     async def drop(self) -> None:
+        """See ``VectorDriver.drop``: the rows are deleted, the table and index stay."""
         if await self._load_dims() is None:
             return
         async with self._mapped("drop"), self._pool.connection() as conn:

@@ -42,6 +42,10 @@ def _dumps(value: Any) -> str:
 
 
 def to_pinecone_metadata(metadata: Mapping[str, Any], id_: str) -> dict[str, Any]:
+    """The Pinecone metadata of the entry ``id_``'s ``metadata``: flattened (nested objects
+    as dotted keys, other lists as JSON text, nulls left out), with the exact metadata as
+    JSON under ``_semantic_store``. Returns a new dict; raises ``ValidationError`` when it
+    is over Pinecone's 40 KB per record."""
     out: dict[str, Any] = {}
 
     def put(prefix: str, value: Any) -> None:
@@ -73,7 +77,10 @@ def to_pinecone_metadata(metadata: Mapping[str, Any], id_: str) -> dict[str, Any
 
 
 class PineconeVector:
-    """Vector driver on a Pinecone index (cosine metric expected)."""
+    """Vector driver on a Pinecone index (cosine metric expected).
+
+    Client errors become ``BackendUnavailable`` (connection, timeout, 429, 5xx: the write
+    queue retries them) or ``BackendRejected``; messages never carry the API key."""
 
     name: ClassVar[str] = "pinecone"
     capabilities: ClassVar[Capabilities] = Capabilities()
@@ -89,6 +96,11 @@ class PineconeVector:
         batch_size: int = 100,
         timeout: float = 30.0,
     ) -> None:
+        """``collection``: the store's collection (the namespace unless ``namespace`` is
+        given). ``api_key``: the Pinecone API key. ``host`` or ``index_name``: the existing
+        index. ``batch_size``: vectors per upsert request. ``timeout``: seconds per
+        request. Raises ``ConfigurationError`` without a key, or without both a host and an
+        index name."""
         if not api_key:
             raise ConfigurationError("The pinecone driver needs pinecone.api_key (PINECONE_API_KEY)", driver=self.name)
         if not host and not index_name:
@@ -108,6 +120,7 @@ class PineconeVector:
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> PineconeVector:
+        """See ``VectorDriver.from_config``: ``config.pinecone``."""
         p = config.pinecone
         return cls(
             collection,
@@ -120,7 +133,8 @@ class PineconeVector:
 
     @classmethod
     def for_collection(cls, config: StoreConfig, collection: str) -> PineconeVector:
-        """This index's settings for another namespace (a configured one is replaced)."""
+        """See ``VectorDriver.for_collection``: this index's settings for another namespace
+        (a configured one is replaced); the index keeps its one dimension."""
         return cls.from_config(
             config.model_copy(update={"pinecone": config.pinecone.model_copy(update={"namespace": None})}), collection
         )
@@ -132,6 +146,8 @@ class PineconeVector:
         return mapped(f"Pinecone at {self.shown}", driver=self.name, operation=operation, secret=self._api_key)
 
     async def open(self) -> None:
+        """See ``VectorDriver.open``: connects to the index and reads its dimension;
+        ``MissingDependencyError`` without the ``pinecone`` extra."""
         pinecone = require("pinecone", extra=EXTRA, driver=self.name)
         async with self._mapped("open"):
             if self.host:
@@ -150,11 +166,15 @@ class PineconeVector:
             self.dims = int(stats.dimension) if stats.dimension else None
 
     async def aclose(self) -> None:
+        """See ``VectorDriver.aclose``."""
         index, self._index = self._index, None
         if index is not None:
             await index.close()
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """See ``VectorDriver.upsert``: a metadata-only upsert writes the stored vectors
+        again (Pinecone's update would merge the metadata); ``ValidationError`` for metadata
+        over 40 KB."""
         ids = list(ids)
         if not ids:
             return
@@ -181,6 +201,8 @@ class PineconeVector:
         return found
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``VectorDriver.query``: a broader native filter, the exact one checked on the
+        metadata, widening the search (at most 10,000 hits a request)."""
         if self.dims is None:
             return []
         query = as_matrix(vector, self.dims, self.name)[0].tolist()
@@ -207,6 +229,7 @@ class PineconeVector:
             return await widening_search(search, limit, where, self.count)
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
+        """See ``VectorDriver.existing``."""
         ids = list(dict.fromkeys(ids))
         if not ids:
             return set()
@@ -214,6 +237,7 @@ class PineconeVector:
             return set(await self._fetch(ids))
 
     async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """See ``VectorDriver.fingerprints``."""
         ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
@@ -222,6 +246,7 @@ class PineconeVector:
         return {i: stored_fingerprint(v.metadata) for i, v in found.items()}
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """See ``VectorDriver.fetch``."""
         ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
@@ -230,18 +255,22 @@ class PineconeVector:
         return {i: np.asarray(v.values, dtype=np.float32) for i, v in found.items()}
 
     async def delete(self, ids: Sequence[str]) -> None:
+        """See ``VectorDriver.delete``."""
         ids = list(dict.fromkeys(ids))
         async with self._mapped("delete"):
             for start in range(0, len(ids), 1000):
                 await self._index.delete(ids=ids[start : start + 1000], namespace=self.namespace)
 
     async def count(self) -> int:
+        """See ``VectorDriver.count``: the namespace's vector count from the index
+        statistics."""
         async with self._mapped("count"):
             stats = await self._index.describe_index_stats()
         ns = stats.namespaces.get(self.namespace)
         return int(ns.vector_count) if ns is not None else 0
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        """See ``VectorDriver.iter_ids`` (pages of at most 100, Pinecone's limit)."""
         token = None
         while True:
             async with self._mapped("iter_ids"):
@@ -256,6 +285,7 @@ class PineconeVector:
                 return
 
     async def drop(self) -> None:
+        """See ``VectorDriver.drop``: deletes every vector of the namespace."""
         async with self._mapped("drop"):
             if await self.count():
                 await self._index.delete(delete_all=True, namespace=self.namespace)
@@ -282,6 +312,8 @@ def _native(node: Cmp) -> dict[str, Any] | None:
 
 
 def pinecone_filter(node: Node) -> dict[str, Any] | None:
+    """Pinecone's share of the parsed filter ``node``: a filter never narrower than it, or
+    None when Pinecone can check nothing of it. Raises nothing."""
     if isinstance(node, Cmp):
         return _native(node)
     parts = [pinecone_filter(n) for n in node.items]

@@ -39,12 +39,16 @@ log = logging.getLogger("promethean_persistence.qdrant")
 
 
 def point_id(id_: str) -> str:
-    """The Qdrant point id of an entry id (UUIDv5, deterministic)."""
+    """The Qdrant point id of the entry id ``id_`` (UUIDv5, deterministic). Returns the UUID
+    as a str; raises nothing."""
     return str(uuid.uuid5(NAMESPACE, id_))
 
 
 class QdrantVector:
-    """Vector driver on Qdrant (cosine distance, collection sized by the first vectors)."""
+    """Vector driver on Qdrant (cosine distance, collection sized by the first vectors).
+
+    Client errors become ``BackendUnavailable`` (connection, timeout, 429, 5xx) or
+    ``BackendRejected``; messages never carry the API key."""
 
     name: ClassVar[str] = "qdrant"
     capabilities: ClassVar[Capabilities] = Capabilities()  # local mode stands in for a server
@@ -58,6 +62,10 @@ class QdrantVector:
         api_key: str | None = None,
         timeout: float = 30.0,
     ) -> None:
+        """``collection``: the Qdrant collection. ``url``: a server (with ``api_key``), or
+        ``path``: a directory for the client's local mode (``":memory:"``: in memory).
+        ``timeout``: seconds per call. Raises ``ConfigurationError`` without a url or a
+        path."""
         if not url and not path:
             raise ConfigurationError(
                 "The qdrant driver needs qdrant.url (QDRANT_URL) or qdrant.path "
@@ -75,6 +83,8 @@ class QdrantVector:
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> QdrantVector:
+        """See ``VectorDriver.from_config``: ``config.qdrant`` (a configured ``collection``
+        wins; ``url`` beats ``path``)."""
         q = config.qdrant
         return cls(
             q.collection or collection,
@@ -85,7 +95,8 @@ class QdrantVector:
 
     @classmethod
     def for_collection(cls, config: StoreConfig, collection: str) -> QdrantVector:
-        """These settings for another collection (a configured name is replaced)."""
+        """See ``VectorDriver.for_collection``: these settings for another collection (a
+        configured name is replaced)."""
         return cls.from_config(
             config.model_copy(update={"qdrant": config.qdrant.model_copy(update={"collection": None})}), collection
         )
@@ -99,6 +110,8 @@ class QdrantVector:
         )
 
     async def open(self) -> None:
+        """See ``VectorDriver.open``: ``MissingDependencyError`` without the ``qdrant``
+        extra."""
         qdrant_client = require("qdrant_client", extra=EXTRA, driver=self.name)
         async with self._mapped("open"):
             if self.url:
@@ -123,6 +136,7 @@ class QdrantVector:
             self.dims = int(vectors.size) if hasattr(vectors, "size") else None
 
     async def aclose(self) -> None:
+        """See ``VectorDriver.aclose``."""
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -148,6 +162,8 @@ class QdrantVector:
             )
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """See ``VectorDriver.upsert``: the first vectors create the collection with their
+        dimension; writes wait until applied."""
         models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
         ids = list(ids)
         if not ids:
@@ -175,6 +191,8 @@ class QdrantVector:
                 await self._client.upsert(self.collection, points=points, wait=True)
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``VectorDriver.query``: a broader native filter (a server gets payload indexes
+        for its keys), the exact one checked on the payload, widening the search."""
         async with self._mapped("query"):
             if self.dims is None:
                 await self._load_dims()
@@ -220,6 +238,7 @@ class QdrantVector:
                 log.info("payload index on %s not created: %s", key, exc)
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
+        """See ``VectorDriver.existing``."""
         ids = list(dict.fromkeys(ids))
         if not ids or self.dims is None:
             return set()
@@ -233,6 +252,7 @@ class QdrantVector:
         return found
 
     async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """See ``VectorDriver.fingerprints``."""
         ids = list(dict.fromkeys(ids))
         if not ids or self.dims is None:
             return {}
@@ -248,6 +268,7 @@ class QdrantVector:
         return found
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """See ``VectorDriver.fetch``."""
         ids = list(dict.fromkeys(ids))
         if not ids or self.dims is None:
             return {}
@@ -264,6 +285,7 @@ class QdrantVector:
         return found
 
     async def delete(self, ids: Sequence[str]) -> None:
+        """See ``VectorDriver.delete``."""
         models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
         ids = list(dict.fromkeys(ids))
         if not ids or self.dims is None:
@@ -277,12 +299,14 @@ class QdrantVector:
                 )
 
     async def count(self) -> int:
+        """See ``VectorDriver.count`` (an exact count)."""
         if self.dims is None:
             return 0
         async with self._mapped("count"):
             return int((await self._client.count(self.collection, exact=True)).count)
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        """See ``VectorDriver.iter_ids`` (scrolled)."""
         if self.dims is None:
             return
         offset = None
@@ -297,6 +321,8 @@ class QdrantVector:
                 return
 
     async def drop(self) -> None:
+        """See ``VectorDriver.drop``: the collection is deleted (the next vectors create it
+        again, with their dimension)."""
         async with self._mapped("drop"):
             if await self._client.collection_exists(self.collection):
                 await self._client.delete_collection(self.collection)
@@ -325,12 +351,19 @@ class Kit:
         filter_type: Any,
         bools: bool = True,
     ) -> None:
+        """``field``: makes a field condition (``key``, ``match`` or ``range``).
+        ``match_value`` and ``match_any``: make value matches. ``range_``: makes a range
+        (``gt``, ``gte``, ``lt``, ``lte``). ``filter_``: makes a filter of ``must`` or
+        ``should`` conditions; ``filter_type`` is its class. ``bools``: whether a boolean
+        value match works. Raises nothing."""
         self.field, self.match_value, self.match_any = field, match_value, match_any
         self.range, self.filter, self.filter_type = range_, filter_, filter_type
         self.bools = bools  #: whether a boolean MatchValue works (not in qdrant-edge 0.9)
 
 
 def client_kit() -> Kit:
+    """The ``Kit`` of qdrant-client's models. Raises ``MissingDependencyError`` without the
+    ``qdrant`` extra."""
     models = require("qdrant_client.models", extra=EXTRA, driver="qdrant")
     return Kit(
         field=lambda key, match=None, range=None: models.FieldCondition(key=key, match=match, range=range),
@@ -372,7 +405,9 @@ def _condition(node: Cmp, kit: Kit) -> Any:
 
 
 def qdrant_filter(node: Node, kit: Kit | None = None) -> Any:
-    """Qdrant's share of a filter, or None when it can check nothing of it."""
+    """Qdrant's share of the parsed filter ``node``, built with ``kit`` (default
+    ``client_kit()``): a filter never narrower than it, or None when Qdrant can check nothing
+    of it. Raises ``MissingDependencyError`` without a ``kit`` and the ``qdrant`` extra."""
     kit = kit or client_kit()
     if isinstance(node, Cmp):
         condition = _condition(node, kit)

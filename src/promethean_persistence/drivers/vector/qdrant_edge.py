@@ -48,12 +48,16 @@ def _kit(q: Any) -> Kit:
 
 
 class QdrantEdgeVector:
-    """Vector driver on an embedded Qdrant edge shard (cosine)."""
+    """Vector driver on an embedded Qdrant edge shard (cosine).
+
+    Engine errors become ``BackendRejected``; a call on a closed shard raises
+    ``BackendUnavailable``."""
 
     name: ClassVar[str] = "qdrant-edge"
     capabilities: ClassVar[Capabilities] = Capabilities(in_process=True)
 
     def __init__(self, collection: str, path: str) -> None:
+        """``collection``: the shard's name, a directory under ``path``. Raises nothing."""
         self.collection = collection
         self.path = Path(path) / collection
         self.dims: int | None = None
@@ -63,6 +67,8 @@ class QdrantEdgeVector:
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> QdrantEdgeVector:
+        """See ``VectorDriver.from_config`` (and ``for_collection``, the same here): under
+        ``config.qdrant.path``, default ``<home>/qdrant-edge``."""
         return cls(collection, config.qdrant.path or str(Path(config.home) / "qdrant-edge"))
 
     for_collection = from_config
@@ -87,6 +93,8 @@ class QdrantEdgeVector:
             ) from exc
 
     async def open(self) -> None:
+        """See ``VectorDriver.open``: loads an existing shard (a new one is created by the
+        first vectors); ``MissingDependencyError`` without the ``qdrant-edge`` extra."""
         self._q = require("qdrant_edge", extra=EXTRA, driver=self.name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         async with self._mapped("open"):
@@ -99,6 +107,7 @@ class QdrantEdgeVector:
         return len(_vector(first[0])) if first else None
 
     async def aclose(self) -> None:
+        """See ``VectorDriver.aclose``: closes the shard and its thread."""
         shard, self._shard = self._shard, None
         if shard is not None:
             await self._run(shard.close)
@@ -115,6 +124,8 @@ class QdrantEdgeVector:
         self.dims = self.dims or dims
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """See ``VectorDriver.upsert``: the first vectors create the shard with their
+        dimension."""
         ids = list(ids)
         if not ids:
             return
@@ -136,6 +147,8 @@ class QdrantEdgeVector:
                 await self._run(self._shard.update, q.UpdateOperation.upsert_points(points))
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``VectorDriver.query``: as the ``qdrant`` driver, a broader native filter and
+        the exact one checked on the payload."""
         if self._shard is None or self.dims is None:
             return []
         q = self._q
@@ -151,6 +164,7 @@ class QdrantEdgeVector:
             return await widening_search(search, limit, where, self.count)
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
+        """See ``VectorDriver.existing``."""
         ids = list(dict.fromkeys(ids))
         if not ids or self._shard is None:
             return set()
@@ -164,6 +178,7 @@ class QdrantEdgeVector:
         return found
 
     async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """See ``VectorDriver.fingerprints``."""
         ids = list(dict.fromkeys(ids))
         if not ids or self._shard is None:
             return {}
@@ -177,6 +192,7 @@ class QdrantEdgeVector:
         return found
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """See ``VectorDriver.fetch``."""
         ids = list(dict.fromkeys(ids))
         if not ids or self._shard is None:
             return {}
@@ -190,6 +206,7 @@ class QdrantEdgeVector:
         return found
 
     async def delete(self, ids: Sequence[str]) -> None:
+        """See ``VectorDriver.delete``."""
         ids = list(dict.fromkeys(ids))
         if not ids or self._shard is None:
             return
@@ -197,12 +214,14 @@ class QdrantEdgeVector:
             await self._run(self._shard.update, self._q.UpdateOperation.delete_points([point_id(i) for i in ids]))
 
     async def count(self) -> int:
+        """See ``VectorDriver.count`` (an exact count)."""
         if self._shard is None:
             return 0
         async with self._mapped("count"):
             return int(await self._run(self._shard.count, self._q.CountRequest(exact=True)))
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        """See ``VectorDriver.iter_ids`` (scrolled)."""
         if self._shard is None:
             return
         offset = None
@@ -217,6 +236,8 @@ class QdrantEdgeVector:
                 return
 
     async def drop(self) -> None:
+        """See ``VectorDriver.drop``: the shard's directory is removed (the next vectors
+        create it again)."""
         async with self._mapped("drop"):
             if self._shard is not None:
                 shard, self._shard = self._shard, None

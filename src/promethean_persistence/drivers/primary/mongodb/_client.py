@@ -74,6 +74,7 @@ class Connection:
             ) from None
 
     async def open(self) -> None:
+        """See ``PrimaryDriver.open``."""
         pymongo = require("pymongo", extra=EXTRA, driver=self.name)
         self._key = (self._uri, id(asyncio.get_running_loop()))
         entry = _CLIENTS.get(self._key)
@@ -103,6 +104,7 @@ class Connection:
             raise
 
     async def aclose(self) -> None:
+        """See ``PrimaryDriver.aclose``."""
         if self._key is None:
             return
         key, self._key, self._client = self._key, None, None

@@ -27,7 +27,7 @@ def _cmp(path: str, node: Cmp) -> dict[str, Any]:
 
 
 def mongo_filter(node: Node) -> dict[str, Any]:
-    """Translate a parsed filter; metadata keys live under ``metadata.``."""
+    """Translate the parsed filter ``node`` to a MongoDB query; metadata keys live under ``metadata.``."""
     if isinstance(node, And):
         return {"$and": [mongo_filter(n) for n in node.items]}
     if isinstance(node, Or):

@@ -44,6 +44,7 @@ class Outbox:
         return f"{self.collection}\x00{id_}"
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
+        """See ``PrimaryDriver.claim``."""
         due_by = now if due_by is None else due_by
         lease_until = now + lease_ms
         token = uuid.uuid4().hex
@@ -150,6 +151,7 @@ class Outbox:
         return applied
 
     async def set_vector_state(self, states: Sequence[VectorState]) -> int:
+        """See ``PrimaryDriver.set_vector_state``."""
         if not states:
             return 0
         return await self._tx("set_vector_state", lambda session: self._apply_states(states, session))
@@ -157,6 +159,7 @@ class Outbox:
     # -- manifest, aliases ----------------------------------------------------------------
 
     async def get_manifest(self) -> Manifest | None:
+        """See ``PrimaryDriver.get_manifest``."""
         async with self._mapped("get_manifest"):
             doc = await self._manifests.find_one({"_id": self.collection})
         if doc and doc.get("manifest"):
@@ -168,6 +171,7 @@ class Outbox:
         return None
 
     async def set_manifest(self, manifest: Manifest) -> None:
+        """See ``PrimaryDriver.set_manifest``."""
         async with self._mapped("set_manifest"):
             await self._manifests.update_one(
                 {"_id": self.collection},

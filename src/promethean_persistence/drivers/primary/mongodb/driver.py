@@ -41,6 +41,12 @@ class MongoPrimary(Connection, Legacy, Outbox):
         time_key: str = "createdAt",
         transactions: bool | None = None,
     ) -> None:
+        """``uri`` is the MongoDB connection string (never shown with its password); ``database``
+        and ``collection`` where the entries live; ``options`` extra keyword arguments for the
+        client; ``text_key`` and ``time_key`` the document fields holding the text and the
+        timestamp; ``transactions`` forces multi-document transactions on or off (None: use them
+        when the server is a replica set). Nothing connects before ``open``.
+        """
         self._uri = uri
         self.shown = redact(uri)
         password = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)
@@ -59,11 +65,15 @@ class MongoPrimary(Connection, Legacy, Outbox):
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> MongoPrimary:
+        """See ``PrimaryDriver.from_config``."""
         m = config.mongodb
         return cls(m.uri.get_secret_value(), m.database, collection, options=m.options, transactions=m.transactions)
 
     def use_keys(self, text_key: str, time_key: str) -> None:
-        """The store's text and time field names (top-level fields, as the original)."""
+        """The store's text and time field names (top-level fields, as the original).
+
+        See ``FieldNames.use_keys``.
+        """
         self.text_key, self.time_key = text_key, time_key
 
     def __repr__(self) -> str:
@@ -162,6 +172,7 @@ class MongoPrimary(Connection, Legacy, Outbox):
         return found
 
     async def put(self, records: Sequence[Record], *, states: Sequence[VectorState] = ()) -> list[Record | None]:
+        """See ``PrimaryDriver.put``."""
         records = list(records)
         if not records and not states:
             return []
@@ -192,6 +203,7 @@ class MongoPrimary(Connection, Legacy, Outbox):
         return await self._tx("put", work)
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
+        """See ``PrimaryDriver.get``."""
         ids = list(ids)
         if not ids:
             return []
@@ -200,6 +212,7 @@ class MongoPrimary(Connection, Legacy, Outbox):
         return [found.get(i) for i in ids]
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
+        """See ``PrimaryDriver.delete``."""
         ids = list(dict.fromkeys(ids))
         if not ids:
             return []
@@ -268,6 +281,7 @@ class MongoPrimary(Connection, Legacy, Outbox):
         until: int | None = None,
         include_empty: bool = False,
     ) -> list[Record]:
+        """See ``PrimaryDriver.most_recent``."""
         direction = -1 if order == "desc" else 1
         query = self._query(self._window(since, until, include_empty), where)
         async with self._mapped("most_recent"):
@@ -276,6 +290,7 @@ class MongoPrimary(Connection, Legacy, Outbox):
         return records
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
+        """See ``PrimaryDriver.iterate``."""
         last = after
         while True:
             query = self._query([{"id": {"$gt": last}}] if last is not None else [], None)
@@ -290,6 +305,7 @@ class MongoPrimary(Connection, Legacy, Outbox):
             last = docs[-1]["id"]
 
     async def count(self, where: Node | None = None) -> int:
+        """See ``PrimaryDriver.count``."""
         async with self._mapped("count"):
             found: int = await self._col.count_documents(self._query([], where))
             return found
@@ -297,6 +313,7 @@ class MongoPrimary(Connection, Legacy, Outbox):
     # -- maintenance ----------------------------------------------------------------------
 
     async def drop(self) -> None:
+        """See ``PrimaryDriver.drop``."""
         async with self._mapped("drop"):
             await self._col.delete_many({})
             await self._tomb.delete_many({"collection": self.collection})

@@ -76,7 +76,8 @@ class _Indexing:
         self._delta_cache = None
 
     async def wait_indexed(self) -> None:
-        """Wait until the background step has moved the delta into the graph (benchmarks)."""
+        """Wait until the background step has moved the delta into the graph (benchmarks).
+        Returns None; raises ``BackendUnavailable``/``BackendRejected`` when a step fails."""
         self._schedule_indexing()
         while self._indexing is not None and not self._indexing.done():
             await asyncio.shield(self._indexing)

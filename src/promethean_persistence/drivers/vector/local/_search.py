@@ -39,6 +39,9 @@ class _Search:
     # -- reads ----------------------------------------------------------------------------
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``VectorDriver.query``: the filter runs in SQLite; selective filters search
+        the matching vectors exactly, broad ones the graph restricted to them, merged with
+        the exact search of vectors not indexed yet."""
         if self.dims is not None:
             query = as_matrix(vector, self.dims, self.name)[0]
         else:

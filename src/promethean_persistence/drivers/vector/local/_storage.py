@@ -146,6 +146,8 @@ class _Storage:
         self._schedule_indexing()
 
     async def upsert(self, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]]) -> None:
+        """See ``VectorDriver.upsert``: one SQLite transaction; a repeated id's last vector
+        wins."""
         ids = list(ids)
         metas = [json.dumps(dict(m), ensure_ascii=False, separators=(",", ":")) for m in metadata]
         if len(metas) != len(ids):
@@ -200,6 +202,7 @@ class _Storage:
         await self._write(insert)
 
     async def delete(self, ids: Sequence[str]) -> None:
+        """See ``VectorDriver.delete``."""
         ids = list(dict.fromkeys(ids))
 
         def remove(conn: sqlite3.Connection, seq: int) -> Callable[[], None]:
@@ -216,6 +219,7 @@ class _Storage:
         await self._write(remove)
 
     async def drop(self) -> None:
+        """See ``VectorDriver.drop``: the rows and the HNSW checkpoint go."""
         if self._indexing is not None:
             self._indexing.cancel()
             await asyncio.gather(self._indexing, return_exceptions=True)
@@ -239,12 +243,13 @@ class _Storage:
     # -- stored reads ---------------------------------------------------------------------
 
     async def existing(self, ids: Sequence[str]) -> set[str]:
+        """See ``VectorDriver.existing``."""
         await self._refresh()
         return {i for i in ids if i in self._labels}
 
     async def fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
-        """The ``FINGERPRINT_KEY`` value stored in each vector's metadata (None where absent);
-        ids without a vector are left out."""
+        """See ``VectorDriver.fingerprints``: the ``FINGERPRINT_KEY`` value stored in each
+        vector's metadata (None where absent); ids without a vector are left out."""
         await self._refresh()
         ids = list(dict.fromkeys(ids))
         sql = f"SELECT id, json_extract(metadata, '$.\"{FINGERPRINT_KEY}\"') FROM {self._table} WHERE id IN "
@@ -260,6 +265,7 @@ class _Storage:
         return await self._db.run(read, operation="fingerprints") if ids else {}
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """See ``VectorDriver.fetch``."""
         ids = list(dict.fromkeys(ids))
 
         def read() -> dict[str, np.ndarray]:
@@ -275,10 +281,12 @@ class _Storage:
         return await self._db.run(read, operation="fetch") if ids else {}
 
     async def count(self) -> int:
+        """See ``VectorDriver.count``."""
         await self._refresh()
         return len(self._labels)
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
+        """See ``VectorDriver.iter_ids`` (in ascending id order)."""
         sql = f"SELECT id FROM {self._table} WHERE id > ? ORDER BY id LIMIT ?"
         last = ""
         while True:

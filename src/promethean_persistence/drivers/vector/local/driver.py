@@ -24,7 +24,9 @@ log = logging.getLogger("promethean_persistence.local")
 
 
 class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
-    """Vector driver on a local SQLite file with an HNSW accelerator."""
+    """Vector driver on a local SQLite file with an HNSW accelerator (see the package
+    docstring). SQLite errors become ``BackendUnavailable`` (a locked or unreachable file)
+    or ``BackendRejected``."""
 
     name: ClassVar[str] = "local"
     capabilities: ClassVar[Capabilities] = Capabilities(in_process=True)
@@ -42,6 +44,12 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         exact_threshold: int = 5_000,
         index_dir: str | None = None,
     ) -> None:
+        """``path``: the SQLite file. ``collection``: the table prefix. ``synchronous`` and
+        ``busy_timeout_ms``: SQLite's durability level and lock wait. ``m``,
+        ``ef_construction`` and ``ef_search``: the HNSW settings. ``exact_threshold``:
+        collections this small stay exact. ``index_dir``: where the HNSW checkpoint goes
+        (default: beside the file). Raises ``ValidationError`` for a collection name SQLite
+        cannot quote."""
         self.path = path
         self.collection = collection
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
@@ -68,6 +76,8 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> LocalVector:
+        """See ``VectorDriver.from_config`` (and ``for_collection``, the same here):
+        ``config.local``, in ``local.path`` or by default the SQLite primary's file."""
         s, local = config.sqlite, config.local
         return cls(
             local.path or config.sqlite_path,
@@ -88,6 +98,9 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
     # -- open / close ---------------------------------------------------------------------
 
     async def open(self) -> None:
+        """See ``VectorDriver.open``: creates the tables, loads the HNSW checkpoint (a bad
+        one is ignored and rebuilt) and replays what changed since. Without hnswlib search
+        stays exact (no error)."""
         try:
             import hnswlib  # noqa: F401 - optional accelerator
         except ImportError:
@@ -103,6 +116,8 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         await self._refresh()
 
     async def aclose(self) -> None:
+        """See ``VectorDriver.aclose``: stops background indexing and saves the HNSW
+        checkpoint (a failure is only logged)."""
         if self._indexing is not None:
             self._indexing.cancel()
             await asyncio.gather(self._indexing, return_exceptions=True)
