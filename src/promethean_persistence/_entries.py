@@ -212,4 +212,4 @@ def check_limit(limit: Any, field: str = "limit") -> int:
     """``limit`` as a positive int; raises ValidationError naming ``field`` otherwise."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValidationError(f"{field} must be an int >= 1, got {limit!r}", field=field)
-    return limit
+    return int(limit)

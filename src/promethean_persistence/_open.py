@@ -59,8 +59,9 @@ async def open_drivers(
     await primary.open()
     opened.append(primary)
     manifest = await primary.get_manifest()
-    if manifest is not None and manifest.vector_collection not in (None, vector.collection):
-        vector = vector_for(vector, config, manifest.vector_collection)  # re-embedded
+    moved_to = manifest.vector_collection if manifest is not None else None
+    if moved_to is not None and moved_to != vector.collection:
+        vector = vector_for(vector, config, moved_to)  # re-embedded
     elif primary.capabilities.vector_aliases and vector.capabilities.collection_switch:
         # the original's collection_aliases: the vector collection may have another name
         target = await cast(VectorAliases, primary).vector_collection()

@@ -78,20 +78,14 @@ class Consistency:
         }
 
     async def _records(self, limit: int | None) -> AsyncIterator[tuple[list[Record], dict[str, str | None]]]:
-        """Batches of records with their vectors' fingerprints; the next batch is read from
-        the primary while the vector store answers for this one."""
-
-        async def newest(n: int) -> AsyncIterator[list[Record]]:
-            yield await self.primary.most_recent(n, include_empty=True)
-
-        batches = self.primary.iterate(SCAN_CHUNK) if limit is None else newest(check_limit(limit))
-        upcoming = asyncio.ensure_future(anext(batches, None))
-        try:
-            while (batch := await upcoming) is not None:
-                upcoming = asyncio.ensure_future(anext(batches, None))
-                yield batch, await self._fingerprints([r.id for r in batch])
-        finally:
-            upcoming.cancel()
+        """Batches of records with their vectors' fingerprints (one round trip to each store
+        per batch; overlapping the two only made both threads wait on each other)."""
+        if limit is not None:
+            batch = await self.primary.most_recent(check_limit(limit), include_empty=True)
+            yield batch, await self._fingerprints([r.id for r in batch])
+            return
+        async for batch in self.primary.iterate(SCAN_CHUNK):
+            yield batch, await self._fingerprints([r.id for r in batch])
 
     async def _scan(self, limit: int | None) -> dict[str, Any]:
         """Classify records against the vector store's actual contents."""
