@@ -1,7 +1,9 @@
 """SemanticStore: one async API over a primary store and a vector store (SPEC §1-4).
 
-The store is a front: opening and manifest checks live in ``_open``, the consistency report
-and repairs in ``_report`` (a mixin), the write path in the ``outbox`` package.
+The store is a front: construction, writes and lifecycle. Opening and manifest checks live
+in ``_open``; reads in ``_reads``, the consistency report and repairs in ``_report``, flush
+and counts in ``_outbox_front`` and re-embedding in ``_switching`` (mixins of the store);
+the write path in the ``outbox`` package.
 """
 
 from __future__ import annotations
