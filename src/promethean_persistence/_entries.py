@@ -3,6 +3,7 @@ the field, and nothing is written."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -31,6 +32,7 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+@functools.lru_cache(maxsize=16)  # one per model in use: writes fingerprint every record
 def fingerprinter(model: str | None) -> Callable[[str], str]:
     """``fingerprint(text)``: what a vector of ``model`` computed from ``text`` (the embedded
     input: a text, or an image's path or URL) is recorded with, beside the vector

@@ -9,15 +9,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _filters
+from ._report import ID_CHUNK
 
 if TYPE_CHECKING:
     from ._config import StoreConfig
     from .drivers.base import PrimaryDriver
+    from .outbox.planner import Planner
     from .outbox.queue import VectorWriteQueue
     from .outbox.worker import OutboxWorker
     from .outbox.writer import OutboxWriter
 
-ID_CHUNK = 500  #: ids per primary round trip
 _PENDING = _filters.parse({"vectorStatus": "pending"})
 
 
@@ -61,7 +62,7 @@ class OutboxFront:
         _queue: VectorWriteQueue
         _worker: OutboxWorker
         _writer: OutboxWriter
-        _lease_ms: int
+        _planner: Planner
 
         def _check_open(self) -> None: ...
         async def settle(self) -> None: ...
@@ -90,7 +91,7 @@ class OutboxFront:
             await self._queue.flush()
             if self.config.dual_write_enabled:
                 attempted: set[str] = set()
-                deadline = time.monotonic() + (self._lease_ms + self.config.vector_timeout_ms) / 1000
+                deadline = time.monotonic() + (self._planner.lease_ms + self.config.vector_timeout_ms) / 1000
                 while True:
                     if ran := await self._worker.run_once(force=True, skip=attempted):
                         attempted.update(ran)

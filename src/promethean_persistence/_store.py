@@ -75,7 +75,6 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         self.primary = primary
         self.vector = vector
         self.embedder = embedder
-        self.supports_images = supports_images(embedder, config)
         self._closed = False
         self._manifest_pending = False  #: the embedder could not tell its dimension at open
         self.vector_collection: str | None = None  #: set by a re-embedding run, else the store's name
@@ -84,14 +83,13 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
             config.consistency == "strict" and config.dual_write_enabled and shares_transactions(primary, vector)
         )
         self._writer = OutboxWriter(primary)
-        #: how long an item handed to this process's queue is kept from other claimers (the
-        #: queue renews it while the item waits or runs here)
-        self._lease_ms = 2 * config.vector_timeout_ms + 1_000
         self._planner = Planner(
             enabled=config.dual_write_enabled,
-            images=self.supports_images,
+            images=supports_images(embedder, config),
             model=embedder.model,
-            lease_ms=self._lease_ms,
+            # how long an item handed to this process's queue is kept from other claimers
+            # (the queue renews it while the item waits or runs here)
+            lease_ms=2 * config.vector_timeout_ms + 1_000,
             max_retries=config.vector_max_retries,
             retry_delay_ms=config.vector_retry_delay_ms,
         )
@@ -114,7 +112,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         self._worker = OutboxWorker(
             primary,
             self._queue,
-            lease_ms=self._lease_ms,
+            lease_ms=self._planner.lease_ms,
             poll_ms=max(50, min(1000, config.vector_retry_delay_ms)),
         )
 
@@ -201,6 +199,12 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
                     log.exception("closing %r after a failed open", driver)
             raise
         return store
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether image entries are embedded as images (the config, else the embedder, says
+        so; see ``_policy.supports_images``)."""
+        return self._planner.images
 
     def manifest(self) -> Manifest:
         """The collection manifest of this store's current embedding space (embedding driver,
@@ -336,7 +340,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         self._check_open()
         validate_id(id_)
         now = now_ms()
-        tombstone_at = now + self._lease_ms if self.config.dual_write_enabled else None
+        tombstone_at = now + self._planner.lease_ms if self.config.dual_write_enabled else None
         existed = bool(await self.primary.delete([id_], tombstone_at=tombstone_at))
         if existed and tombstone_at is not None:
             await self._run_jobs([self._planner.remove(id_, Record.tombstone(id_, tombstone_at, now))])

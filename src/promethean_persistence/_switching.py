@@ -30,7 +30,6 @@ class EmbeddingSpace:
         primary: PrimaryDriver
         vector: VectorDriver
         embedder: Embedder
-        supports_images: bool
         vector_collection: str | None
         _atomic: bool
         _planner: Planner
@@ -104,7 +103,7 @@ class EmbeddingSpace:
         self.vector = self._queue.vector = vector
         self.vector_collection = collection
         self.config = self.config.model_copy(update={"embedding_driver": driver, "embedding_function": embedder.model})
-        self.supports_images = self._planner.images = supports_images(embedder, self.config)
+        self._planner.images = supports_images(embedder, self.config)
         self._planner.model = embedder.model
         self._atomic = self._atomic and shares_transactions(self.primary, vector)
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from .._entries import content_hash, now_ms
 from .._errors import (
@@ -29,7 +29,6 @@ from .vectors import consume, describe_error, embed_records, upsert_records
 from .writer import OutboxWriter
 
 log = logging.getLogger("promethean_persistence.queue")
-T = TypeVar("T")
 VERIFY_EVERY = 256  #: written upserts re-read together at most (see ``VectorWriteQueue._verify``)
 VERIFY_DELAY_S = 0.02  #: how long an idle queue waits for more work before re-reading
 
