@@ -9,10 +9,12 @@ Prints one JSON object:
 * ``ingest``: ``--n`` entries with the hashing embedder through ``insert_many`` (SQLite +
   local vectors) until the HNSW graph holds them all, against a hand-written loop doing the
   same SQLite writes, hashing and graph inserts in the same run.
-* ``model``: all-MiniLM-L6-v2 sentences/s on the CPU (and on a GPU when there is one).
+* ``model``: all-MiniLM-L6-v2 texts/s on ONNX Runtime and on PyTorch (CPU, interleaved
+  rounds), the store's bulk writes with each against the embedder alone, and against the
+  previous release's path (PyTorch, 64-text batches in input order).
 * ``quality``: stdlib demo questions with an expected answer in the top 5 (``--quality``).
 
-    python bench/embedded.py [--n 100000] [--quality]
+    python bench/embedded.py [--n 100000] [--rounds 3] [--quality]
 """
 
 from __future__ import annotations
@@ -177,26 +179,69 @@ async def bench_ingest(n: int, home: str) -> dict:
     }
 
 
-async def bench_model() -> dict:
+async def bench_model(rounds: int) -> dict:
+    """all-MiniLM-L6-v2 on 1,024 stdlib docstrings: ONNX Runtime against PyTorch (the same
+    model, texts and machine, interleaved ``rounds`` times), and the store's bulk write path
+    (``insert_many`` + ``flush`` on the embedded default) against the embedder alone."""
     try:
-        import torch
-
-        from promethean_persistence.drivers.embedding.sentence_transformers import LocalEmbedder
+        from promethean_persistence.drivers.embedding.local import LocalEmbedder, OnnxLocalEmbedder
     except ImportError:
         return {"skipped": "pip install 'promethean-persistence[local]'"}
     from promethean_persistence.demo import stdlib_entries
 
-    texts = [e["text"] for e in stdlib_entries(1024)]
-    out = {"texts": len(texts), "mean_chars": round(sum(map(len, texts)) / len(texts))}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        embedder = LocalEmbedder.from_config(StoreConfig(sentence_transformers={"device": device}))
-        await embedder.warm()
-        await embedder.embed(texts[:64])
+    entries = list(stdlib_entries(1024))
+    texts = [e["text"] for e in entries]
+    out: dict = {"texts": len(texts), "mean_chars": round(sum(map(len, texts)) / len(texts))}
+    embedders, load_s = {}, {}
+    for runtime in ("onnx", "torch"):
         started = time.perf_counter()
-        await embedder.embed(texts)
-        out[f"{device}_sentences_per_s"] = round(len(texts) / (time.perf_counter() - started), 1)
+        embedder = LocalEmbedder.from_config(StoreConfig(sentence_transformers={"runtime": runtime, "device": "cpu"}))
+        await embedder.warm()
+        load_s[runtime] = round(time.perf_counter() - started, 2)
+        await embedder.embed(texts[:64])
+        embedders[runtime] = embedder
+    assert isinstance(embedders["onnx"], OnnxLocalEmbedder)
+    from promethean_persistence.outbox import queue
+
+    windows = queue.WINDOW_BATCHES
+    rates: dict[str, list[float]] = {k: [] for k in ("onnx", "torch", "store_onnx", "store_torch", "store_before")}
+    for r in range(rounds):
+        # "before": the previous release's path, torch and 64-text batches in input order
+        for label, runtime, window in (("onnx", "onnx", windows), ("torch", "torch", windows), ("before", "torch", 1)):
+            queue.WINDOW_BATCHES = window
+            if label != "before":
+                started = time.perf_counter()
+                await embedders[runtime].embed(texts)
+                rates[runtime].append(len(texts) / (time.perf_counter() - started))
+            with tempfile.TemporaryDirectory() as home:
+                cfg = {"home": home, "sentence_transformers": {"runtime": runtime, "device": "cpu"}}
+                store = await SemanticStore.create(f"bench{r}", config=cfg)
+                await store.embedder.warm()  # load outside the clock, as for the embedder alone
+                started = time.perf_counter()
+                await store.insert_many(entries)
+                await store.flush()
+                rates[f"store_{label}"].append(len(texts) / (time.perf_counter() - started))
+                ids = {e["id"] for e in entries}  # a docstring may repeat an id: the later one wins
+                assert (await store.vector_counts(list(ids)))["indexed"] == len(ids)
+                await store.cleanup()
+    queue.WINDOW_BATCHES = windows
+    for embedder in embedders.values():
         await embedder.aclose()
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    out |= {
+        "rounds": rounds,
+        "load_s": load_s,
+        "onnx_texts_per_s": round(median["onnx"], 1),
+        "torch_texts_per_s": round(median["torch"], 1),
+        "onnx_vs_torch": round(median["onnx"] / median["torch"], 2),
+        "store_onnx_texts_per_s": round(median["store_onnx"], 1),
+        "store_torch_texts_per_s": round(median["store_torch"], 1),
+        "store_vs_embedder_onnx": round(median["store_onnx"] / median["onnx"], 2),
+        "store_vs_embedder_torch": round(median["store_torch"] / median["torch"], 2),
+        "store_onnx_vs_store_torch": round(median["store_onnx"] / median["store_torch"], 2),
+        "store_before_texts_per_s": round(median["store_before"], 1),
+        "store_onnx_vs_before": round(median["store_onnx"] / median["store_before"], 2),
+    }
     return out
 
 
@@ -220,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--quality", action="store_true", help="also ingest the stdlib corpus (minutes)")
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the model comparison")
     args = parser.parse_args(argv)
     result: dict = {"benchmark": "embedded"}
     with tempfile.TemporaryDirectory() as home:
@@ -227,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as home:
         result["ingest"] = asyncio.run(bench_ingest(args.n, home))
     if not args.skip_model:
-        result["model"] = asyncio.run(bench_model())
+        result["model"] = asyncio.run(bench_model(args.rounds))
     if args.quality:
         with tempfile.TemporaryDirectory() as home:
             result["quality"] = asyncio.run(bench_quality(home))
@@ -237,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
         "get_most_relevant_p50_ms": "<= 3",
         "store_entries_per_s": ">= 5000",
         "ratio": ">= 0.5",
+        "store_onnx_vs_before": ">= 2.5 (issue 18)",
+        "store_vs_embedder_onnx": ">= 0.9",
     }
     print(json.dumps(result))
     return result

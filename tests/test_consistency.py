@@ -170,6 +170,29 @@ async def test_slow_in_process_embedding_is_pending_then_synced_never_failed(pai
         await store.cleanup()
 
 
+async def test_closing_with_work_in_hand_releases_its_leases(tmp_path):
+    """Work queued or running at close stays pending with its lease released, so the next
+    claimer (another process, the next open) takes it at once rather than after the lease."""
+    gated = GatedEmbedder(hold="entry")  # never released: the batch is running at close
+    store = await SemanticStore.create(
+        "leases", config={"home": str(tmp_path), "vector_timeout_ms": 50}, embedder=gated
+    )
+    await store.insert_many([{"id": f"e{i}", "text": f"entry {i}"} for i in range(5)])
+    primary = store.primary
+    await store.cleanup()
+    store = await SemanticStore.create(
+        "leases", config={"home": str(tmp_path)}, embedder=HashingEmbedder(), background=False
+    )
+    try:
+        records = await store.primary.get([f"e{i}" for i in range(5)])
+        assert primary is not store.primary
+        now = int(time.time() * 1000)
+        assert all(r is not None and r.vector_status == "pending" for r in records)
+        assert all(r.vector_next_at is not None and r.vector_next_at <= now for r in records), records
+    finally:
+        await store.cleanup()
+
+
 def test_cli_flush_drains_what_an_earlier_process_left(sh, tmp_path, monkeypatch):
     monkeypatch.setenv("EMBEDDING_DRIVER", "hashing")
     home = tmp_path / "home"

@@ -80,9 +80,11 @@ def test_local_embedder_without_the_extra_names_it(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "sentence_transformers" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("sentence_transformers", "onnxruntime") else real(name, *a),
     )
-    from promethean_persistence.drivers.embedding.sentence_transformers import LocalEmbedder
+    from promethean_persistence.drivers.embedding.local import LocalEmbedder
 
     with pytest.raises(MissingDependencyError, match=r"promethean-persistence\[local\]"):
         LocalEmbedder.from_config(StoreConfig())

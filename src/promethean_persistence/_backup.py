@@ -125,6 +125,7 @@ async def import_(
     batch_size: int = 500,
     reembed: bool = False,
     progress: bool | Callable[[int, int], None] = False,
+    index_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Load a file written by ``export`` (or plain JSONL entries) into ``store``: upserts by
     id, so importing twice changes nothing. Vectors in the file are used as they are when
@@ -133,7 +134,8 @@ async def import_(
     them and embeds the texts. Bad lines are reported with their line number, not stored.
     ``path``: the file (gzip if it ends in .gz). ``batch_size``: entries written per batch
     (an int ≥ 1). ``reembed``: as above. ``progress``: True for a bar on stderr, a callable
-    taking ``(done, total)``, or False.
+    taking ``(done, total)``, or False. ``index_progress``: the final indexing's
+    ``(done, total)`` callback (default: as ``progress``).
 
     Returns a report dict: ``status`` (``"ok"`` unless something failed), ``entries``,
     ``imported``, ``indexed``, ``pending``, ``failed``, ``errors`` (line or id, message) and
@@ -196,7 +198,8 @@ async def import_(
                 report_progress(min(read, total), total)
         read += len(pending)
         await flush()
-    await store.flush(progress=progress_callback(progress, "indexing"))
+        report_progress(min(read, total), total)
+    await store.flush(progress=index_progress or progress_callback(progress, "indexing"))
     vectors = await store.vector_counts(written)
     return {
         "status": "ok" if not failed else "failed",

@@ -41,6 +41,7 @@ _ENV_SECTIONS = {
     "OLLAMA_URL": ("ollama", "url"),
     "OPENAI_BASE_URL": ("openai", "base_url"),
     "OPENAI_API_KEY": ("openai", "api_key"),
+    "EMBEDDING_RUNTIME": ("sentence_transformers", "runtime"),
 }
 ENV_VARS = (
     *_ENV_SCALARS,

@@ -20,7 +20,7 @@ from ._entries import check_limit, now_ms
 from ._errors import MigrationError, ValidationError
 from ._progress import progress_callback
 from ._types import Record
-from .drivers.base import ProbingEmbedder
+from .drivers.base import ProbingEmbedder, Warmable
 
 if TYPE_CHECKING:
     from ._store import SemanticStore
@@ -46,10 +46,9 @@ def _copy_mode(source: SemanticStore, target: SemanticStore, reembed: Any) -> bo
     """True when vectors are copied as they are, False when the target re-embeds."""
     if reembed not in ("auto", "always", "never", True, False):
         raise ValidationError(f"reembed must be 'auto', True or False, got {reembed!r}", field="reembed")
-    same = same_space(source, target)
     if reembed in (True, "always"):
         return False
-    if not same:
+    if not same_space(source, target):
         if reembed in (False, "never"):
             why = (
                 f"{source.embedder.model!r} ({source.embedder.dimensions} dims) and "
@@ -90,6 +89,7 @@ async def migrate(
     verify: bool = True,
     progress: bool | Callable[[int, int], None] = True,
     sample_size: int | None = 100,
+    index_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Copy every entry of ``source`` into ``target`` and return a report (SPEC §7).
 
@@ -105,15 +105,16 @@ async def migrate(
     target's checkpoint of a run from the same source. ``verify``: compare the stores at the
     end. ``progress``: True for a bar on stderr, a callable taking ``(done, total)``, or
     False. ``sample_size``: entries whose vectors ``validate`` compares (None: all).
+    ``index_progress``: the final indexing's ``(done, total)`` callback (default: as ``progress``).
 
     Returns a report dict: ``status`` is ``"ok"`` only if every entry arrived; with
     ``total``, ``migrated``, ``indexed``, ``pending``, ``failed``, ``failed_ids``,
-    ``errors``, ``verification`` and timings. Raises ``MigrationError`` when ``source`` is
-    ``target``, vectors cannot be copied with ``reembed=False`` or the target stays
-    unreachable (what was written stays; a rerun resumes), ``ValidationError`` for a bad
-    ``batch_size`` or ``reembed``, ``EmbeddingMismatchError`` when the target's embedder
-    answers in another space than its collection's, and ``BackendUnavailable`` or
-    ``BackendRejected`` when a backend fails."""
+    ``errors``, ``verification`` and timings (``entries_per_second`` leaves out a model load).
+    Raises ``MigrationError`` when ``source`` is ``target``, vectors cannot be copied with
+    ``reembed=False`` or the target stays unreachable (what was written stays; a rerun
+    resumes), ``ValidationError`` for a bad ``batch_size`` or ``reembed``,
+    ``EmbeddingMismatchError`` when the target's embedder answers in another space than its
+    collection's, and ``BackendUnavailable`` or ``BackendRejected`` when a backend fails."""
     if source is target:
         raise MigrationError("source and target are the same store", operation="migrate")
     batch_size = check_limit(batch_size, "batch_size")
@@ -135,6 +136,9 @@ async def migrate(
     done = state.get("done", 0)
     copier = Copier(target)
     failed: dict[str, str] = dict(state["failed"])
+    if not copy and target.embedder.capabilities.warm:
+        await cast(Warmable, target.embedder).warm()  # the model load is not copying time
+    copying = time.perf_counter()
 
     # Reading the next batch overlaps with writing this one.
     queue: asyncio.Queue[tuple[list[Record], dict[str, Any]] | Exception | None] = asyncio.Queue(maxsize=2)
@@ -182,7 +186,7 @@ async def migrate(
 
     verification = None
     caught_up = 0
-    await target.flush(progress=progress_callback(progress, "indexing"))  # vectors the target's outbox still owes
+    await target.flush(progress=index_progress or progress_callback(progress, "indexing"))  # what its outbox owes
     if verify:
         verification = await validate(source, target, sample_size, _repair=(copier, copy, failed))
         caught_up = verification.pop("repaired")
@@ -192,7 +196,7 @@ async def migrate(
     ok = not failed and (verification is None or verification["ok"])
     await target.primary.set_manifest(manifest.copy(migration=None if ok else {**state, "failed": _capped(failed)}))
     vectors = await target.vector_counts()
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
     return {
         "status": "ok" if ok else "failed",
         "source": describe(source),
@@ -209,8 +213,8 @@ async def migrate(
         "failed": len(failed) + vectors["failed"],  # not copied, or copied without the vector it needs
         "failed_ids": sorted(failed)[:_LISTED],
         "errors": [{"id": i, "error": e} for i, e in sorted(failed.items())[:_LISTED]],
-        "seconds": round(seconds, 3),
-        "entries_per_second": round(copier.counts["copied"] / seconds, 1) if seconds else None,
+        "seconds": round(ended - started, 3),
+        "entries_per_second": round(copier.counts["copied"] / (ended - copying), 1) if ended > copying else None,
         "verification": verification,
     }
 

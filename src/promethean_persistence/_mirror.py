@@ -376,22 +376,24 @@ async def open_store(
     *,
     config_file: str | Path | None = None,
     profile: str | None = None,
+    background: bool = True,
 ) -> SemanticStore | MirrorStore:
     """The store a CLI invocation works on: a plain store, or a MirrorStore when the profile
     is a ``mirror`` of two other profiles of the same file.
 
     ``name``, ``text_key`` and ``time_key``: as for ``SemanticStore.create``.
     ``config_file``: a TOML file of settings (None: environment and defaults). ``profile``:
-    the profile of that file to use. Returns the open store; raises
-    ``ConfigurationError`` for a bad file or profile, and what ``SemanticStore.create``
-    raises."""
+    the profile of that file to use. ``background``: as for ``SemanticStore.create``.
+    Returns the open store; raises ``ConfigurationError`` for a bad file or profile, and
+    what ``SemanticStore.create`` raises."""
     settings = mirror_settings(config_file, profile) if config_file else None
     if settings is None or config_file is None:
         config = StoreConfig.from_file(config_file, profile) if config_file else None
-        return await SemanticStore.create(name, text_key, time_key, config)
-    old = await SemanticStore.create(name, text_key, time_key, StoreConfig.from_file(config_file, settings["old"]))
+        return await SemanticStore.create(name, text_key, time_key, config, background=background)
+    sides = [StoreConfig.from_file(config_file, settings[side]) for side in ("old", "new")]
+    old = await SemanticStore.create(name, text_key, time_key, sides[0], background=background)
     try:
-        new = await SemanticStore.create(name, text_key, time_key, StoreConfig.from_file(config_file, settings["new"]))
+        new = await SemanticStore.create(name, text_key, time_key, sides[1], background=background)
     except BaseException:
         await old.cleanup()
         raise

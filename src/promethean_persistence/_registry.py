@@ -39,7 +39,7 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
     },
     "embedding": {
         "hashing": f"{_P}.embedding.hashing:HashingEmbedder",
-        "local": f"{_P}.embedding.sentence_transformers:LocalEmbedder",
+        "local": f"{_P}.embedding.local:LocalEmbedder",
         "sentence-transformers": f"{_P}.embedding.sentence_transformers:SentenceTransformersEmbedder",
         "ollama": f"{_P}.embedding.ollama:OllamaEmbedder",
         "openai": f"{_P}.embedding.openai:OpenAIEmbedder",

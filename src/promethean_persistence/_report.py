@@ -86,8 +86,9 @@ class Consistency:
         async for batch in self.primary.iterate(ID_CHUNK):
             yield batch, await self._fingerprints([r.id for r in batch])
 
-    async def _scan(self, limit: int | None) -> dict[str, Any]:
-        """Classify records against the vector store's actual contents."""
+    async def _scan(self, limit: int | None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Classify records against the vector store's actual contents (``progress``: called
+        with ``(checked, total)`` after each batch)."""
         report: dict[str, Any] = {
             "total_documents": 0,
             "consistent_documents": 0,
@@ -110,8 +111,11 @@ class Consistency:
         record_ids: set[str] = set()
         fingerprint = fingerprinter(self.embedder.model)
         total = consistent = skipped = legacy = 0
+        expected = await self.primary.count() if progress else 0
         async for batch, present in self._records(limit):
             total += len(batch)
+            if progress:
+                progress(total, max(expected, total))
             if limit is None:
                 record_ids.update(r.id for r in batch)
             for r in batch:
@@ -176,11 +180,14 @@ class Consistency:
         report: dict[str, Any] = (await self._scan(limit))["report"]
         return report
 
-    async def repair(self, dry_run: bool = False, dedupe: bool = False) -> dict[str, Any]:
+    async def repair(
+        self, dry_run: bool = False, dedupe: bool = False, *, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
         """Re-queue missing, failed, stale and stuck vectors; delete orphan vectors. With
         ``dedupe``, also delete older duplicates of an id (the original package inserted
         without upserting; reads already show only the newest) where the primary driver can.
-        With ``dry_run``, only count what would be done.
+        With ``dry_run``, only count what would be done. ``progress``: called with
+        ``(checked, total)`` entries as the scan goes on.
 
         Returns a dict: ``dry_run``, ``missing``, ``failed``, ``stale``, ``pending``,
         ``requeued``, ``orphans_deleted``, ``duplicates_removed``, ``requeued_ids`` and
@@ -192,7 +199,7 @@ class Consistency:
         duplicates: dict[str, int] = {}
         if dedupe and self.primary.capabilities.dedupe:
             duplicates = await cast(Dedupe, self.primary).dedupe(dry_run=dry_run)
-        scan = await self._scan(None)
+        scan = await self._scan(None, progress)
         ids, orphans = scan["ids"], scan["orphans"]
         requeue = ids["missing"] + ids["failed"] + ids["stale"] + ids["pending"]
         queued = {r.id for r in requeue}  # a deduplicated id's vector may be an older copy's

@@ -140,6 +140,8 @@ class SentenceTransformersConfig(_Section):
     """Settings of the ``local``/``sentence-transformers`` embedders (``[sentence_transformers]``)."""
 
     device: str = "auto"  #: cpu, cuda, cuda:1, ... or auto (cuda when available)
+    #: the ``local`` model's runtime: onnx (CPU), torch, or auto (onnx unless CUDA is asked for or present)
+    runtime: Literal["auto", "onnx", "torch"] = "auto"
     batch_size: int = Field(64, ge=1)
     normalize: bool = True
 

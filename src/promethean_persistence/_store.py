@@ -134,6 +134,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         config: StoreConfig | Mapping[str, Any] | None = None,
         *,
         embedder: Embedder | None = None,
+        background: bool = True,
     ) -> SemanticStore:
         """Open (creating if needed) the store ``name``; config beats env beats defaults.
 
@@ -141,6 +142,9 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         and ``time_key``: the entry keys of the text and the time (they must differ).
         ``config``: a ``StoreConfig``, a mapping of settings, or None (environment and
         defaults). ``embedder``: an embedder instance to use instead of the configured one.
+        ``background``: start the outbox worker that resumes vector work left pending (False,
+        for short-lived readers: only this store's own writes run, so the model is not loaded
+        for earlier work; ``flush`` still runs it).
 
         Returns the open store. Raises ``ValidationError`` for an empty name or key,
         ``ConfigurationError`` (``UnknownDriverError``, ``MissingDependencyError``) for bad
@@ -158,6 +162,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
             embedder=embedder or _registry.build("embedding", resolved),
             primary=_registry.build("primary", resolved, collection),
             vector=_registry.build("vector", resolved, collection),
+            background=background,
         )
 
     @classmethod
@@ -171,11 +176,13 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         vector: VectorDriver,
         embedder: Embedder,
         config: StoreConfig | Mapping[str, Any] | None = None,
+        background: bool = True,
     ) -> SemanticStore:
         """Open a store on driver instances you built yourself (custom clients, test doubles).
 
-        ``name``, ``text_key``, ``time_key`` and ``config`` are as for ``create``; ``primary``,
-        ``vector`` and ``embedder`` are unopened drivers (closed again if opening fails).
+        ``name``, ``text_key``, ``time_key``, ``config`` and ``background`` are as for
+        ``create``; ``primary``, ``vector`` and ``embedder`` are unopened drivers (closed again
+        if opening fails).
 
         Returns the open store. Raises ``ValidationError`` for an empty name or key,
         ``ConfigurationError`` for bad settings, ``EmbeddingMismatchError`` when the collection
@@ -189,7 +196,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
             store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
             store.vector_collection = manifest.vector_collection if manifest else None
             await _open.check_manifest(store, manifest)
-            if resolved.dual_write_enabled:
+            if resolved.dual_write_enabled and background:
                 store._worker.start()  # resumes what a crashed or slow process left pending
         except BaseException:
             for driver in reversed(opened):

@@ -1,7 +1,8 @@
 """``semantic-store``: each command is one library call on one store.
 
-Exit codes: 0 success, 1 failure, 2 usage error (bad arguments, configuration or input).
-Errors are one line unless ``--debug``.
+Global options go before or after the command (``_common._Command``). Exit codes: 0
+success, 1 failure, 2 usage error (bad arguments, configuration or input), 130 interrupted
+(the command says what it kept). Errors are one line unless ``--debug``.
 """
 
 from . import entries, health, loading, transfer  # noqa: F401  (each module registers its commands)

@@ -44,10 +44,11 @@ def retry(ctx: click.Context, id_: str, max_retries: int) -> None:
 def repair(ctx: click.Context, dry_run: bool, dedupe: bool) -> None:
     """Re-queue missing, failed and stale vectors, delete orphans, and wait for the writes."""
 
-    bar = _progress_bar(ctx.obj, "repair")
+    scan_bar = _progress_bar(ctx.obj, "checking", kept="entries checked")
+    bar = _progress_bar(ctx.obj, "repair", kept="vector writes done")
 
     async def call(store: SemanticStore) -> dict[str, Any]:
-        report = await store.repair(dry_run=dry_run, dedupe=dedupe)
+        report = await store.repair(dry_run=dry_run, dedupe=dedupe, progress=scan_bar)
         if not dry_run:
             await store.flush(progress=bar)
         return report

@@ -13,9 +13,30 @@ from ._common import _progress_bar, _run, _show_counts, _show_mapping, cli
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Passage ids are paths relative to DIR (default: absolute paths).",
+)
+@click.option(
+    "--cleanup",
+    type=click.Choice(["none", "full"]),
+    default="none",
+    show_default=True,
+    help="full: also delete the passages of files no longer under PATHS.",
+)
+@click.option(
+    "--ids",
+    type=click.Choice(["content", "random"]),
+    default="content",
+    show_default=True,
+    help="Ids of JSONL entries without one: a hash of the entry, or new each time.",
+)
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[str, ...], batch_size: int) -> None:
-    """Ingest text/Markdown files (split into passages) and JSONL entries."""
+def ingest(
+    ctx: click.Context, paths: tuple[str, ...], batch_size: int, root: str | None, cleanup: str, ids: str
+) -> None:
+    """Ingest text/Markdown files (split into passages) and JSONL entries; unchanged ones are skipped."""
     from ..ingest import ingest as run_ingest
 
     bar, index_bar = _progress_bar(ctx.obj, "ingest"), _progress_bar(ctx.obj, "indexing")
@@ -24,7 +45,19 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], batch_size: int) -> None:
         _show_mapping(result)
         _show_counts(result)
 
-    _run(ctx, lambda s: run_ingest(s, paths, batch_size=batch_size, progress=bar, index_progress=index_bar), show)
+    def call(store: SemanticStore) -> Any:
+        return run_ingest(
+            store,
+            paths,
+            root=root,
+            cleanup=cleanup,
+            ids=ids,
+            batch_size=batch_size,
+            progress=bar,
+            index_progress=index_bar,
+        )
+
+    _run(ctx, call, show)
 
 
 @cli.command()

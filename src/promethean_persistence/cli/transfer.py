@@ -29,7 +29,7 @@ def reembed(
     from .._named import reembed as run_reembed
 
     opts: _Ctx = ctx.obj
-    bar = _progress_bar(opts, "reembed")
+    bar = _progress_bar(opts, "reembed", kept="entries re-embedded")
     result = _execute(
         opts,
         lambda: run_reembed(
@@ -72,10 +72,13 @@ def _two_stores(
     opts: _Ctx = ctx.obj
 
     async def go() -> dict[str, Any]:
-        a = await SemanticStore.create(opts.store, opts.text_key, opts.time_key, _side(opts, source, "--from"))
+        # without background workers, as _run: each side does the call's work only
+        a = await SemanticStore.create(
+            opts.store, opts.text_key, opts.time_key, _side(opts, source, "--from"), background=False
+        )
         try:
             b = await SemanticStore.create(
-                target_store or opts.store, opts.text_key, opts.time_key, _side(opts, target, "--to")
+                target_store or opts.store, opts.text_key, opts.time_key, _side(opts, target, "--to"), background=False
             )
             try:
                 return await call(a, b)
@@ -143,7 +146,8 @@ def migrate(
     """Copy every entry from one store to another, resumable, verified; exit 1 if any is missing."""
     from .._migrate import migrate as run_migrate
 
-    bar = _progress_bar(ctx.obj, "migrate")
+    bar = _progress_bar(ctx.obj, "migrate", kept="entries copied")
+    index_bar = _progress_bar(ctx.obj, "indexing")
     _two_stores(
         ctx,
         source,
@@ -158,6 +162,7 @@ def migrate(
             verify=not no_verify,
             progress=bar,
             sample_size=sample_size,
+            index_progress=index_bar,
         ),
     )
 
@@ -182,6 +187,7 @@ def export(ctx: click.Context, path: str, with_vectors: bool) -> None:
     from .._backup import export as run_export
 
     bar = _progress_bar(ctx.obj, "export")
+    ctx.obj.interrupt_note = "Interrupted: nothing exported (the partial file is removed); run the command again"
     _run(ctx, lambda s: run_export(s, path, with_vectors, progress=bar), _show_mapping)
 
 
@@ -194,9 +200,12 @@ def import_(ctx: click.Context, path: str, batch_size: int, reembed: bool) -> No
     """Load a file written by export (or JSONL entries); exit 1 if any line failed."""
     from .._backup import import_ as run_import
 
-    bar = _progress_bar(ctx.obj, "import")
+    bar = _progress_bar(ctx.obj, "import", kept="entries imported")
+    index_bar = _progress_bar(ctx.obj, "indexing")
     result = _run(
-        ctx, lambda s: run_import(s, path, batch_size=batch_size, reembed=reembed, progress=bar), _show_mapping
+        ctx,
+        lambda s: run_import(s, path, batch_size=batch_size, reembed=reembed, progress=bar, index_progress=index_bar),
+        _show_mapping,
     )
     if result["status"] != "ok":
         sys.exit(1)

