@@ -95,6 +95,8 @@ async def test_checkpoint_is_reused_and_changes_replayed(tmp_path):
     other = await open_local(tmp_path)  # another writer after the checkpoint, which then dies
     await other.delete(["v0"])
     await other.upsert(["late"], [x[10]], [{}])
+    if other._indexing is not None:  # it dies: its background indexing stops with it
+        other._indexing.cancel()
     await other._db.close()  # no new checkpoint
     assert json.loads((tmp_path / "v.db.c.json").read_text()) == meta
 
@@ -229,6 +231,8 @@ async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog):
             other = await opened()
             await upsert(other, sorted(rng.choice(sorted(truth), 15, replace=False)))
             await upsert(other, sorted(rng.choice(sorted(truth), 5, replace=False)), unit(rng, 5))
+            if other._indexing is not None:
+                other._indexing.cancel()
             await other._db.close()
         await driver.aclose()
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
+import gzip
 import json
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ._copy import Copier
-from ._entries import build_record, check_limit, now_ms
-from ._errors import EmbeddingMismatchError, ValidationError
+from ._entries import build_record, check_limit, now_ms, text_problem
+from ._errors import EmbeddingMismatchError, MigrationError, ValidationError
 from ._migrate import _ready, _vectors_of, describe
 from ._progress import progress_callback
 from ._types import Manifest, Record
@@ -36,11 +39,12 @@ _LISTED = 100
 
 
 def _open(path: Path, mode: str) -> IO[str]:
+    # Reading: a leading BOM is skipped, and a byte that is not UTF-8 becomes a lone surrogate,
+    # so its line is refused (and listed) by validation instead of stopping the import.
+    encoding, errors = ("utf-8-sig", "surrogateescape") if mode == "r" else ("utf-8", "strict")
     if path.suffix == ".gz":
-        import gzip
-
-        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8", compresslevel=6))
-    return open(path, mode, encoding="utf-8")
+        return cast(IO[str], gzip.open(path, mode + "t", encoding=encoding, errors=errors, compresslevel=6))
+    return open(path, mode, encoding=encoding, errors=errors)
 
 
 async def export(
@@ -131,24 +135,27 @@ async def import_(
     id, so importing twice changes nothing. Vectors in the file are used as they are when
     the file's manifest names this store's embedding model and dimension; otherwise the
     import is refused (``EmbeddingMismatchError``) unless ``reembed=True``, which ignores
-    them and embeds the texts. Bad lines are reported with their line number, not stored.
+    them and embeds the texts. Bad lines (not JSON, or refused as ``insert`` refuses an entry:
+    a NUL character, bytes that are not UTF-8...) are reported with their line number and
+    id, not stored; the other lines are imported.
     ``path``: the file (gzip if it ends in .gz). ``batch_size``: entries written per batch
     (an int ≥ 1). ``reembed``: as above. ``progress``: True for a bar on stderr, a callable
     taking ``(done, total)``, or False. ``index_progress``: the final indexing's
     ``(done, total)`` callback (default: as ``progress``).
 
     Returns a report dict: ``status`` (``"ok"`` unless something failed), ``entries``,
-    ``imported``, ``indexed``, ``pending``, ``failed``, ``errors`` (line or id, message) and
-    ``seconds``. Raises ``ValidationError`` for a missing file, a newer format version or a
-    bad ``batch_size``, ``EmbeddingMismatchError`` as above, ``MigrationError`` when the
-    store stays unreachable, and ``BackendUnavailable`` or ``BackendRejected`` when a
-    backend fails."""
+    ``imported``, ``indexed``, ``pending``, ``failed``, ``errors`` (line and id, or id;
+    message) and ``seconds``. Raises ``ValidationError`` for a missing file, one in UTF-16,
+    a newer format version or a bad ``batch_size``, ``EmbeddingMismatchError`` as above,
+    ``MigrationError`` when the store stays unreachable or a gzip file is damaged (what was
+    read stays), and ``BackendUnavailable`` or ``BackendRejected`` when a backend fails."""
     batch_size = check_limit(batch_size, "batch_size")
     started = time.perf_counter()
     await _ready(store)
     file = Path(path)
     if not file.is_file():
         raise ValidationError(f"No such file: {str(file)!r}", field="path", operation="import")
+    _check_encoding(file)
     copier = Copier(store)
     errors: list[dict[str, Any]] = []
     written: list[str] = []
@@ -156,7 +163,7 @@ async def import_(
     header: dict[str, Any] | None = None
     report_progress = progress_callback(progress, "import")
     with _open(file, "r") as src:
-        lines = _numbered(src)
+        lines = _numbered(src, file)
         first = next(lines, None)
         pending: list[tuple[int, dict[str, Any]]] = []
         if first is not None:
@@ -177,7 +184,7 @@ async def import_(
                 except (ValidationError, ValueError, TypeError) as exc:
                     failed += 1
                     if len(errors) < _LISTED:
-                        errors.append({"line": number, "error": str(exc)})
+                        errors.append({"line": number, **_listed_id(item), "error": str(exc)})
                     continue
                 records.append(record)
                 if vector is not None:
@@ -216,13 +223,38 @@ async def import_(
     }
 
 
-def _numbered(src: IO[str]) -> Iterator[tuple[int, Any]]:
-    for number, raw in enumerate(src, 1):
-        if raw.strip():
-            try:
-                yield number, json.loads(raw)
-            except json.JSONDecodeError as exc:
-                yield number, exc
+def _numbered(src: IO[str], file: Path) -> Iterator[tuple[int, Any]]:
+    number = 0
+    try:
+        for number, raw in enumerate(src, 1):
+            if raw.strip():
+                try:
+                    yield number, json.loads(raw)
+                except (ValueError, RecursionError) as exc:  # not JSON, an int too long to read, nested too deep
+                    yield number, exc
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a damaged or truncated gzip file
+        raise MigrationError(
+            f"{str(file)!r} cannot be read after line {number} ({exc}); the lines before stay imported",
+            operation="import",
+        ) from exc
+
+
+def _check_encoding(file: Path) -> None:
+    """Refuse a file in UTF-16 or UTF-32 (with a byte order mark) before importing anything."""
+    with open(file, "rb") as raw:
+        head = raw.read(4)
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        raise ValidationError(
+            f"{str(file)!r} is UTF-16 (or UTF-32); export files are UTF-8", field="path", operation="import"
+        )
+
+
+def _listed_id(item: Any) -> dict[str, str]:
+    """The id of a refused line, for the report (escaped if it cannot be printed as it is)."""
+    id_ = item.get("id") if isinstance(item, dict) else None
+    if not isinstance(id_, str):
+        return {}
+    return {"id": id_ if text_problem(id_) is None else ascii(id_)}
 
 
 def _check_header(store: SemanticStore, header: dict[str, Any] | None, file: Path, reembed: bool) -> bool:
@@ -251,8 +283,8 @@ def _check_header(store: SemanticStore, header: dict[str, Any] | None, file: Pat
 
 
 def _parse(store: SemanticStore, item: Any, ours: bool, use_vectors: bool) -> tuple[Record, Any]:
-    if isinstance(item, json.JSONDecodeError):
-        raise ValidationError(f"not valid JSON: {item}", field="line")
+    if isinstance(item, Exception):
+        raise ValidationError(f"not valid JSON: {item or 'nested too deep'}", field="line")
     if not isinstance(item, dict):
         raise ValidationError(f"a line must be a JSON object, got {type(item).__name__}", field="line")
     if not ours:  # plain entries in the store's own keys, as ``insert`` takes them

@@ -160,8 +160,8 @@ class StoreConfig(BaseModel):
     @field_validator("agent_name")
     @classmethod
     def _agent(cls, v: str) -> str:
-        if not v or any(ord(c) < 32 for c in v):
-            raise ValueError("must be a non-empty name without control characters")
+        if not v or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in v):
+            raise ValueError("must be a non-empty name without control characters or unpaired surrogates")
         return v
 
     # -- construction -----------------------------------------------------------------

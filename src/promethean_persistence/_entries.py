@@ -18,6 +18,11 @@ from ._types import Record
 MANAGED_KEYS = frozenset({"vectorStatus", "vectorWriteSuccess", "vectorWriteError", "vectorWriteTimestamp"})
 MAX_ID_LENGTH = 512
 MAX_DEPTH = 32
+#: a larger ``limit`` is read as this one: "everything" on every driver (SQL bigint, BSON
+#: int32, vector search sizes all hold it)
+MAX_LIMIT = 2**31 - 1
+# Integers must fit in 64 bits: BSON cannot hold larger ones and SQLite's JSON reads them as doubles.
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 # JavaScript's Date range, so every stored timestamp stays readable by the original package.
 MAX_EPOCH_MS = 8_640_000_000_000_000
 
@@ -57,19 +62,34 @@ def fingerprint(text: str, model: str | None) -> str:
 TEXT_FINGERPRINT = "text:"
 
 
-def _invalid(field: str, message: str) -> ValidationError:
-    return ValidationError(f"{field}: {message}", field=field, operation="insert")
+def _invalid(field: str, message: str, operation: str | None = "insert") -> ValidationError:
+    return ValidationError(f"{field}: {message}", field=field, operation=operation)
 
 
-def to_epoch_ms(value: Any, field: str) -> int:
+def shown(value: Any, width: int = 64) -> str:
+    """The repr of ``value`` cut to about ``width`` characters, for messages: safe for any
+    value (an int too long for ``str``, lone surrogates and control characters escaped)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        return f"<an int of {value.bit_length()} bits>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def to_epoch_ms(value: Any, field: str, operation: str | None = "insert") -> int:
     """Epoch ms from ``value``: int/float ms, a datetime (naive = UTC) or an ISO-8601 string.
-    Raises ValidationError naming ``field`` for anything else.
+    Raises ValidationError naming ``field`` (and ``operation``, the call it is for) for
+    anything else.
     """
+
+    def invalid(message: str) -> ValidationError:
+        return _invalid(field, message, operation)
+
     if isinstance(value, bool):
-        raise _invalid(field, "a boolean is not a timestamp")
+        raise invalid("a boolean is not a timestamp")
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise _invalid(field, f"timestamp must be finite, got {value!r}")
+            raise invalid(f"timestamp must be finite, got {value!r}")
         ms = int(value)
     elif isinstance(value, datetime):
         ms = _datetime_ms(value)
@@ -80,14 +100,12 @@ def to_epoch_ms(value: Any, field: str) -> int:
         try:
             parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
         except ValueError:
-            raise _invalid(
-                field, f"unparsable timestamp {value[:64]!r}; use epoch ms, a datetime or ISO-8601"
-            ) from None
+            raise invalid(f"unparsable timestamp {shown(value)}; use epoch ms, a datetime or ISO-8601") from None
         ms = _datetime_ms(parsed)
     else:
-        raise _invalid(field, f"expected epoch ms, a datetime or an ISO-8601 string, got {type(value).__name__}")
+        raise invalid(f"expected epoch ms, a datetime or an ISO-8601 string, got {type(value).__name__}")
     if abs(ms) > MAX_EPOCH_MS:
-        raise _invalid(field, f"timestamp {ms} is out of range")
+        raise invalid(f"timestamp {shown(ms)} is out of range (at most {MAX_EPOCH_MS} ms from 1970)")
     return ms
 
 
@@ -101,13 +119,20 @@ def _datetime_ms(value: datetime) -> int:
 def to_json_value(value: Any, field: str, depth: int = 0) -> Any:
     """A JSON-compatible copy of ``value``; datetimes become ISO text. ``field`` names the value
     in errors and ``depth`` is the nesting level reached; raises ValidationError for values
-    that have no JSON form or nest too deep.
+    that have no JSON form, nest too deep, hold text no backend stores alike (see
+    ``check_text``) or integers beyond 64 bits.
     """
     if depth > MAX_DEPTH:
         raise _invalid(field, f"nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, (str, bool)):
         if isinstance(value, str):
-            _check_text(value, field)
+            check_text(value, field, "string")
+        return value
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise _invalid(
+                field, f"integer of {value.bit_length()} bits; integers must fit in 64 bits (use a float or a string)"
+            )
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -121,31 +146,84 @@ def to_json_value(value: Any, field: str, depth: int = 0) -> Any:
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise _invalid(field, f"keys must be strings, got {key!r}")
-            out[key] = to_json_value(item, f"{field}.{key}", depth + 1)
+                raise _invalid(field, f"keys must be strings, got {shown(key)}")
+            path = key_field(field, key)
+            check_text(key, path, "key")
+            out[key] = to_json_value(item, path, depth + 1)
         return out
     if isinstance(value, (list, tuple)):
         return [to_json_value(item, f"{field}[{i}]", depth + 1) for i, item in enumerate(value)]
     raise _invalid(field, f"{type(value).__name__} is not JSON-serialisable")
 
 
-def _check_text(value: str, field: str) -> None:
+def key_field(field: str, key: str) -> str:
+    """How errors name the key ``key`` of ``field``: dotted, or quoted and escaped when the
+    key holds characters a message must not carry (NUL, lone surrogates, control characters)."""
+    return f"{field}.{key}" if key.isprintable() else f"{field}[{key!a}]"
+
+
+def text_problem(value: str) -> str | None:
+    """What makes ``value`` unstorable alike on every backend, or None: a NUL character
+    (PostgreSQL refuses it, SQLite and MongoDB keep it) or a lone surrogate (not encodable
+    as UTF-8 at all)."""
+    nul = value.find("\x00")
+    if nul >= 0:
+        return f"contains a NUL character ('\\x00') at position {nul}, which not every backend stores"
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _invalid(field, "text contains invalid unicode (lone surrogates)") from None
+    except UnicodeEncodeError as exc:
+        return f"contains a lone surrogate ({value[exc.start]!a}) at position {exc.start}: not valid Unicode text"
+    return None
 
 
-def validate_id(value: Any, field: str = "id") -> str:
-    """``value`` as an entry id (a string of 1 to MAX_ID_LENGTH characters).
+def check_text(value: str, field: str, what: str = "text", operation: str | None = "insert") -> None:
+    """Raise ValidationError naming ``field`` (``what`` says which part: text, key, id) and
+    ``operation`` when the string ``value`` holds a NUL character or a lone surrogate."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise _invalid(field, f"{what} {problem}", operation)
 
-    Raises ValidationError naming ``field`` otherwise.
+
+def check_record(record: Record) -> None:
+    """Raise ValidationError (naming the field) when a stored ``record`` breaks a rule that
+    ``build_record`` applies to its id, text, metadata and extra fields (those that keep data
+    movable between drivers: no NUL character or lone surrogate, integers within 64 bits).
+    For records read from a store (a migration's source), written before these rules or by
+    another program."""
+    check_text(record.id, "id", "id", "migrate")
+    check_text(record.text, "text", "text", "migrate")
+    for field, value in (("metadata", record.metadata), ("entry", record.extra)):
+        try:
+            to_json_value(value, field)
+        except ValidationError as exc:
+            exc.operation = "migrate"
+            raise
+
+
+def portable(records: list[Record], failed: dict[str, str]) -> list[Record]:
+    """The ``records`` that pass ``check_record``; the error of each other one goes to
+    ``failed`` (by id), for a migration to list instead of writing it."""
+    kept = []
+    for record in records:
+        try:
+            check_record(record)
+        except ValidationError as exc:
+            failed[record.id] = str(exc)
+        else:
+            kept.append(record)
+    return kept
+
+
+def validate_id(value: Any, field: str = "id", operation: str | None = "insert") -> str:
+    """``value`` as an entry id (a string of 1 to MAX_ID_LENGTH characters, with no NUL or
+    lone surrogate). Raises ValidationError naming ``field`` and ``operation`` (the call
+    it is for) otherwise.
     """
     if not isinstance(value, str):
-        raise _invalid(field, f"id must be a str, got {type(value).__name__}")
+        raise _invalid(field, f"id must be a str, got {type(value).__name__}", operation)
     if not 1 <= len(value) <= MAX_ID_LENGTH:
-        raise _invalid(field, f"id must be 1-{MAX_ID_LENGTH} characters, got {len(value)}")
-    _check_text(value, field)
+        raise _invalid(field, f"id must be 1-{MAX_ID_LENGTH} characters, got {len(value)}", operation)
+    check_text(value, field, "id", operation)
     return value
 
 
@@ -173,7 +251,7 @@ def build_record(
     text = entry[text_key]
     if not isinstance(text, str):
         raise _invalid(text_key, f"text must be a str, got {type(text).__name__}")
-    _check_text(text, text_key)
+    check_text(text, text_key)
     size = len(text.encode("utf-8"))
     if size > max_text_bytes:
         raise _invalid(text_key, f"text is {size} bytes; the limit (max_text_bytes) is {max_text_bytes}")
@@ -210,8 +288,10 @@ def user_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry["metadata"].items() if k not in MANAGED_KEYS}
 
 
-def check_limit(limit: Any, field: str = "limit") -> int:
-    """``limit`` as a positive int; raises ValidationError naming ``field`` otherwise."""
+def check_limit(limit: Any, field: str = "limit", operation: str | None = None) -> int:
+    """``limit`` as a positive int, at most ``MAX_LIMIT`` (a larger one means "everything"
+    and is read as ``MAX_LIMIT``); raises ValidationError naming ``field`` and ``operation``
+    otherwise."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValidationError(f"{field} must be an int >= 1, got {limit!r}", field=field)
-    return int(limit)
+        raise ValidationError(f"{field} must be an int >= 1, got {shown(limit)}", field=field, operation=operation)
+    return min(int(limit), MAX_LIMIT)

@@ -168,7 +168,8 @@ class MigrationError(SemanticStoreError):
     """A migration, validation, export or import could not complete."""
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+# greedy up to the authority's last "@": a password may hold an unencoded "@"
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s?#]*):[^/\s?#]*@")
 _QUERY_SECRET = re.compile(r"(?i)((?:password|api[_-]?key|token|secret)=)[^&\s]+")
 
 

@@ -10,6 +10,12 @@
 * ``$eq None`` matches a null or missing key; ``$ne``/``$nin`` match missing keys;
 * ``$gt $gte $lt $lte`` take a number or a string and never match another type;
 * ``$exists: True`` matches a present key, even when its value is null.
+
+Limits, the same on every driver: ``$and``/``$or`` nest at most ``MAX_DEPTH`` (32) levels
+deep and a filter holds at most ``MAX_TERMS`` (10,000) comparisons (a ``$in``/``$nin``
+list counts as one, however long); strings hold no NUL character or lone surrogate (no
+stored value can), and numbers lie within the float range. Any other filter raises
+ValidationError.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union, cast
 
+from ._entries import MAX_INT, MIN_INT, shown, text_problem
 from ._errors import ValidationError
 
-__all__ = ["And", "Cmp", "Node", "Or", "evaluate", "parse", "MISSING"]
+__all__ = ["And", "Cmp", "Node", "Or", "evaluate", "narrow", "parse", "MISSING"]
 
+MAX_DEPTH = 32  #: levels of $and/$or nesting
+MAX_TERMS = 10_000  #: comparisons in one filter (use $in for long lists of values)
 COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
 LOGIC = ("$and", "$or")
 
@@ -66,11 +75,21 @@ def _fail(message: str, field: str = "filter") -> ValidationError:
 
 
 def _scalar(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, (str, bool)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            raise _fail(f"{where}: the value {problem}")
         return value
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
             raise _fail(f"{where}: NaN and Infinity cannot be compared")
+        if isinstance(value, int):
+            try:
+                float(value)
+            except OverflowError:
+                raise _fail(f"{where}: an integer of {value.bit_length()} bits is beyond the float range") from None
         return value
     raise _fail(
         f"{where}: values must be str, int, float, bool or None, not {type(value).__name__}"
@@ -81,12 +100,14 @@ def _scalar(value: Any, where: str) -> Any:
 
 def _key(key: Any) -> tuple[str, ...]:
     if not isinstance(key, str) or not key:
-        raise _fail(f"keys must be non-empty strings, got {key!r}")
+        raise _fail(f"keys must be non-empty strings, got {shown(key)}")
     if key.startswith("$"):
-        raise _fail(f"unknown operator {key!r}; allowed: {', '.join(LOGIC)} at the top level")
+        raise _fail(f"unknown operator {shown(key)}; allowed: {', '.join(LOGIC)} at the top level")
     parts = tuple(key.split("."))
-    if any(not p or '"' in p or any(ord(c) < 32 for c in p) for p in parts):
-        raise _fail(f"malformed key {key!r}")
+    # quotes and control characters cannot be spliced into a JSON path; no stored key has a
+    # NUL or a lone surrogate
+    if any(not p or '"' in p or any(ord(c) < 32 for c in p) for p in parts) or text_problem(key):
+        raise _fail(f"malformed key {shown(key)}")
     return parts
 
 
@@ -109,7 +130,19 @@ def _comparison(path: tuple[str, ...], op: str, value: Any) -> Cmp:
     return Cmp(path, op[1:], value)
 
 
-def _parse(spec: Any) -> Node:
+class _Budget:
+    """The comparisons a filter may still hold."""
+
+    def __init__(self) -> None:
+        self.left = MAX_TERMS
+
+    def take(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _fail(f"more than {MAX_TERMS} comparisons; use $in for long lists of values")
+
+
+def _parse(spec: Any, depth: int, budget: _Budget) -> Node:
     if not isinstance(spec, Mapping):
         raise _fail(f"expected a mapping, got {type(spec).__name__}")
     items: list[Node] = []
@@ -117,8 +150,10 @@ def _parse(spec: Any) -> Node:
         if key in LOGIC:
             if not isinstance(value, (list, tuple)) or not value:
                 raise _fail(f"{key} takes a non-empty list of filters")
-            parts = tuple(_parse(v) for v in value)
-            items.append(And(parts) if key == "$and" else Or(parts))
+            if depth >= MAX_DEPTH:  # checked before descending: no input can exhaust the stack
+                raise _fail(f"$and/$or nested deeper than {MAX_DEPTH} levels")
+            parts = tuple(_parse(v, depth + 1, budget) for v in value)
+            items.append(_join(And if key == "$and" else Or, parts))
             continue
         path = _key(key)
         if isinstance(value, Mapping):
@@ -126,22 +161,36 @@ def _parse(spec: Any) -> Node:
                 raise _fail(f"empty operator mapping for {key!r}")
             for op, operand in value.items():
                 if not isinstance(op, str) or not op.startswith("$"):
-                    raise _fail(f"nested objects are not compared; use dotted keys ({key}.{op})")
+                    raise _fail(f"nested objects are not compared; use dotted keys ({key}.{shown(op)})")
+                budget.take()
                 items.append(_comparison(path, op, operand))
         else:
+            budget.take()
             items.append(_comparison(path, "$eq", value))
-    return items[0] if len(items) == 1 else And(tuple(items))
+    if not items:
+        raise _fail("a filter inside $and/$or must not be empty")
+    return _join(And, tuple(items))
+
+
+def _join(kind: type[And] | type[Or], items: tuple[Node, ...]) -> Node:
+    """``kind(items)``, with one item unwrapped and nested nodes of the same kind merged (the
+    same meaning, and shallower SQL)."""
+    flat: list[Node] = []
+    for item in items:
+        flat.extend(item.items if isinstance(item, kind) else (item,))
+    return flat[0] if len(flat) == 1 else kind(tuple(flat))
 
 
 def parse(spec: Mapping[str, Any] | None) -> Node | None:
     """Check the filter ``spec`` and return its tree, or None for "match everything" (None or
-    ``{}``). Raises ValidationError for a malformed filter.
+    ``{}``). Raises ValidationError for a malformed filter or one beyond the limits (see the
+    module's docstring).
     """
     if spec is None:
         return None
     if isinstance(spec, Mapping) and not spec:
         return None
-    return _parse(spec)
+    return _parse(spec, 0, _Budget())
 
 
 def lookup(metadata: Mapping[str, Any], path: Sequence[str]) -> Any:
@@ -202,3 +251,36 @@ def evaluate(node: Node | None, metadata: Mapping[str, Any]) -> bool:
     if isinstance(node, Or):
         return any(evaluate(n, metadata) for n in node.items)
     return _compare(node, lookup(metadata, node.path))
+
+
+# -- for drivers whose numbers are 64-bit integers or doubles (SQLite, MongoDB) --------------
+
+
+def narrow(node: Node) -> Node:
+    """``node`` with every integer operand beyond 64 bits replaced, without changing which
+    values match, for engines that cannot bind such integers but store only 64-bit integers
+    and doubles: such an operand ``v`` becomes the double ``f`` nearest to it, and since no
+    stored number lies strictly between ``v`` and ``f``, ``x > v`` is ``x >= f`` when
+    ``f > v`` (else ``x > f``), and so on; ``x == v`` can only hold when ``f == v``."""
+    if isinstance(node, (And, Or)):
+        return type(node)(tuple(narrow(n) for n in node.items))
+    op, value = node.op, node.value
+    if op in ("in", "nin"):
+        if not any(_wide(v) for v in value):
+            return node
+        return Cmp(node.path, op, tuple(float(v) if _wide(v) else v for v in value if not _wide(v) or float(v) == v))
+    if not _wide(value):
+        return node
+    f = float(value)
+    if op in ("eq", "ne"):
+        if f == value:
+            return Cmp(node.path, op, f)
+        return Cmp(node.path, "in" if op == "eq" else "nin", ())  # never equal: nothing / everything
+    above = f > value  # the double lies above the operand
+    if op in ("gt", "gte"):
+        return Cmp(node.path, "gte" if above or (op == "gte" and f == value) else "gt", f)
+    return Cmp(node.path, "lte" if (not above and f != value) or (op == "lte" and f == value) else "lt", f)
+
+
+def _wide(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT

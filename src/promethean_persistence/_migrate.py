@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._copy import Copier
-from ._entries import check_limit, now_ms
+from ._entries import check_limit, now_ms, portable
 from ._errors import MigrationError, ValidationError
 from ._progress import progress_callback
 from ._types import Record
@@ -93,11 +93,14 @@ async def migrate(
 ) -> dict[str, Any]:
     """Copy every entry of ``source`` into ``target`` and return a report (SPEC §7).
 
-    Ids, timestamps, metadata and extra fields are kept. Vectors are copied as they are when
-    both stores use the same embedding model and dimension (``reembed="auto"``), otherwise
-    the target embeds the texts. Progress is checkpointed in the target after every batch,
-    so a run that was interrupted (even by ``kill -9``) resumes where it stopped. At the end
-    the two stores are compared (``validate``); entries changed meanwhile are copied again.
+    Ids, timestamps, metadata and extra fields are kept. An entry that ``insert`` would refuse
+    (a NUL character, a lone surrogate or an integer beyond 64 bits, stored before these rules)
+    is not copied: it is listed in ``failed_ids`` and ``errors``, and the others are copied.
+    Vectors are copied as they are when both stores use the same embedding model and
+    dimension (``reembed="auto"``), otherwise the target embeds the texts. Progress is
+    checkpointed in the target after every batch, so a run that was interrupted (even by
+    ``kill -9``) resumes where it stopped. At the end the two stores are compared
+    (``validate``); entries changed meanwhile are copied again.
 
     ``batch_size``: entries per batch (an int ≥ 1). ``reembed``: ``"auto"`` (copy vectors
     when the spaces match), True or ``"always"`` (the target embeds the texts), False or
@@ -159,7 +162,9 @@ async def migrate(
             batch, vectors = item
             for id_ in [r.id for r in batch if r.id in failed]:
                 del failed[id_]
-            failed.update(await copier.write(batch, vectors))
+            movable = portable(batch, failed)
+            if movable:
+                failed.update(await copier.write(movable, vectors))
             done += len(batch)
             state.update(after=batch[-1].id, done=done, failed=_capped(failed))
             await target.primary.set_manifest(manifest.copy(migration=state))
@@ -174,15 +179,9 @@ async def migrate(
 
     # One more try for the entries that failed, read afresh (gone from the source: not failed).
     for id_, record in zip(list(failed), await source.primary.get(list(failed)) if failed else []):
-        error = (
-            None
-            if record is None
-            else (await copier.write([record], await _vectors_of(source, [record], copy))).get(id_)
-        )
-        if error:
-            failed[id_] = error
-        else:
-            del failed[id_]
+        del failed[id_]
+        if record is not None and portable([record], failed):
+            failed.update(await copier.write([record], await _vectors_of(source, [record], copy)))
 
     verification = None
     caught_up = 0
@@ -336,7 +335,9 @@ async def validate(
         assert _repair is not None
         copier, copy, failed = _repair
         repaired += len(to_copy)
-        failed.update(await copier.write(to_copy, await _vectors_of(source, to_copy, copy)))
+        movable = portable(to_copy, failed)
+        if movable:
+            failed.update(await copier.write(movable, await _vectors_of(source, movable, copy)))
         to_copy.clear()
 
     async for a, b in _merged(source, target):

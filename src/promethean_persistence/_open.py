@@ -26,13 +26,25 @@ log = logging.getLogger("promethean_persistence")
 
 
 def check_names(name: Any, text_key: Any, time_key: Any) -> None:
-    """Refuse an empty or non-str store ``name``, ``text_key`` or ``time_key``, and equal
-    keys. Returns None; raises ``ValidationError`` naming the bad field."""
+    """Refuse an empty or non-str store ``name``, ``text_key`` or ``time_key``, one with a
+    NUL or an unpaired surrogate (no backend holds them), and equal keys. Any other name is
+    a store of its own on every driver (drivers encode what their backend cannot hold).
+    Returns None; raises ``ValidationError`` naming the bad field."""
     for field, value in (("name", name), ("text_key", text_key), ("time_key", time_key)):
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"{field} must be a non-empty str, got {value!r}", field=field)
+        if "\x00" in value or _unpaired(value):
+            raise ValidationError(f"{field} {value[:80]!a} holds a NUL or an unpaired surrogate", field=field)
     if text_key == time_key:
         raise ValidationError("text_key and time_key must differ", field="time_key")
+
+
+def _unpaired(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def vector_for(vector: VectorDriver, config: StoreConfig, collection: str) -> VectorDriver:

@@ -7,8 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
+
 from . import _filters
-from ._entries import check_limit, to_epoch_ms, validate_id
+from ._entries import check_limit, shown, text_problem, to_epoch_ms, validate_id
 from ._errors import ValidationError
 from .drivers.base import QueryEmbedder
 
@@ -16,6 +18,35 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .drivers.base import Embedder, PrimaryDriver, VectorDriver
+
+
+_ASK_COUNT = 1000  #: searches for more nearest vectors than this are cut to the collection's size
+
+
+def _check_min_score(min_score: Any, operation: str) -> None:
+    if min_score is None:
+        return
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or min_score != min_score:  # NaN
+        raise ValidationError(
+            f"min_score must be a number (not NaN) or None, got {type(min_score).__name__} {shown(min_score)}",
+            field="min_score",
+            operation=operation,
+        )
+
+
+def _query_vector(vector: Any) -> np.ndarray:
+    """``vector`` as a flat array of finite float32 values, or ValidationError."""
+    try:
+        array = np.asarray(vector, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        array = None
+    if array is None or array.ndim != 1 or not array.size:
+        raise ValidationError("vector must be a flat sequence of numbers", field="vector", operation="search_by_vector")
+    if not (np.isfinite(array).all() and np.abs(array).max() <= np.finfo(np.float32).max):
+        raise ValidationError(
+            "vector values must be finite and within the float32 range", field="vector", operation="search_by_vector"
+        )
+    return array.astype(np.float32)
 
 
 class Reads:
@@ -41,9 +72,9 @@ class Reads:
         primary store's ``BackendUnavailable``/``BackendRejected``."""
         await self.settle()
         if isinstance(ids, str) or not isinstance(ids, Sequence):
-            raise ValidationError("get_many takes a sequence of ids", field="ids")
+            raise ValidationError("get_many takes a sequence of ids", field="ids", operation="get")
         for i in ids:
-            validate_id(i)
+            validate_id(i, operation="get")
         records = await self.primary.get(list(ids))
         return [r.to_entry() if r else None for r in records]
 
@@ -59,7 +90,8 @@ class Reads:
     ) -> list[dict[str, Any]]:
         """The newest entries first, ties broken by id.
 
-        ``limit``: how many entries at most (an int ≥ 1). ``filter``: a metadata filter
+        ``limit``: how many entries at most (an int ≥ 1; one above ``MAX_LIMIT``, 2**31 - 1,
+        means every match). ``filter``: a metadata filter
         (e.g. ``{"type": "note"}``; see the filter language in the README), None for all.
         ``order``: ``"desc"`` (newest first) or ``"asc"`` (oldest first). ``since`` and
         ``until``: inclusive bounds on the time (epoch ms, a datetime or an ISO-8601
@@ -68,15 +100,16 @@ class Reads:
         Returns the entries as dicts. Raises ``ValidationError`` for a bad limit, order,
         filter or time, and the primary store's ``BackendUnavailable``/``BackendRejected``."""
         await self.settle()
-        limit = check_limit(limit)
+        op = "get_most_recent"
+        limit = check_limit(limit, operation=op)
         if order not in ("asc", "desc"):
-            raise ValidationError(f"order must be 'asc' or 'desc', got {order!r}", field="order")
+            raise ValidationError(f"order must be 'asc' or 'desc', got {shown(order)}", field="order", operation=op)
         records = await self.primary.most_recent(
             limit,
             _filters.parse(filter),
             order=order,  # type: ignore[arg-type]
-            since=None if since is None else to_epoch_ms(since, "since"),
-            until=None if until is None else to_epoch_ms(until, "until"),
+            since=None if since is None else to_epoch_ms(since, "since", op),
+            until=None if until is None else to_epoch_ms(until, "until", op),
             include_empty=bool(include_empty),
         )
         return [r.to_entry() for r in records]
@@ -93,7 +126,7 @@ class Reads:
         ``batch_size``, and the primary store's ``BackendUnavailable``/``BackendRejected``
         while iterating."""
         await self.settle()
-        batch_size = check_limit(batch_size, "batch_size")
+        batch_size = check_limit(batch_size, "batch_size", "iter_entries")
         async for batch in self.primary.iterate(batch_size):
             for record in batch:
                 yield record.to_entry()
@@ -111,20 +144,27 @@ class Reads:
         (cosine similarity, higher is closer); read from the primary store.
 
         ``query_texts``: one query or a list of them (blank and repeated ones are ignored;
-        none left returns ``[]``). ``limit``: how many entries at most (an int ≥ 1).
-        ``where``: a metadata filter (e.g. ``{"type": "note"}``; see the filter language in
-        the README), None for all. ``min_score``: leave out entries scoring below it.
+        none left returns ``[]``). ``limit``: how many entries at most (an int ≥ 1; one
+        above ``MAX_LIMIT`` means every match). ``where``: a metadata filter (e.g.
+        ``{"type": "note"}``; see the filter language in the README), None for all.
+        ``min_score``: leave out entries scoring below it (a number, not NaN; None for all).
         ``distinct_texts``: leave out entries with the same text as a better one (default
         True).
 
-        Returns the entries as dicts. Raises ``ValidationError`` for a bad query, limit or
-        filter, ``EmbeddingError`` when the model fails, and ``BackendUnavailable``/
+        Returns the entries as dicts. Raises ``ValidationError`` for a bad query, limit,
+        filter or ``min_score``, ``EmbeddingError`` when the model fails, and ``BackendUnavailable``/
         ``BackendRejected`` when a backend does."""
         await self.settle()
-        limit = check_limit(limit)
+        op = "get_most_relevant"
+        limit = check_limit(limit, operation=op)
         queries = [query_texts] if isinstance(query_texts, str) else query_texts
         if not isinstance(queries, Sequence) or not all(isinstance(q, str) for q in queries):
-            raise ValidationError("query_texts must be a str or a list of str", field="query_texts")
+            raise ValidationError("query_texts must be a str or a list of str", field="query_texts", operation=op)
+        for n, q in enumerate(queries):
+            problem = text_problem(q.replace("\x00", " "))  # a query is never stored: only encodability counts
+            if problem is not None:
+                raise ValidationError(f"query_texts[{n}]: query {problem}", field="query_texts", operation=op)
+        _check_min_score(min_score, op)
         node = _filters.parse(where)
         queries = [q for q in dict.fromkeys(queries) if q.strip()]
         if not queries:
@@ -152,25 +192,32 @@ class Reads:
         ``min_score``: as for ``get_most_relevant``. ``distinct_texts``: leave out entries
         with the same text as a better one (default False here).
 
-        Returns the entries as dicts. Raises ``ValidationError`` for a bad limit or filter or
-        a vector of another dimension, and ``BackendUnavailable``/``BackendRejected`` when a
-        backend fails."""
+        Returns the entries as dicts. Raises ``ValidationError`` for a bad limit or filter, a
+        vector that is not a flat sequence of finite numbers or one of another dimension, and
+        ``BackendUnavailable``/``BackendRejected`` when a backend fails."""
         await self.settle()
-        limit = check_limit(limit)
-        return await self._nearest([vector], limit, _filters.parse(where), min_score, distinct_texts)
+        limit = check_limit(limit, operation="search_by_vector")
+        _check_min_score(min_score, "search_by_vector")
+        query = _query_vector(vector)
+        return await self._nearest([query], limit, _filters.parse(where), min_score, distinct_texts)
 
     async def _nearest(
         self, vectors: Sequence[Any], limit: int, node: _filters.Node | None, min_score: float | None, distinct: bool
     ) -> list[dict[str, Any]]:
-        k = limit
+        k, total = limit, None
         while True:
+            if k > _ASK_COUNT and total is None:
+                # a huge limit means "everything": never ask a vector store for more than it holds
+                total = await self.vector.count()
+            if total is not None:
+                k = max(1, min(k, total))
             hits = await asyncio.gather(*(self.vector.query(v, k, node) for v in vectors))
             best: dict[str, float] = {}
             for hit in (h for per_query in hits for h in per_query):
                 if hit.score > best.get(hit.id, float("-inf")):
                     best[hit.id] = hit.score
             results = await self._rank(best, limit, min_score, distinct)
-            exhausted = all(len(h) < k for h in hits)
+            exhausted = all(len(h) < k for h in hits) or (total is not None and k >= total)
             if len(results) >= limit or exhausted:
                 return results
             k *= 4

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ._entries import TEXT_FINGERPRINT, check_limit, content_hash, fingerprinter, validate_id
-from ._errors import DocumentNotFound
+from ._errors import DocumentNotFound, ValidationError
 from ._retry import backoff_ms
 from ._types import Record
 from .drivers.base import Dedupe
@@ -65,7 +65,7 @@ class Consistency:
         Raises ``ValidationError`` for a bad id, and ``BackendUnavailable`` or
         ``BackendRejected`` when a backend fails."""
         await self.settle()
-        validate_id(id_)
+        validate_id(id_, operation="check_consistency")
         [record] = await self.primary.get([id_])
         has_vector = bool(await self.vector.existing([id_]))
         return {
@@ -80,7 +80,7 @@ class Consistency:
         """Batches of records with their vectors' fingerprints (one round trip to each store
         per batch; overlapping the two only made both threads wait on each other)."""
         if limit is not None:
-            batch = await self.primary.most_recent(check_limit(limit), include_empty=True)
+            batch = await self.primary.most_recent(check_limit(limit, operation="report"), include_empty=True)
             yield batch, await self._fingerprints([r.id for r in batch])
             return
         async for batch in self.primary.iterate(ID_CHUNK):
@@ -168,7 +168,8 @@ class Consistency:
 
     async def get_consistency_report(self, limit: int | None = 100) -> dict[str, Any]:
         """Check the ``limit`` newest entries (all of them if None, which also counts orphan
-        vectors) against what the vector store really holds, by fingerprint.
+        vectors; a limit above ``MAX_LIMIT``, 2**31 - 1, checks them all too but counts no
+        orphans) against what the vector store really holds, by fingerprint.
 
         Returns a report dict: ``total_documents``, ``consistent_documents``,
         ``inconsistent_documents``, ``missing_vectors``, ``pending``, ``failed``,
@@ -231,11 +232,17 @@ class Consistency:
     async def retry_vector_write(self, id_: str, max_retries: int = 3) -> bool:
         """Write the vector of the entry ``id_`` now, up to ``max_retries`` attempts (with
         backoff between them). Returns True when it landed (or the entry wants no vector),
-        False otherwise. Raises ``ValidationError`` for a bad id, ``DocumentNotFound`` when
-        there is no such entry, and the primary store's ``BackendUnavailable``/
-        ``BackendRejected``."""
+        False otherwise. Raises ``ValidationError`` for a bad id or ``max_retries`` (not an
+        int), ``DocumentNotFound`` when there is no such entry, and the primary store's
+        ``BackendUnavailable``/``BackendRejected``."""
         self._check_open()
-        validate_id(id_)
+        validate_id(id_, operation="retry_vector_write")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+            raise ValidationError(
+                f"max_retries must be an int, got {type(max_retries).__name__}",
+                field="max_retries",
+                operation="retry_vector_write",
+            )
         for attempt in range(1, max(max_retries, 0) + 1):
             await self.settle()
             [record] = await self.primary.get([id_])

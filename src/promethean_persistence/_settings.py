@@ -4,15 +4,38 @@ driver's own section are recognised and kept (``SecretStr``, masked when printed
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 from pydantic.alias_generators import to_camel
+
+from ._errors import redact
 
 
 class _Section(BaseModel):
+    """A settings section: a password inside a URL-valued setting (``http://user:secret@host``)
+    is hidden from ``repr``/``str`` and JSON dumps (``model_dump(mode="json")``,
+    ``model_dump_json``); a Python-mode dump keeps it, so settings can be merged and copied."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, hidden(value)
+
+    @model_serializer(mode="wrap")
+    def _hide_passwords(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        out = handler(self)
+        return hidden(out) if info.mode_is_json() else out
 
 
 class SQLiteConfig(_Section):
@@ -183,11 +206,24 @@ def secrets(value: Any, secret: bool = False) -> Any:
 
 
 def masked(value: Any, secret: bool = False) -> Any:
-    """A JSON-ready ``value`` with every non-null value under a secret-named key masked;
-    ``secret`` says ``value`` itself sits under such a key.
+    """A JSON-ready ``value`` with every non-null value under a secret-named key masked and
+    every password inside a URL hidden; ``secret`` says ``value`` itself sits under such a key.
     """
     if isinstance(value, Mapping):
         return {k: masked(v, secret or secret_key(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [masked(v, secret) for v in value]
-    return "**********" if secret and value is not None else value
+    return "**********" if secret and value is not None else hidden(value)
+
+
+def hidden(value: Any) -> Any:
+    """``value`` with the password of every URL in its strings (in mappings and lists too)
+    shown as ``***``, and secret query parameters likewise (``_errors.redact``). Returns the
+    new value; other values come back as they are. Raises nothing."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: hidden(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [hidden(v) for v in value]
+    return value

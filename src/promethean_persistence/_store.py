@@ -345,7 +345,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         ``ValidationError`` for an id that is not a non-empty str, and the primary store's
         ``BackendUnavailable``/``BackendRejected``."""
         self._check_open()
-        validate_id(id_)
+        validate_id(id_, operation="delete")
         now = now_ms()
         tombstone_at = now + self._planner.lease_ms if self.config.dual_write_enabled else None
         existed = bool(await self.primary.delete([id_], tombstone_at=tombstone_at))

@@ -20,7 +20,9 @@ Ingesting is incremental (like LangChain's indexing API, on every store driver):
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
 import json
 import sys
 import time
@@ -125,30 +127,43 @@ def content_id(entry: Mapping[str, Any], text_key: str = "text", time_key: str =
     return hashlib.blake2b(data.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def _jsonl_lines(path: Path) -> list[str]:
+    """The lines of a JSONL file: UTF-8 (JSON's encoding), a leading byte order mark ignored.
+    Raises ValidationError for any other encoding, before anything is stored."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+        raise ValidationError(
+            f"{path}: not UTF-8 text (byte {exc.start}{', UTF-16 it seems' if utf16 else ''}); "
+            "JSON Lines files must be UTF-8",
+            field="paths",
+            operation="ingest",
+        ) from None
+    return list(io.StringIO(text, newline=None))  # lines as a text file reads them (\n, \r\n, \r)
+
+
 def _jsonl_entries(path: Path, text_key: str, time_key: str, ids: str) -> list[dict[str, Any]]:
     entries = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(
-                    f"{path}:{number}: not JSON ({exc.msg})", field="entry", operation="ingest"
-                ) from None
-            if not isinstance(entry, dict):
-                raise ValidationError(
-                    f"{path}:{number}: an entry must be a JSON object", field="entry", operation="ingest"
-                )
-            try:  # checked now, so a bad entry stores nothing
-                if entry.get("id") is None and ids == "content":
-                    entry["id"] = content_id(entry, text_key, time_key)
-                else:
-                    _record(entry, text_key, time_key)
-            except ValidationError as exc:
-                raise ValidationError(f"{path}:{number}: {exc.message}", field=exc.field, operation="ingest") from None
-            entries.append(entry)
+    for number, line in enumerate(_jsonl_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError) as exc:  # also an int too long to read, or nesting too deep
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "nested too deep"
+            raise ValidationError(f"{path}:{number}: not JSON ({why})", field="entry", operation="ingest") from None
+        if not isinstance(entry, dict):
+            raise ValidationError(f"{path}:{number}: an entry must be a JSON object", field="entry", operation="ingest")
+        try:  # checked now, so a bad entry stores nothing
+            if entry.get("id") is None and ids == "content":
+                entry["id"] = content_id(entry, text_key, time_key)
+            else:
+                _record(entry, text_key, time_key)
+        except ValidationError as exc:
+            raise ValidationError(f"{path}:{number}: {exc.message}", field=exc.field, operation="ingest") from None
+        entries.append(entry)
     return entries
 
 

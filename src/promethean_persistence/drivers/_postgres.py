@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar
 
 from .._deps import require
+from .._entries import MAX_INT, MIN_INT
 from .._errors import BackendRejected, BackendUnavailable, redact
 from .._filters import And, Cmp, Node, Or
 
@@ -71,6 +72,7 @@ async def acquire_pool(
         max_idle=idle_timeout,
         open=False,
         kwargs={"autocommit": True},
+        configure=_configure,
         name=f"semantic-store {shown}",
     )
     try:
@@ -82,6 +84,24 @@ async def acquire_pool(
         ) from None
     _POOLS[key] = (pool, 1)
     return pool
+
+
+def _json_int(text: str) -> int | float:
+    # jsonb keeps numbers as decimals and prints an integral 1e22 as 10000000000000000000000;
+    # no stored integer is beyond 64 bits (the entry rules), so such a number was a float
+    value = int(text) if len(text) < 25 else MAX_INT + 1
+    return value if MIN_INT <= value <= MAX_INT else float(text)
+
+
+_decoder = json.JSONDecoder(parse_int=_json_int)
+
+
+def _json_loads(data: str | bytes) -> Any:
+    return _decoder.decode(data if isinstance(data, str) else bytes(data).decode("utf-8"))
+
+
+async def _configure(conn: Any) -> None:
+    require("psycopg.types.json", extra=EXTRA, driver="postgresql").set_json_loads(_json_loads, conn)
 
 
 async def release_pool(info: str) -> None:

@@ -1,5 +1,6 @@
 """Shared plumbing for drivers on stdlib sqlite3: one connection owned by one thread, so
-async callers never block the event loop, plus the filter language translated to SQL."""
+async callers never block the event loop, plus the filter language translated to SQL
+(``_sqlite_filter``)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,61 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from .._errors import BackendRejected, BackendUnavailable, ValidationError
-from .._filters import And, Cmp, Node, Or
+from ._names import digest
+from ._sqlite_filter import filter_sql as filter_sql  # re-exported: the drivers' one import
+from ._sqlite_filter import json_path as json_path
 
 T = TypeVar("T")
+
+# OperationalError messages of statements that fail the same way every time: not retried
+_PERMANENT = (
+    "expression tree is too large",
+    "parser stack overflow",
+    "too many sql variables",
+    "too many terms",
+    "too many arguments",
+    "too many columns",
+    "pattern too complex",
+    "string or blob too big",
+    "malformed json",
+    "json path error",
+)
 
 
 def quote(identifier: str) -> str:
     """Quote the SQL ``identifier``; collection names are data, never spliced raw."""
-    if not identifier or "\x00" in identifier or len(identifier) > 200:
-        raise ValidationError(f"Invalid collection name {identifier!r}", field="name")
+    if not identifier or "\x00" in identifier or len(identifier) > 255:
+        raise ValidationError(
+            f"Invalid collection name {identifier[:80]!r}: SQLite table names here are 1-255 characters without NUL",
+            field="name",
+        )
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def table_base(conn: sqlite3.Connection, registry: str, collection: str, suffixes: tuple[str, ...]) -> str:
+    """The name the tables and indexes of ``collection`` start with: they are
+    ``{base}{suffix}`` for each of ``suffixes`` (``""`` for a table named ``base``).
+
+    SQLite matches names ignoring ASCII case, and one file holds every collection's tables,
+    so ``Notes`` and ``notes`` (or ``a`` and ``a__tombstones``) would meet. A collection
+    keeps its own name, as earlier versions did, unless that is taken: then it gets
+    ``{collection}~{digest}`` (``_names.digest``, stable). ``registry`` is the table (column
+    ``collection``) that lists the driver's collections; a listed collection keeps the name
+    it was given. Call on ``conn`` inside the transaction that registers the collection.
+    Returns the base name; raises ``sqlite3.Error``.
+    """
+    moved = f"{collection}~{digest(collection)}"
+    if conn.execute(f"SELECT 1 FROM {registry} WHERE collection = ?", (collection,)).fetchone():
+        return moved if _taken(conn, moved + suffixes[0]) else collection  # this driver's own first table
+    names = [collection + suffix for suffix in suffixes]
+    if collection.lower().startswith("sqlite_") or any(_taken(conn, n) for n in names):
+        return moved
+    return collection
+
+
+def _taken(conn: sqlite3.Connection, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE"
+    return conn.execute(sql, (name,)).fetchone() is not None
 
 
 class SQLiteConnection:
@@ -86,7 +132,8 @@ class SQLiteConnection:
         """Run ``fn(*args)`` on the connection's thread, mapping sqlite3 errors to ours.
 
         ``operation`` names the work in errors. Returns what ``fn`` returns; raises
-        BackendUnavailable (locked, I/O) or BackendRejected (everything else).
+        BackendUnavailable (locked, I/O) or BackendRejected (a statement or value beyond
+        SQLite's limits, and everything else).
         """
         if self._executor is None:
             raise BackendUnavailable(
@@ -95,10 +142,12 @@ class SQLiteConnection:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except sqlite3.OperationalError as exc:
-            raise BackendUnavailable(
+            # SQLite reports a statement beyond its limits as an "operational" error too
+            permanent = any(p in str(exc).lower() for p in _PERMANENT)
+            raise (BackendRejected if permanent else BackendUnavailable)(
                 f"SQLite {operation} failed on {self.path!r}: {exc}", driver=self.driver, operation=operation
             ) from exc
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError, UnicodeEncodeError) as exc:  # the last two: a value sqlite3 cannot bind
             raise BackendRejected(
                 f"SQLite {operation} failed on {self.path!r}: {exc}", driver=self.driver, operation=operation
             ) from exc
@@ -141,77 +190,3 @@ class SQLiteConnection:
     def quick_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``transaction(fn, durable=False)``: for ``fn``'s writes that may be lost in a power cut."""
         return self.transaction(fn, durable=False)
-
-
-def json_path(path: tuple[str, ...]) -> str:
-    """The SQLite JSON path of the key segments ``path`` (``$."a"."b"``)."""
-    return "$" + "".join(f'."{p}"' for p in path)
-
-
-def _typed(type_sql: str, value_sql: str, value: Any, op: str) -> str:
-    """SQL for ``value_sql <op> ?`` that matches only values of the parameter's kind."""
-    if isinstance(value, bool):
-        return f"({type_sql} = {'true' if value else 'false'!r})"
-    if isinstance(value, str):
-        return f"({type_sql} = 'text' AND {value_sql} {op} ?)"
-    return f"({type_sql} IN ('integer', 'real') AND {value_sql} {op} ?)"
-
-
-def filter_sql(node: Node, column: str = "metadata", columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
-    """Translate a parsed filter ``node`` to an SQL boolean over the JSON ``column``.
-
-    ``columns`` maps single-segment keys to plain TEXT columns (e.g. vectorStatus).
-    Every comparison is wrapped in COALESCE(..., 0) so NOT never meets NULL. Returns the SQL
-    and its parameters.
-    """
-    params: list[Any] = []
-    sql = _node_sql(node, column, columns or {}, params)
-    return sql, params
-
-
-def _node_sql(node: Node, column: str, columns: dict[str, str], params: list[Any]) -> str:
-    if isinstance(node, (And, Or)):
-        joiner = " AND " if isinstance(node, And) else " OR "
-        return "(" + joiner.join(_node_sql(n, column, columns, params) for n in node.items) + ")"
-    assert isinstance(node, Cmp)
-    plain = columns.get(node.path[0]) if len(node.path) == 1 else None
-    if plain is not None:
-        type_sql = f"(CASE WHEN {plain} IS NULL THEN NULL ELSE 'text' END)"
-        value_sql = plain
-    else:
-        path = json_path(node.path)
-        type_sql = f"json_type({column}, '{_sql_str(path)}')"
-        value_sql = f"json_extract({column}, '{_sql_str(path)}')"
-
-    def eq(value: Any) -> str:
-        if value is None:
-            return f"({type_sql} IS NULL OR {type_sql} = 'null')"
-        if not isinstance(value, bool):
-            params.append(value)
-        return _typed(type_sql, value_sql, value, "=")
-
-    op, value = node.op, node.value
-    if op == "eq":
-        expr = eq(value)
-    elif op == "ne":
-        expr = f"NOT {_coalesce(eq(value))}"
-    elif op in ("in", "nin"):
-        expr = "(" + " OR ".join(_coalesce(eq(v)) for v in value) + ")" if value else "0"
-        if op == "nin":
-            expr = f"NOT {expr}"
-    elif op == "exists":
-        expr = f"({type_sql} IS {'NOT ' if value else ''}NULL)"
-    else:
-        sym = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-        params.append(value)
-        expr = _typed(type_sql, value_sql, value, sym)
-    return _coalesce(expr)
-
-
-def _coalesce(expr: str) -> str:
-    return f"COALESCE({expr}, 0)"
-
-
-def _sql_str(text: str) -> str:
-    # Paths come from validated keys (no quotes or control characters); double any ' anyway.
-    return text.replace("'", "''")

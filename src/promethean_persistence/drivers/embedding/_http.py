@@ -21,6 +21,7 @@ import numpy as np
 
 from ..._errors import BackendUnavailable, EmbeddingError, EmbeddingMismatchError, redact
 from ..._retry import backoff_ms
+from ..._urls import basic_auth_header, without_userinfo
 from ..base import Capabilities
 
 MAX_RETRY_WAIT_S = 60.0  #: the longest Retry-After we honour
@@ -62,11 +63,13 @@ class HTTPEmbedder:
         the requests in flight at once; ``max_retries`` how often a request that failed on the
         way (connection, timeout, 429/5xx) is retried; ``dimensions`` the vector size when known
         in advance (else the model's published size, or learnt from the first answer);
-        ``api_key`` is sent as a bearer token and never shown in messages.
+        ``api_key`` is sent as a bearer token and never shown in messages. A user and password
+        in ``url`` go as HTTP basic auth (unless ``api_key`` is set), never in a logged URL.
         """
         self.model = model
-        self.url = url.rstrip("/")
-        self.shown = redact(self.url)
+        self.url = without_userinfo(url.rstrip("/"))  #: what httpx sees (and logs)
+        self._basic = basic_auth_header(url)
+        self.shown = redact(url.rstrip("/"))
         self.timeout = timeout
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
@@ -174,7 +177,7 @@ class HTTPEmbedder:
         if self._loop is not loop:  # clients and semaphores belong to one event loop
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-                headers=self._headers(),
+                headers={**self._basic, **self._headers()},  # an explicit api_key beats the URL's user
                 limits=httpx.Limits(
                     max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
                 ),

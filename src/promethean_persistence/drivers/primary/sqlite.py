@@ -12,7 +12,7 @@ from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
 from .._sql import due_records, due_tombstones, window
-from .._sqlite import SQLiteConnection, filter_sql, quote
+from .._sqlite import SQLiteConnection, filter_sql, quote, table_base
 from ..base import Capabilities, Order
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ _COLUMNS = (
     "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model"
 )
 _FILTER_COLUMNS = {"vectorStatus": "vector_status"}
+_NAMES = ("", "__tombstones", "__time", "__outbox")  #: the tables and indexes of a collection
 
 
 def _dumps(value: Any) -> str:
@@ -91,7 +92,6 @@ class SQLitePrimary:
         await self._db.run(self._db.transaction, self._create, operation="open")
 
     def _create(self, conn: sqlite3.Connection) -> None:
-        t = self._table
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {CATALOG} (collection TEXT PRIMARY KEY, "
             "schema_version INTEGER NOT NULL, manifest TEXT)"
@@ -104,6 +104,10 @@ class SQLitePrimary:
                 driver=self.name,
                 operation="open",
             )
+        # its own tables even where SQLite's case-blind names would meet another's (Notes/notes)
+        base = table_base(conn, CATALOG, self.collection, _NAMES)
+        t = self._table = quote(base)
+        self._tombstones = quote(f"{base}__tombstones")
         if row is None:
             conn.execute(
                 f"INSERT INTO {CATALOG} (collection, schema_version) VALUES (?, ?)",
@@ -135,9 +139,9 @@ class SQLitePrimary:
                 vector_next_at INTEGER,
                 vector_updated_at INTEGER)"""
         )
-        idx = quote(f"{self.collection}__time")
+        idx = quote(f"{base}__time")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (timestamp, id)")
-        idx = quote(f"{self.collection}__outbox")
+        idx = quote(f"{base}__outbox")
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) WHERE vector_status IN ('pending', 'failed')"
         )

@@ -19,6 +19,7 @@ EXTRA = "chroma"
 EXACT = "_semantic_store"  #: the metadata as JSON, for exact filtering
 _MANAGED = ("vectorWriteSuccess", "vectorWriteError", "vectorWriteTimestamp")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+_IPV4 = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")  #: Chroma refuses these
 
 
 def _dumps(value: Any) -> str:
@@ -81,10 +82,11 @@ def chroma_name(collection: str) -> str:
     """The Chroma name of ``collection``: Chroma allows 3-512 characters of
     ``[a-zA-Z0-9._-]``, alphanumeric at both ends; other names map to a readable,
     collision-free one. Returns the name; raises nothing."""
-    if _NAME.match(collection) and ".." not in collection:
+    if _NAME.match(collection) and ".." not in collection and not _IPV4.match(collection):
         return collection
-    digest = hashlib.blake2b(collection.encode(), digest_size=4).hexdigest()
-    head = re.sub(r"[^a-zA-Z0-9._-]", "_", collection).strip("._-")[:400]
+    digest = hashlib.blake2b(collection.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    # a head Chroma takes: no "..", alphanumeric at both ends
+    head = re.sub(r"\.{2,}", "_", re.sub(r"[^a-zA-Z0-9._-]", "_", collection)).strip("._-")[:400]
     return f"{head}-{digest}" if head else f"c-{digest}"
 
 

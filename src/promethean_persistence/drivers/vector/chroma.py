@@ -26,6 +26,7 @@ from ..._deps import require
 from ..._errors import BackendUnavailable, redact
 from ..._filters import Node, evaluate
 from ..._types import VectorHit
+from ..._urls import basic_auth_header, without_userinfo
 from .._remote import mapped
 from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors
@@ -86,7 +87,8 @@ class ChromaVector:
         self.collection = collection
         self.timeout = timeout
         self.exact_threshold = exact_threshold  #: filters matching this many or fewer: exact search
-        self.url, self.path = url, path
+        self.url, self.path = (without_userinfo(url) if url else url), path  #: never holds a password
+        self._basic = basic_auth_header(url) if url else {}  #: a user:password in ``url``, as basic auth
         self.capabilities = Capabilities(  # embedded (PersistentClient) runs in this process
             in_process=url is None, stores_documents=True, collection_switch=True, field_names=True
         )
@@ -167,7 +169,10 @@ class ChromaVector:
                 await self._heartbeat()
                 async with asyncio.timeout(self.timeout):
                     self._client = await chromadb.AsyncHttpClient(
-                        host=parts.hostname or "localhost", port=parts.port or (443 if ssl else 8000), ssl=ssl
+                        host=parts.hostname or "localhost",
+                        port=parts.port or (443 if ssl else 8000),
+                        ssl=ssl,
+                        headers=self._basic or None,
                     )
                 self._loop_key = (id(self._client._server), id(asyncio.get_running_loop()))
                 _HTTP_USERS[self._loop_key] = _HTTP_USERS.get(self._loop_key, 0) + 1
@@ -181,7 +186,7 @@ class ChromaVector:
         import httpx
 
         assert self.url is not None  # only called for a server
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        async with httpx.AsyncClient(timeout=self.timeout, headers=self._basic) as client:
             response = await client.get(self.url.rstrip("/") + "/api/v2/heartbeat")
             if response.status_code >= 500:
                 raise BackendUnavailable(

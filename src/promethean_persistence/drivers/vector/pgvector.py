@@ -19,6 +19,8 @@ from ._exact import as_matrix
 if TYPE_CHECKING:
     from ..._config import StoreConfig
 
+_MAX_EF_SEARCH = 1000  #: the largest hnsw.ef_search pgvector accepts
+
 
 def _literal(vector: np.ndarray) -> str:
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
@@ -186,7 +188,9 @@ class PgvectorVector(PoolUser):
             clause = f"WHERE {sql}"
         literal = _literal(query[0])
         async with self._mapped("query"), self._pool.connection() as conn, conn.transaction():
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, limit))}")
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {min(int(max(self.ef_search, limit)), _MAX_EF_SEARCH)}")
+            if limit > _MAX_EF_SEARCH:  # more than a graph search promises to find: scan them all, exactly
+                await conn.execute("SET LOCAL enable_indexscan = off")
             # keep scanning the graph until the filter has let ``limit`` rows through
             await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
             rows = await (

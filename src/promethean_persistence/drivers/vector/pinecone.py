@@ -23,6 +23,8 @@ from ..._deps import require
 from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import VectorHit
+from ..._urls import basic_auth_header, without_userinfo
+from .._names import encoded
 from .._remote import mapped
 from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
@@ -35,6 +37,14 @@ EXTRA = "pinecone"
 EXACT = "_semantic_store"
 MAX_METADATA_BYTES = 40 * 1024
 MAX_TOP_K = 10_000
+
+
+_NAMESPACE_RULE = "Pinecone namespaces are 1-512 printable ASCII characters, not '__default__'"
+
+
+def namespace_ok(name: str) -> bool:
+    """Whether Pinecone can hold the namespace ``name`` (``_NAMESPACE_RULE``). Raises nothing."""
+    return 0 < len(name) <= 512 and name.isascii() and name.isprintable() and name != "__default__"
 
 
 def _dumps(value: Any) -> str:
@@ -97,10 +107,11 @@ class PineconeVector:
         timeout: float = 30.0,
     ) -> None:
         """``collection``: the store's collection (the namespace unless ``namespace`` is
-        given). ``api_key``: the Pinecone API key. ``host`` or ``index_name``: the existing
-        index. ``batch_size``: vectors per upsert request. ``timeout``: seconds per
-        request. Raises ``ConfigurationError`` without a key, or without both a host and an
-        index name."""
+        given; a name Pinecone cannot hold gets a stable encoding, ``_names.encoded``).
+        ``api_key``: the Pinecone API key. ``host`` or ``index_name``: the existing index.
+        ``batch_size``: vectors per upsert request. ``timeout``: seconds per request. Raises
+        ``ConfigurationError`` without a key, without both a host and an index name, or for
+        a configured ``namespace`` Pinecone cannot hold."""
         if not api_key:
             raise ConfigurationError("The pinecone driver needs pinecone.api_key (PINECONE_API_KEY)", driver=self.name)
         if not host and not index_name:
@@ -108,10 +119,15 @@ class PineconeVector:
                 "The pinecone driver needs pinecone.index_name (PINECONE_INDEX_NAME) or pinecone.host (PINECONE_HOST)",
                 driver=self.name,
             )
+        if namespace and not namespace_ok(namespace):
+            raise ConfigurationError(f"pinecone.namespace: {_NAMESPACE_RULE} (got {namespace!r})", driver=self.name)
         self.collection = collection
-        self.namespace = namespace or collection
+        #: a configured namespace as it is; the collection's own name where Pinecone can hold it
+        self.namespace = namespace or (collection if namespace_ok(collection) else encoded(collection))
         self._api_key = api_key
-        self.host, self.index_name = host, index_name
+        #: never holds a password: the SDK logs its host; a user:password in it goes as basic auth
+        self.host, self.index_name = (without_userinfo(host) if host else host), index_name
+        self._basic = basic_auth_header(host) if host else {}
         self.batch_size = batch_size
         self.timeout = timeout
         self.shown = redact(host or f"index {index_name}", api_key)
@@ -151,7 +167,9 @@ class PineconeVector:
         pinecone = require("pinecone", extra=EXTRA, driver=self.name)
         async with self._mapped("open"):
             if self.host:
-                self._index = pinecone.AsyncIndex(host=self.host, api_key=self._api_key, timeout=self.timeout)
+                self._index = pinecone.AsyncIndex(
+                    host=self.host, api_key=self._api_key, timeout=self.timeout, additional_headers=self._basic or None
+                )
             else:
                 client = pinecone.PineconeAsyncio(api_key=self._api_key)
                 try:

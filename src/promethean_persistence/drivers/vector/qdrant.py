@@ -23,6 +23,8 @@ from ..._deps import require
 from ..._errors import ConfigurationError, ValidationError, redact
 from ..._filters import Cmp, Node, Or
 from ..._types import FINGERPRINT_KEY, VectorHit
+from ..._urls import basic_auth_header, without_userinfo
+from .._names import encoded, file_safe, qdrant_ok, qdrant_rule
 from .._remote import mapped
 from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
@@ -61,19 +63,30 @@ class QdrantVector:
         path: str | None = None,
         api_key: str | None = None,
         timeout: float = 30.0,
+        pinned: bool = False,
     ) -> None:
-        """``collection``: the Qdrant collection. ``url``: a server (with ``api_key``), or
-        ``path``: a directory for the client's local mode (``":memory:"``: in memory).
-        ``timeout``: seconds per call. Raises ``ConfigurationError`` without a url or a
-        path."""
+        """``collection``: the store's collection. ``url``: a server (with ``api_key``; a
+        user and password in it go as HTTP basic auth, never in logged URLs), or ``path``: a
+        directory for the client's local mode (``":memory:"``: in memory). ``timeout``:
+        seconds per call. ``pinned``: ``collection`` is the configured Qdrant name, used as
+        it is; otherwise a name Qdrant cannot hold (or, in a directory, one that is not
+        file-safe) gets a stable encoding (``_names``). Raises ``ConfigurationError`` without
+        a url or a path, or for a pinned name Qdrant cannot hold."""
         if not url and not path:
             raise ConfigurationError(
                 "The qdrant driver needs qdrant.url (QDRANT_URL) or qdrant.path "
                 "(QDRANT_PATH; ':memory:' for an in-process collection)",
                 driver=self.name,
             )
+        if pinned and not qdrant_ok(collection):
+            raise ConfigurationError(f"qdrant.collection: {qdrant_rule(collection)}", driver=self.name)
         self.collection = collection
-        self.url, self.path = url, path
+        on_disk = bool(path) and path != ":memory:" and not url
+        kept = pinned or (file_safe(collection) if on_disk else qdrant_ok(collection))
+        #: the Qdrant collection: the name itself where Qdrant (and a directory) can hold it
+        self._name = collection if kept else encoded(collection)
+        self.url, self.path = (without_userinfo(url) if url else url), path
+        self._headers = basic_auth_header(url) if url else {}
         self._api_key = api_key
         self.timeout = timeout
         self.shown = redact(url, api_key) if url else f"path {path}"
@@ -91,6 +104,7 @@ class QdrantVector:
             url=q.url,
             path=q.path if not q.url else None,
             api_key=q.api_key.get_secret_value() if q.api_key else None,
+            pinned=bool(q.collection),
         )
 
     @classmethod
@@ -116,13 +130,16 @@ class QdrantVector:
         async with self._mapped("open"):
             if self.url:
                 self._client = qdrant_client.AsyncQdrantClient(
-                    url=self.url, api_key=self._api_key, timeout=int(self.timeout)
+                    url=self.url, api_key=self._api_key, timeout=int(self.timeout), headers=self._headers or None
                 )
             elif self.path == ":memory:":
                 self._client = qdrant_client.AsyncQdrantClient(location=":memory:")
             else:
                 self._client = qdrant_client.AsyncQdrantClient(path=self.path)
             try:
+                if self._name != self.collection and qdrant_ok(self.collection):
+                    if await self._client.collection_exists(self.collection):
+                        self._name = self.collection  # made by an earlier version: keeps opening
                 await self._load_dims()
             except BaseException:
                 await self.aclose()
@@ -130,8 +147,8 @@ class QdrantVector:
 
     async def _load_dims(self) -> None:
         self.dims = None
-        if await self._client.collection_exists(self.collection):
-            info = await self._client.get_collection(self.collection)
+        if await self._client.collection_exists(self._name):
+            info = await self._client.get_collection(self._name)
             vectors = info.config.params.vectors
             self.dims = int(vectors.size) if hasattr(vectors, "size") else None
 
@@ -145,13 +162,13 @@ class QdrantVector:
         if self.dims is not None:
             return
         models = require("qdrant_client.models", extra=EXTRA, driver=self.name)
-        if not await self._client.collection_exists(self.collection):
+        if not await self._client.collection_exists(self._name):
             try:
                 await self._client.create_collection(
-                    self.collection, vectors_config=models.VectorParams(size=dims, distance=models.Distance.COSINE)
+                    self._name, vectors_config=models.VectorParams(size=dims, distance=models.Distance.COSINE)
                 )
             except Exception:  # noqa: BLE001 - another store may have created it meanwhile
-                if not await self._client.collection_exists(self.collection):
+                if not await self._client.collection_exists(self._name):
                     raise
         await self._load_dims()
         if self.dims != dims:
@@ -179,7 +196,7 @@ class QdrantVector:
                     for p in payloads
                 ]
                 for start in range(0, len(ops), _BATCH):
-                    await self._client.batch_update_points(self.collection, ops[start : start + _BATCH], wait=True)
+                    await self._client.batch_update_points(self._name, ops[start : start + _BATCH], wait=True)
                 return
             matrix = matrix_for(ids, vectors, self.dims, self.name)
             await self._ensure(int(matrix.shape[1]))
@@ -188,7 +205,7 @@ class QdrantVector:
                     models.PointStruct(id=point_id(p["id"]), vector=v.tolist(), payload=p)
                     for p, v in zip(payloads[start : start + _BATCH], matrix[start : start + _BATCH])
                 ]
-                await self._client.upsert(self.collection, points=points, wait=True)
+                await self._client.upsert(self._name, points=points, wait=True)
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
         """See ``VectorDriver.query``: a broader native filter (a server gets payload indexes
@@ -206,7 +223,7 @@ class QdrantVector:
 
             async def search(k: int) -> Rows:
                 result = await self._client.query_points(
-                    self.collection,
+                    self._name,
                     query=query,
                     limit=k,
                     query_filter=native,
@@ -233,7 +250,7 @@ class QdrantVector:
             )
             self._indexed.add(key)
             try:
-                await self._client.create_payload_index(self.collection, key, field_schema=kind, wait=False)
+                await self._client.create_payload_index(self._name, key, field_schema=kind, wait=False)
             except Exception as exc:  # noqa: BLE001 - an index only speeds filters up
                 log.info("payload index on %s not created: %s", key, exc)
 
@@ -246,7 +263,7 @@ class QdrantVector:
         async with self._mapped("existing"):
             for start in range(0, len(ids), 1000):
                 points = await self._client.retrieve(
-                    self.collection, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"]
+                    self._name, [point_id(i) for i in ids[start : start + 1000]], with_payload=["id"]
                 )
                 found.update(p.payload["id"] for p in points)
         return found
@@ -260,7 +277,7 @@ class QdrantVector:
         async with self._mapped("fingerprints"):
             for start in range(0, len(ids), 1000):
                 points = await self._client.retrieve(
-                    self.collection,
+                    self._name,
                     [point_id(i) for i in ids[start : start + 1000]],
                     with_payload=["id", f"metadata.{FINGERPRINT_KEY}"],
                 )
@@ -276,7 +293,7 @@ class QdrantVector:
         async with self._mapped("fetch"):
             for start in range(0, len(ids), 1000):
                 points = await self._client.retrieve(
-                    self.collection,
+                    self._name,
                     [point_id(i) for i in ids[start : start + 1000]],
                     with_payload=["id"],
                     with_vectors=True,
@@ -293,7 +310,7 @@ class QdrantVector:
         async with self._mapped("delete"):
             for start in range(0, len(ids), 1000):
                 await self._client.delete(
-                    self.collection,
+                    self._name,
                     models.PointIdsList(points=[point_id(i) for i in ids[start : start + 1000]]),
                     wait=True,
                 )
@@ -303,7 +320,7 @@ class QdrantVector:
         if self.dims is None:
             return 0
         async with self._mapped("count"):
-            return int((await self._client.count(self.collection, exact=True)).count)
+            return int((await self._client.count(self._name, exact=True)).count)
 
     async def iter_ids(self, batch_size: int = 1000) -> AsyncIterator[list[str]]:
         """See ``VectorDriver.iter_ids`` (scrolled)."""
@@ -313,7 +330,7 @@ class QdrantVector:
         while True:
             async with self._mapped("iter_ids"):
                 points, offset = await self._client.scroll(
-                    self.collection, limit=batch_size, offset=offset, with_payload=["id"]
+                    self._name, limit=batch_size, offset=offset, with_payload=["id"]
                 )
             if points:
                 yield [p.payload["id"] for p in points]
@@ -324,8 +341,8 @@ class QdrantVector:
         """See ``VectorDriver.drop``: the collection is deleted (the next vectors create it
         again, with their dimension)."""
         async with self._mapped("drop"):
-            if await self._client.collection_exists(self.collection):
-                await self._client.delete_collection(self.collection)
+            if await self._client.collection_exists(self._name):
+                await self._client.delete_collection(self._name)
             self.dims = None
             self._indexed.clear()
 

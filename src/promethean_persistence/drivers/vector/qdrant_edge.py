@@ -23,6 +23,7 @@ from ..._deps import require
 from ..._errors import BackendRejected, BackendUnavailable, ValidationError
 from ..._filters import Node
 from ..._types import VectorHit
+from .._names import file_name, inside, legacy_entry
 from ..base import Capabilities
 from ._exact import as_matrix, matrix_for, missing_vectors, stored_fingerprint
 from ._widen import Rows, widening_search
@@ -57,9 +58,12 @@ class QdrantEdgeVector:
     capabilities: ClassVar[Capabilities] = Capabilities(in_process=True)
 
     def __init__(self, collection: str, path: str) -> None:
-        """``collection``: the shard's name, a directory under ``path``. Raises nothing."""
+        """``collection``: the shard's name; its directory under ``path`` is the name itself
+        when it is file-safe, else its encoding (``_names.file_name``; a directory an earlier
+        version made from the raw name is opened there). Raises nothing."""
         self.collection = collection
-        self.path = Path(path) / collection
+        self.root = Path(path)
+        self.path = self.root / file_name(collection)
         self.dims: int | None = None
         self._shard: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -97,6 +101,9 @@ class QdrantEdgeVector:
         first vectors); ``MissingDependencyError`` without the ``qdrant-edge`` extra."""
         self._q = require("qdrant_edge", extra=EXTRA, driver=self.name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
+        if self.path.name != self.collection and legacy_entry(self.root, self.collection):
+            self.path = self.root / self.collection  # made by an earlier version: keeps opening
+        inside(self.root, self.path)
         async with self._mapped("open"):
             if (self.path / "edge_config.json").exists() or any(self.path.glob("*")):
                 self._shard = await self._run(self._q.EdgeShard.load, str(self.path))

@@ -52,8 +52,15 @@ class Connection:
     @asynccontextmanager
     async def _mapped(self, operation: str) -> AsyncIterator[None]:
         errors = require("pymongo.errors", extra=EXTRA, driver=self.name)
+        bson_errors = require("bson.errors", extra=EXTRA, driver=self.name)
         try:
             yield
+        except (bson_errors.BSONError, OverflowError) as exc:  # a value BSON cannot encode
+            raise BackendRejected(
+                f"MongoDB {operation} at {self.shown}: cannot encode the request: {redact(str(exc), self._secret)}",
+                driver=self.name,
+                operation=operation,
+            ) from None
         except (
             errors.ConnectionFailure,
             errors.ServerSelectionTimeoutError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...._filters import And, Cmp, Node, Or, evaluate
+from ...._filters import And, Cmp, Node, Or, evaluate, narrow
 from ._layout import STATE
 
 _NOT_ARRAY = {"$not": {"$type": "array"}}
@@ -27,11 +27,17 @@ def _cmp(path: str, node: Cmp) -> dict[str, Any]:
 
 
 def mongo_filter(node: Node) -> dict[str, Any]:
-    """Translate the parsed filter ``node`` to a MongoDB query; metadata keys live under ``metadata.``."""
+    """Translate the parsed filter ``node`` to a MongoDB query; metadata keys live under
+    ``metadata.``. Integer operands beyond 64 bits, which BSON cannot hold, are narrowed to
+    doubles without changing the result (``_filters.narrow``)."""
+    return _translate(narrow(node))
+
+
+def _translate(node: Node) -> dict[str, Any]:
     if isinstance(node, And):
-        return {"$and": [mongo_filter(n) for n in node.items]}
+        return {"$and": [_translate(n) for n in node.items]}
     if isinstance(node, Or):
-        return {"$or": [mongo_filter(n) for n in node.items]}
+        return {"$or": [_translate(n) for n in node.items]}
     if node.path == ("vectorStatus",):
         ours = {"$and": [{STATE: {"$exists": True}}, _cmp(f"{STATE}.status", node)]}
         branches = [ours]

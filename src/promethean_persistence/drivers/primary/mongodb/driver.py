@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...._deps import require
 from ...._entries import content_hash
-from ...._errors import redact
+from ...._errors import ValidationError, redact
 from ...._filters import Node
 from ...._types import Record, VectorState
+from ..._names import mongo_problem
 from ...base import Capabilities, Order
 from ._client import Connection
 from ._filters import mongo_filter
-from ._layout import _BLANK, _MANAGED, EXTRA, STATE, SUPERSEDED
+from ._layout import _BLANK, _MANAGED, ALIASES, EXTRA, MANIFESTS, STATE, SUPERSEDED, TOMBSTONES
 from ._legacy import Legacy, _epoch, _later, _plain, _write_view
 from ._outbox import Outbox
 
@@ -47,6 +48,9 @@ class MongoPrimary(Connection, Legacy, Outbox):
         timestamp; ``transactions`` forces multi-document transactions on or off (None: use them
         when the server is a replica set). Nothing connects before ``open``.
         """
+        problem = mongo_problem(database, collection, frozenset({ALIASES, MANIFESTS, TOMBSTONES}))
+        if problem:  # refused at create: otherwise every write would fail
+            raise ValidationError(f"Store collection {collection[:80]!r} cannot be used: {problem}", field="name")
         self._uri = uri
         self.shown = redact(uri)
         password = re.match(r"^[a-z+]+://[^:/@]*:([^@]*)@", uri)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...._errors import ValidationError
 from ...._types import FINGERPRINT_KEY
-from ..._sqlite import quote
+from ..._sqlite import quote, table_base
 from .._exact import as_matrix
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..._sqlite import SQLiteConnection
 
 GENERATIONS = "_semantic_store_vector_generations"
+_NAMES = ("__vectors", "__vector_drops", "__vectors_seq", "__drops_seq")  #: a collection's tables and indexes
 LABELS_PER_SEQ = 1 << 20  # labels are seq * LABELS_PER_SEQ + position: unique, never reused
 
 
@@ -53,15 +54,18 @@ class _Storage:
 
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {GENERATIONS} (collection TEXT PRIMARY KEY, generation INTEGER NOT NULL)"
+        )
+        # its own tables even where SQLite's case-blind names would meet another's (Notes/notes)
+        base = table_base(conn, GENERATIONS, self.collection, _NAMES)
+        self._table, self._dropped = quote(f"{base}__vectors"), quote(f"{base}__vector_drops")
+        conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self._table} (id TEXT PRIMARY KEY, label INTEGER NOT NULL, "
             "vector BLOB NOT NULL, metadata TEXT NOT NULL, seq INTEGER NOT NULL)"
         )
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(self.collection + '__vectors_seq')} ON {self._table} (seq)")
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__vectors_seq')} ON {self._table} (seq)")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self._dropped} (label INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(self.collection + '__drops_seq')} ON {self._dropped} (seq)")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {GENERATIONS} (collection TEXT PRIMARY KEY, generation INTEGER NOT NULL)"
-        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__drops_seq')} ON {self._dropped} (seq)")
         conn.execute(f"INSERT OR IGNORE INTO {GENERATIONS} VALUES (?, 0)", (self.collection,))
 
     # -- replay ---------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..._names import file_name
 from ..._sqlite import SQLiteConnection, quote
 from ...base import Capabilities
-from ._checkpoint import _Checkpoint, _safe
+from ._checkpoint import _Checkpoint
 from ._indexing import _Indexing
 from ._search import _Search
 from ._storage import _Storage
@@ -58,7 +59,8 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         self._dropped = quote(f"{collection}__vector_drops")
         self._db = SQLiteConnection(path, driver=self.name, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
         base = Path(index_dir) if index_dir else Path(path).expanduser().resolve().parent
-        self._index_base = base / f"{Path(path).name}.{_safe(collection)}"
+        # a file name that cannot leave ``base``, meet another collection's or match its glob
+        self._index_base = base / f"{Path(path).name}.{file_name(collection)}"
         self._hnswlib: Any = None
         self._reset()
 
