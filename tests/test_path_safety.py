@@ -274,6 +274,23 @@ async def test_names_differing_only_in_case_are_separate_stores(tmp_path, pair):
                 assert [h["id"] for h in hits] == [f"id-{name}"], name
 
 
+@pytest.mark.parametrize(
+    "pair",
+    [pytest.param(("postgresql", "memory"), id="postgresql"), pytest.param(("sqlite", "pgvector"), id="pgvector")],
+)
+@pytest.mark.parametrize("suffix", ["__tombstones", "__vectors", "__vectors_hnsw"])
+@PG
+async def test_postgres_refuses_names_that_would_share_another_stores_table(tmp_path, pair, suffix):
+    cfg = base_config(tmp_path, *pair)
+    async with await SemanticStore.create("x", config=cfg) as store:
+        await store.insert({"id": "a", "text": "store x's entry"})
+        with pytest.raises(ValidationError, match=suffix) as refused:
+            await SemanticStore.create("x" + suffix, config=cfg)
+        assert refused.value.field == "name"
+        assert await store.count() == 1 and (await store.get("a"))["metadata"]["vectorStatus"] == "synced"
+        await store.drop()
+
+
 # -- compatibility: existing stores keep their table, file and collection names ----------------
 
 

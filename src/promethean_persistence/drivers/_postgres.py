@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from .._deps import require
 from .._entries import MAX_INT, MIN_INT
-from .._errors import BackendRejected, BackendUnavailable, redact
+from .._errors import BackendRejected, BackendUnavailable, ValidationError, redact
 from .._filters import And, Cmp, Node, Or
 
 EXTRA = "postgres"
@@ -151,6 +151,10 @@ async def mapped(
         ) from None
 
 
+#: the suffixes of a store's own extra tables and indexes (tombstones, pgvector's vectors)
+RESERVED_SUFFIXES = ("__tombstones", "__vectors", "__vectors_hnsw")
+
+
 class PoolUser:
     """What both PostgreSQL drivers do with their shared pool."""
 
@@ -161,6 +165,14 @@ class PoolUser:
         ``secrets`` the strings never to show; ``collection`` names the table; ``pool`` the pool
         settings (None: the defaults).
         """
+        if collection.endswith(RESERVED_SUFFIXES):
+            # one schema holds every store's tables: "x__tombstones" would be store x's tombstones
+            raise ValidationError(
+                f"store name {collection!r} ends with {', '.join(RESERVED_SUFFIXES)}, which name the "
+                "PostgreSQL tables of other stores; choose another name",
+                field="name",
+                operation="open",
+            )
         self._info, self.shown, self._secrets = info, shown, secrets
         self.collection = collection
         self._pool_settings = pool

