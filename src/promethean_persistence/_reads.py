@@ -12,6 +12,7 @@ import numpy as np
 from . import _filters
 from ._entries import check_limit, shown, text_problem, to_epoch_ms, validate_id
 from ._errors import ValidationError
+from ._mmr import check_mmr, mmr_order
 from .drivers.base import QueryEmbedder
 
 if TYPE_CHECKING:
@@ -157,24 +158,92 @@ class Reads:
         await self.settle()
         op = "get_most_relevant"
         limit = check_limit(limit, operation=op)
+        _check_min_score(min_score, op)
+        node = _filters.parse(where)
+        vectors = await self._embed_queries(query_texts, op)
+        return await self._nearest(vectors, limit, node, min_score, distinct_texts) if len(vectors) else []
+
+    async def _embed_queries(self, query_texts: str | Sequence[str], operation: str) -> Any:
+        """The vectors of the distinct, non-blank queries (none: an empty list), or ValidationError."""
         queries = [query_texts] if isinstance(query_texts, str) else query_texts
         if not isinstance(queries, Sequence) or not all(isinstance(q, str) for q in queries):
-            raise ValidationError("query_texts must be a str or a list of str", field="query_texts", operation=op)
+            raise ValidationError(
+                "query_texts must be a str or a list of str", field="query_texts", operation=operation
+            )
         for n, q in enumerate(queries):
             problem = text_problem(q.replace("\x00", " "))  # a query is never stored: only encodability counts
             if problem is not None:
-                raise ValidationError(f"query_texts[{n}]: query {problem}", field="query_texts", operation=op)
-        _check_min_score(min_score, op)
-        node = _filters.parse(where)
+                raise ValidationError(f"query_texts[{n}]: query {problem}", field="query_texts", operation=operation)
         queries = [q for q in dict.fromkeys(queries) if q.strip()]
         if not queries:
             return []
         # an embedder may embed queries differently from documents (e.g. LangChain models)
         if self.embedder.capabilities.query_embedding:
-            vectors: Any = await cast(QueryEmbedder, self.embedder).embed_queries(queries)
-        else:
-            vectors = await self.embedder.embed(queries)
-        return await self._nearest(vectors, limit, node, min_score, distinct_texts)
+            return await cast(QueryEmbedder, self.embedder).embed_queries(queries)
+        return await self.embedder.embed(queries)
+
+    async def max_marginal_relevance(
+        self,
+        query_texts: str | Sequence[str],
+        limit: int = 10,
+        where: Mapping[str, Any] | None = None,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        mode: str = "vector",
+    ) -> list[dict[str, Any]]:
+        """Relevant and diverse entries: the ``fetch_k`` nearest to the queries, of which
+        ``limit`` are picked by maximal marginal relevance (each the most similar to the
+        queries once its similarity to those already picked is taken off). Each carries its
+        ``score`` (cosine similarity to the closest query).
+
+        ``query_texts``, ``limit`` and ``where``: as for ``get_most_relevant``. ``fetch_k``:
+        the candidates (raised to ``limit``). ``lambda_mult``: from 0 (most diverse) to 1
+        (plain relevance order). ``mode``: ``"vector"`` (the only one until the store keeps a
+        lexical index).
+
+        Returns the entries in the order picked. Raises ``ValidationError`` for a bad query,
+        limit, filter, ``fetch_k``, ``lambda_mult`` or ``mode``, and what
+        ``get_most_relevant`` raises."""
+        await self.settle()
+        op = "max_marginal_relevance"
+        limit = check_limit(limit, operation=op)
+        fetch = check_mmr(limit, fetch_k, lambda_mult, mode, op)
+        node = _filters.parse(where)
+        vectors = await self._embed_queries(query_texts, op)
+        return await self._diverse(vectors, limit, fetch, node, lambda_mult) if len(vectors) else []
+
+    async def max_marginal_relevance_by_vector(
+        self,
+        vector: Sequence[float],
+        limit: int = 10,
+        where: Mapping[str, Any] | None = None,
+        *,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+    ) -> list[dict[str, Any]]:
+        """``max_marginal_relevance`` for a query ``vector`` of this store's embedding space;
+        ``limit``, ``where``, ``fetch_k`` and ``lambda_mult`` as there. Returns the entries
+        in the order picked; raises ``ValidationError`` for a bad vector or argument, and what
+        ``search_by_vector`` raises."""
+        await self.settle()
+        op = "max_marginal_relevance_by_vector"
+        limit = check_limit(limit, operation=op)
+        fetch = check_mmr(limit, fetch_k, lambda_mult, "vector", op)
+        query = _query_vector(vector)
+        return await self._diverse([query], limit, fetch, _filters.parse(where), lambda_mult)
+
+    async def _diverse(
+        self, vectors: Sequence[Any], limit: int, fetch: int, node: _filters.Node | None, lambda_mult: float
+    ) -> list[dict[str, Any]]:
+        hits = await self._nearest(vectors, fetch, node, None, True)
+        stored = await self.vector.fetch([h["id"] for h in hits])
+        hits = [h for h in hits if h["id"] in stored]  # a vector deleted meanwhile
+        if not hits:
+            return []
+        candidates = np.stack([np.asarray(stored[h["id"]], dtype=np.float32) for h in hits])
+        queries = np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
+        return [hits[i] for i in mmr_order(queries, candidates, limit, lambda_mult)]
 
     async def search_by_vector(
         self,

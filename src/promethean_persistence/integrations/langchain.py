@@ -347,6 +347,70 @@ class SemanticStoreVectorStore(VectorStore):
     async def _by_vector(self, embedding: list[float], k: int, filter: Mapping[str, Any] | None) -> list[Document]:
         return [_document(e) for e in await self.store.search_by_vector(embedding, k, filter)]
 
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``k`` relevant and diverse Documents for ``query``: MMR over the ``fetch_k`` nearest,
+        ``lambda_mult`` from 0 (most diverse) to 1 (plain relevance); ``filter`` is a metadata
+        filter in this package's filter language (other keyword arguments are ignored)."""
+        return self._runner.call(lambda: self._mmr(query, k, fetch_k, lambda_mult, filter))
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Async ``max_marginal_relevance_search``: ``query``, ``k``, ``fetch_k``,
+        ``lambda_mult`` and ``filter`` as there (other keyword arguments are ignored)."""
+        return await self._runner.acall(lambda: self._mmr(query, k, fetch_k, lambda_mult, filter))
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``max_marginal_relevance_search`` for the query vector ``embedding``; ``k``,
+        ``fetch_k``, ``lambda_mult`` and ``filter`` as there (other keyword arguments are ignored)."""
+        return self._runner.call(lambda: self._mmr(embedding, k, fetch_k, lambda_mult, filter))
+
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Async ``max_marginal_relevance_search_by_vector``: ``embedding``, ``k``, ``fetch_k``,
+        ``lambda_mult`` and ``filter`` as there (other keyword arguments are ignored)."""
+        return await self._runner.acall(lambda: self._mmr(embedding, k, fetch_k, lambda_mult, filter))
+
+    async def _mmr(
+        self, query: str | list[float], k: int, fetch_k: int, lambda_mult: float, filter: Mapping[str, Any] | None
+    ) -> list[Document]:
+        if isinstance(query, str):
+            hits = await self.store.max_marginal_relevance(query, k, filter, fetch_k=fetch_k, lambda_mult=lambda_mult)
+        else:
+            hits = await self.store.max_marginal_relevance_by_vector(
+                query, k, filter, fetch_k=fetch_k, lambda_mult=lambda_mult
+            )
+        return [_document(e) for e in hits]
+
     # -- construction and lifecycle -------------------------------------------------------
 
     @classmethod
