@@ -65,8 +65,11 @@ async def store(request, tmp_path):
     s = await SemanticStore.create("mmr", config=base_config(tmp_path, *request.param), embedder=TableEmbedder())
     await s.insert_many([{"id": d, "text": d, "metadata": {"kind": d.rstrip("123")}} for d in DOCS])
     await s.flush()
-    yield s
-    await s.drop()
+    try:
+        yield s
+    finally:
+        await s.drop()
+        await s.cleanup()  # drop keeps it open: its pool share goes back here
 
 
 async def test_mmr_trades_near_duplicates_for_diversity(store):
