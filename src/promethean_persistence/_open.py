@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from ._config import StoreConfig
+from ._entries import text_problem
 from ._errors import BackendUnavailable, EmbeddingError, EmbeddingMismatchError, ValidationError
 from ._types import Manifest
 from .drivers.base import (
@@ -33,18 +34,10 @@ def check_names(name: Any, text_key: Any, time_key: Any) -> None:
     for field, value in (("name", name), ("text_key", text_key), ("time_key", time_key)):
         if not isinstance(value, str) or not value.strip():
             raise ValidationError(f"{field} must be a non-empty str, got {value!r}", field=field)
-        if "\x00" in value or _unpaired(value):
+        if text_problem(value) is not None:  # the entry rule: NUL or a lone surrogate
             raise ValidationError(f"{field} {value[:80]!a} holds a NUL or an unpaired surrogate", field=field)
     if text_key == time_key:
         raise ValidationError("text_key and time_key must differ", field="time_key")
-
-
-def _unpaired(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def vector_for(vector: VectorDriver, config: StoreConfig, collection: str) -> VectorDriver:
