@@ -38,6 +38,7 @@ from ._env import ENV_VARS, from_env
 from ._errors import ConfigurationError, SemanticStoreError
 from ._settings import (
     ChromaConfig,
+    CrossEncoderConfig,
     HashingConfig,
     LocalVectorConfig,
     MongoConfig,
@@ -92,6 +93,12 @@ class StoreConfig(BaseModel):
     vector_retry_delay_ms: int = Field(2000, ge=0)
     vector_timeout_ms: int = Field(10_000, gt=0)
     max_text_bytes: int = Field(1_048_576, ge=1)
+    #: the ranking ``get_most_relevant`` uses when its ``mode`` is not given
+    search_mode: Literal["vector", "lexical", "hybrid"] = "vector"
+    rrf_k: int = Field(60, ge=1)  #: reciprocal-rank fusion's damping constant (hybrid)
+    fetch_k: int | None = Field(None, ge=1)  #: results each ranking fetches; None: max(4 * limit, 50)
+    lexical_index: bool = True  #: keep the full-text index in the primary store (lexical/hybrid modes)
+    reranker: str | None = None  #: a reranker driver (e.g. ``cross-encoder``) applied to the top ``fetch_k``
 
     sqlite: SQLiteConfig = SQLiteConfig()
     postgresql: PostgresConfig = PostgresConfig()
@@ -104,6 +111,7 @@ class StoreConfig(BaseModel):
     ollama: OllamaConfig = OllamaConfig()
     openai: OpenAIConfig = OpenAIConfig()
     hashing: HashingConfig = HashingConfig()
+    cross_encoder: CrossEncoderConfig = CrossEncoderConfig()
     sentence_transformers: SentenceTransformersConfig = SentenceTransformersConfig()
     #: settings sections of third-party drivers (``register()`` / entry points), by driver
     #: name; given as top-level keys (``myvec={...}``), read with ``driver_settings(name)``
@@ -123,6 +131,16 @@ class StoreConfig(BaseModel):
     @classmethod
     def _embedding(cls, v: str) -> str:
         return _registry.check("embedding", v)
+
+    @field_validator("reranker")
+    @classmethod
+    def _reranker(cls, v: str | None) -> str | None:
+        return None if v is None else _registry.check("reranker", v)
+
+    @field_validator("search_mode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("driver_sections", mode="before")
     @classmethod

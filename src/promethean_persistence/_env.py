@@ -17,6 +17,11 @@ _ENV_SCALARS = {
     "VECTOR_MAX_RETRIES": "vector_max_retries",
     "VECTOR_RETRY_DELAY_MS": "vector_retry_delay_ms",
     "VECTOR_TIMEOUT_MS": "vector_timeout_ms",
+    "SEARCH_MODE": "search_mode",
+    "RRF_K": "rrf_k",
+    "FETCH_K": "fetch_k",
+    "LEXICAL_INDEX": "lexical_index",
+    "RERANKER": "reranker",
 }
 _ENV_SECTIONS = {
     "SQLITE_PATH": ("sqlite", "path"),
@@ -42,6 +47,7 @@ _ENV_SECTIONS = {
     "OPENAI_BASE_URL": ("openai", "base_url"),
     "OPENAI_API_KEY": ("openai", "api_key"),
     "EMBEDDING_RUNTIME": ("sentence_transformers", "runtime"),
+    "RERANKER_MODEL": ("cross_encoder", "model"),
 }
 ENV_VARS = (
     *_ENV_SCALARS,

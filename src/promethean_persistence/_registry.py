@@ -17,8 +17,8 @@ from ._errors import ConfigurationError, UnknownDriverError
 if TYPE_CHECKING:
     from ._config import StoreConfig
 
-Kind = Literal["primary", "vector", "embedding"]
-KINDS: tuple[Kind, ...] = ("primary", "vector", "embedding")
+Kind = Literal["primary", "vector", "embedding", "reranker"]
+KINDS: tuple[Kind, ...] = ("primary", "vector", "embedding", "reranker")
 
 _P = "promethean_persistence.drivers"
 _BUILTIN: dict[Kind, dict[str, str]] = {
@@ -45,6 +45,9 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
         "openai": f"{_P}.embedding.openai:OpenAIEmbedder",
         # wrap an outside Embeddings object; built by the integration, not from config
         "langchain": "promethean_persistence.integrations.langchain:LangChainEmbedder",
+    },
+    "reranker": {
+        "cross-encoder": f"{_P}.rerank.cross_encoder:CrossEncoderReranker",
     },
 }
 _REGISTERED: dict[Kind, dict[str, str | type]] = {kind: {} for kind in KINDS}
@@ -123,11 +126,17 @@ def build(kind: Kind, config: StoreConfig, collection: str | None = None) -> Any
     name, and whatever the driver's ``from_config`` raises (ConfigurationError,
     MissingDependencyError).
     """
-    name = {"primary": config.primary_driver, "vector": config.vector_driver, "embedding": config.embedding_driver}[
-        kind
-    ]
+    names = {
+        "primary": config.primary_driver,
+        "vector": config.vector_driver,
+        "embedding": config.embedding_driver,
+        "reranker": config.reranker,
+    }
+    name = names[kind]
+    if name is None:
+        raise ConfigurationError(f"No {kind} driver is configured", operation="config")
     cls = load(kind, name)
-    return cls.from_config(config) if kind == "embedding" else cls.from_config(config, collection)
+    return cls.from_config(config) if kind in ("embedding", "reranker") else cls.from_config(config, collection)
 
 
 def load(kind: Kind, name: str) -> type[Any]:

@@ -169,6 +169,15 @@ class SentenceTransformersConfig(_Section):
     normalize: bool = True
 
 
+class CrossEncoderConfig(_Section):
+    """Settings of the ``cross-encoder`` reranker (``[cross_encoder]``)."""
+
+    #: a sentence-transformers CrossEncoder: a model name or the path of a saved one
+    model: str = "cross-encoder/ms-marco-MiniLM-L6-v2"
+    device: str = "auto"  #: cpu, cuda, cuda:1, ... or auto (cuda when available)
+    batch_size: int = Field(32, ge=1)
+
+
 class HashingConfig(_Section):
     """Settings of the ``hashing`` test embedder (``[hashing]``)."""
 

@@ -41,6 +41,8 @@ class Capabilities:
         dedupe: ``Dedupe``: older duplicates of an id (the original's data) can be removed.
         vector_aliases: ``VectorAliases``: the primary names the vector collection (the
             original's ``collection_aliases``).
+        lexical: ``LexicalPrimary``: a full-text index of the records' text, written and
+            deleted with the record, for ``mode="lexical"``/``"hybrid"`` searches.
     Vector drivers:
         transactions: ``TransactionalVector`` (``upsert_in``, ``delete_in`` on a primary's
             transaction).
@@ -62,6 +64,7 @@ class Capabilities:
     transactions: bool = False
     dedupe: bool = False
     vector_aliases: bool = False
+    lexical: bool = False
     in_process: bool = False
     stores_documents: bool = False
     collection_switch: bool = False
@@ -291,6 +294,30 @@ class Embedder(Protocol):
         """Release the model or the HTTP client. Returns None."""
 
 
+@runtime_checkable
+class Reranker(Protocol):
+    """Rescores a search's candidates against the query (a cross-encoder reads query and text
+    together): applied to the top ``fetch_k`` of the search's ranking, whose order it then sets.
+
+    Errors: ``EmbeddingError`` when the model fails (or cannot be loaded)."""
+
+    name: ClassVar[str]
+    model: str  #: the model it runs, by name or path
+
+    @classmethod
+    def from_config(cls, config: StoreConfig) -> Reranker:
+        """A reranker built from ``config``'s settings; its model loads on first use. Returns
+        it; raises ``ConfigurationError`` for bad settings, ``MissingDependencyError`` when
+        its package is absent."""
+
+    async def rerank(self, query: str, texts: Sequence[str]) -> list[float]:
+        """A relevance score of each of ``texts`` for ``query``, aligned with ``texts``
+        (higher is more relevant). Raises ``EmbeddingError`` when the model fails."""
+
+    async def aclose(self) -> None:
+        """Release the model. Returns None."""
+
+
 # -- optional members, one small Protocol per capability ----------------------------------
 
 
@@ -375,6 +402,28 @@ class Dedupe(Protocol):
         """Delete older duplicates of ids, keeping the newest (with ``dry_run``: only count
         them). Returns how many were (or would be) removed per id; raises
         ``BackendUnavailable`` or ``BackendRejected``."""
+
+
+class LexicalPrimary(Protocol):
+    """``Capabilities.lexical`` of a primary driver: a full-text index of the records' text,
+    kept with the record (written, replaced and deleted in the same transaction, so it never
+    drifts from it), and opened with ``lexical_backfill`` for records written before it."""
+
+    async def lexical_query(self, text: str, limit: int, where: Node | None = None) -> list[VectorHit]:
+        """The at most ``limit`` records whose text best matches the words of ``text``, best
+        first (ties by id), among those matching the parsed filter ``where`` (None: all).
+        A record matches when it holds any of the query's words (a disjunctive, BM25-style
+        ranking where the engine has one; ``_lexical.query_terms`` are the words); records
+        with empty text never match, nor does a query without a word to look up (``[]``).
+        Each hit's ``score`` is the engine's lexical score, higher is better. Raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
+
+    def lexical_backfill(self, batch_size: int) -> AsyncIterator[tuple[int, int]]:
+        """Index the records written before the index existed (or outside this driver), at
+        most ``batch_size`` per transaction, yielding ``(done, total)`` records after each
+        batch; resumable (an interrupted backfill goes on where it stopped) and safe beside
+        concurrent writers. Yields nothing when there is nothing to do. The store runs it once
+        on open. An async iterator; raises ``BackendUnavailable`` or ``BackendRejected``."""
 
 
 class ImageEmbedder(Protocol):
