@@ -99,7 +99,7 @@ async def test_lambda_one_is_relevance_order_and_filters_apply(store):
     [
         *(({"lambda_mult": v}, "lambda_mult") for v in (-0.1, 1.5, float("nan"), "0.5", True, None)),
         *(({"fetch_k": v}, "fetch_k") for v in (0, -1, "20", True, 2.5)),
-        *(({"mode": v}, "mode") for v in ("hybrid", "lexical", "bm25", None)),
+        *(({"mode": v}, "mode") for v in ("bm25", "", 7, "Vector ")),
         ({"limit": 0}, "limit"),
         ({"where": {"$bad": 1}}, None),
     ],

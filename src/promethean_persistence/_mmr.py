@@ -12,10 +12,9 @@ import numpy as np
 from ._errors import ValidationError
 
 
-def check_mmr(limit: int, fetch_k: Any, lambda_mult: Any, mode: Any, operation: str) -> int:
+def check_mmr(limit: int, fetch_k: Any, lambda_mult: Any, operation: str) -> int:
     """Validate the MMR arguments of ``operation``: ``fetch_k`` an int >= 1 (raised to
-    ``limit``, the number of entries wanted), ``lambda_mult`` a number in [0, 1], ``mode``
-    ``"vector"`` (the only ranking MMR works on until the store keeps a lexical index).
+    ``limit``, the number of entries wanted) and ``lambda_mult`` a number in [0, 1].
     Returns the candidates to fetch; raises ``ValidationError`` naming the argument."""
     if isinstance(fetch_k, bool) or not isinstance(fetch_k, int) or fetch_k < 1:
         raise ValidationError(f"fetch_k must be an int >= 1, got {fetch_k!r}", field="fetch_k", operation=operation)
@@ -26,12 +25,6 @@ def check_mmr(limit: int, fetch_k: Any, lambda_mult: Any, mode: Any, operation: 
     ):
         raise ValidationError(
             f"lambda_mult must be a number from 0 to 1, got {lambda_mult!r}", field="lambda_mult", operation=operation
-        )
-    if mode != "vector":
-        raise ValidationError(
-            f"mode {mode!r} is not available for max_marginal_relevance: only 'vector' is",
-            field="mode",
-            operation=operation,
         )
     return max(fetch_k, limit)
 

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, cast
 from ._config import StoreConfig
 from ._entries import text_problem
 from ._errors import BackendUnavailable, EmbeddingError, EmbeddingMismatchError, ValidationError
+from ._progress import Progress
 from ._types import Manifest
 from .drivers.base import (
     CollectionSwitch,
     Embedder,
     FieldNames,
+    LexicalPrimary,
     PrimaryDriver,
     ProbingEmbedder,
     VectorAliases,
@@ -63,6 +65,8 @@ async def open_drivers(
             cast(FieldNames, driver).use_keys(text_key, time_key)
     await primary.open()
     opened.append(primary)
+    if primary.capabilities.lexical:
+        await backfill_lexical(cast(LexicalPrimary, primary))
     manifest = await primary.get_manifest()
     moved_to = manifest.vector_collection if manifest is not None else None
     if moved_to is not None and moved_to != vector.collection:
@@ -75,6 +79,20 @@ async def open_drivers(
     await vector.open()
     opened.append(vector)
     return vector, manifest
+
+
+async def backfill_lexical(primary: LexicalPrimary, batch_size: int = 2000) -> None:
+    """Index the records of ``primary`` that its lexical index does not hold yet (a store
+    written before the index existed), ``batch_size`` per transaction, logging progress and
+    drawing it on a terminal.
+    Returns None; raises ``BackendUnavailable`` or ``BackendRejected``."""
+    progress = Progress("Building the lexical index", kept="entries indexed")
+    async for done, total in primary.lexical_backfill(batch_size):
+        if progress.done == 0:
+            log.info("%r: building the lexical index of %d entries", primary, total)
+        progress(done, total)
+    if progress.done:
+        log.info("%r: lexical index built (%d entries)", primary, progress.done)
 
 
 def manifest_of(store: SemanticStore) -> Manifest:

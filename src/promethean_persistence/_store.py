@@ -194,6 +194,9 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         try:
             vector, manifest = await _open.open_drivers(primary, vector, resolved, text_key, time_key, opened)
             store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
+            if resolved.reranker is not None:
+                store.reranker = _registry.build("reranker", resolved)
+                opened.append(store.reranker)
             store.vector_collection = manifest.vector_collection if manifest else None
             await _open.check_manifest(store, manifest)
             if resolved.dual_write_enabled and background:
@@ -388,7 +391,8 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
                 await self._writer.settle()
         except Exception:  # noqa: BLE001 - the outbox still holds them as pending
             log.warning("could not write the last vector states of %s; they stay pending", self.name, exc_info=True)
-        for driver in (self.vector, self.primary, self.embedder):
+        drivers: list[Any] = [self.vector, self.primary, self.embedder, *([self.reranker] if self.reranker else [])]
+        for driver in drivers:
             try:
                 await driver.aclose()
             except Exception:  # noqa: BLE001 - close the others anyway

@@ -51,6 +51,9 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: the ranking the demo answers with: the best on its questions (README, "Search modes")
+DEMO_MODE = "hybrid"
+
 SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "__pycache__"}
 MAX_CHARS = 500  # the summary paragraphs; the model reads ~256 tokens anyway
 
@@ -124,19 +127,23 @@ def _walk(tree: ast.Module, module: str) -> Iterator[tuple[str, str, Any]]:
 
 
 async def answer_questions(
-    store: SemanticStore, questions: dict[str, tuple[str, ...]] | None = None, k: int = 5
+    store: SemanticStore, questions: dict[str, tuple[str, ...]] | None = None, k: int = 5, mode: str | None = None
 ) -> list[dict[str, Any]]:
     """Search ``store`` for each of ``questions`` (question -> names that count as a hit;
-    default: the built-in set); report its top ``k`` ids and whether an expected name is
+    default: the built-in set) in ``mode`` (None: ``DEMO_MODE``, or ``"vector"`` where the
+    store keeps no lexical index); report its top ``k`` ids and whether an expected name is
     among them.
     """
+    if mode is None:
+        mode = DEMO_MODE if store.primary.capabilities.lexical else "vector"
     out = []
     for question, expected in (questions or QUESTIONS).items():
-        hits = await store.get_most_relevant(question, k)
+        hits = await store.get_most_relevant(question, k, mode=mode)
         ids = [h["id"] for h in hits]
         out.append(
             {
                 "question": question,
+                "mode": mode,
                 "top": ids,
                 "scores": [round(h["score"], 3) for h in hits],
                 "expected": list(expected),

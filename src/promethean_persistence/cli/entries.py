@@ -81,15 +81,25 @@ def recent(
 @click.option("--limit", "-k", "-n", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--where", help="Metadata filter as JSON.")
 @click.option("--min-score", type=float)
+@click.option(
+    "--mode",
+    type=click.Choice(["vector", "lexical", "hybrid"]),
+    help="Ranking: nearest embeddings, words (full-text index), or both fused. Default: the store's search_mode.",
+)
 @click.pass_context
 def search(
-    ctx: click.Context, queries: tuple[str, ...], limit: int, where: str | None, min_score: float | None
+    ctx: click.Context,
+    queries: tuple[str, ...],
+    limit: int,
+    where: str | None,
+    min_score: float | None,
+    mode: str | None,
 ) -> None:
-    """Print the entries most similar to QUERIES."""
+    """Print the entries most relevant to QUERIES."""
     where_v = _json_arg(where, "--where")
     _run(
         ctx,
-        lambda s: s.get_most_relevant(list(queries), limit, where_v, min_score=min_score),
+        lambda s: s.get_most_relevant(list(queries), limit, where_v, min_score=min_score, mode=mode),
         lambda r: _table(r, score=True),
     )
 

@@ -63,8 +63,11 @@ def ingest(
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), help="Ingest only the first N docstrings.")
 @click.option("-k", "top", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--mode", type=click.Choice(["vector", "lexical", "hybrid"]), help="Ranking of the answers (default: hybrid)."
+)
 @click.pass_context
-def demo(ctx: click.Context, limit: int | None, top: int) -> None:
+def demo(ctx: click.Context, limit: int | None, top: int, mode: str | None) -> None:
     """Ingest the standard library's docstrings and answer example questions."""
     from ..demo import answer_questions, stdlib_entries
     from ..ingest import ingest_entries
@@ -76,7 +79,7 @@ def demo(ctx: click.Context, limit: int | None, top: int) -> None:
 
     async def call(store: SemanticStore) -> dict[str, Any]:
         ingested = await ingest_entries(store, list(stdlib_entries(limit)), progress=bar, index_progress=index_bar)
-        return {"ingested": ingested, "answers": await answer_questions(store, k=top)}
+        return {"ingested": ingested, "answers": await answer_questions(store, k=top, mode=mode)}
 
     def show(result: dict[str, Any]) -> None:
         i = result["ingested"]
@@ -87,6 +90,8 @@ def demo(ctx: click.Context, limit: int | None, top: int) -> None:
         else:
             click.echo("answering from the complete index")
         found = 0
+        if result["answers"]:
+            click.echo(f"searching in {result['answers'][0]['mode']} mode")
         for a in result["answers"]:
             found += a["found"]
             click.echo(f"\n{'✓' if a['found'] else '✗'} {a['question']}")

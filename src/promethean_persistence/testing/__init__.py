@@ -1,7 +1,7 @@
 """Conformance suites shipped with the package, so third-party drivers can prove they keep
 the same contract. Subclass a suite in your tests and provide its fixture:
 
-* ``PrimaryDriverSuite`` needs ``primary`` (an opened, empty PrimaryDriver);
+* ``PrimaryDriverSuite`` and ``LexicalSuite`` need ``primary`` (an opened, empty PrimaryDriver);
 * ``VectorDriverSuite`` needs ``vector`` (an opened, empty VectorDriver);
 * ``EmbedderSuite`` needs ``embedder``;
 * ``StoreSuite`` and ``WritePathSuite`` need ``make_store``: ``await make_store(**config_overrides)`` returns an
@@ -12,6 +12,7 @@ The suites use pytest and pytest-asyncio (``asyncio_mode = "auto"``).
 
 from .embedding import EmbedderSuite
 from .faults import FaultyEmbedder, FaultyVector
+from .lexical import LexicalSuite
 from .primary import PrimaryDriverSuite
 from .store import StoreSuite
 from .vector import VectorDriverSuite
@@ -21,6 +22,7 @@ __all__ = [
     "EmbedderSuite",
     "FaultyEmbedder",
     "FaultyVector",
+    "LexicalSuite",
     "PrimaryDriverSuite",
     "StoreSuite",
     "VectorDriverSuite",

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._filters import Node, evaluate
-from ..._types import TOMBSTONE_VERSION, Manifest, Record, VectorState
+from ..._lexical import query_terms
+from ..._types import TOMBSTONE_VERSION, Manifest, Record, VectorHit, VectorState
+from .._tantivy import TextIndex, filtered_search
 from ..base import Capabilities, Order
 
 if TYPE_CHECKING:
@@ -20,14 +22,17 @@ def _filterable(record: Record) -> dict[str, Any]:
 
 
 class MemoryPrimary:
-    """Primary driver keeping records in a dict; nothing survives the process."""
+    """Primary driver keeping records in a dict; nothing survives the process. Its lexical
+    index is an in-process tantivy index (``_tantivy.TextIndex``) updated with every write."""
 
     name: ClassVar[str] = "memory"
-    capabilities: ClassVar[Capabilities] = Capabilities()
 
-    def __init__(self, collection: str = "memory") -> None:
-        """``collection`` is the name the driver reports; records live in this object only."""
+    def __init__(self, collection: str = "memory", *, lexical: bool = True) -> None:
+        """``collection`` is the name the driver reports; records live in this object only.
+        ``lexical`` keeps the lexical index of the texts (``Capabilities.lexical``)."""
         self.collection = collection
+        self.capabilities = Capabilities(lexical=lexical)
+        self._lexical = TextIndex() if lexical else None
         self._records: dict[str, Record] = {}
         self._tombstones: dict[str, Record] = {}
         self._manifest: Manifest | None = None
@@ -35,7 +40,7 @@ class MemoryPrimary:
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> MemoryPrimary:
         """See ``PrimaryDriver.from_config``."""
-        return cls(collection)
+        return cls(collection, lexical=config.lexical_index)
 
     async def open(self) -> None:
         """See ``PrimaryDriver.open``."""
@@ -56,6 +61,8 @@ class MemoryPrimary:
             previous.append(copy.deepcopy(prev))
             self._records[record.id] = copy.deepcopy(record)
             self._tombstones.pop(record.id, None)
+            if self._lexical is not None:
+                self._lexical.add(record.id, record.text)
         return previous
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
@@ -68,6 +75,8 @@ class MemoryPrimary:
         if tombstone_at is not None:
             for i in gone:
                 self._tombstones[i] = Record.tombstone(i, tombstone_at, tombstone_at)
+        if self._lexical is not None:
+            self._lexical.remove(gone)
         return gone
 
     async def most_recent(
@@ -91,6 +100,22 @@ class MemoryPrimary:
         ]
         rows.sort(key=lambda r: (r.timestamp, r.id), reverse=order == "desc")
         return copy.deepcopy(rows[:limit])
+
+    async def lexical_query(self, text: str, limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``LexicalPrimary.lexical_query``."""
+        if self._lexical is None:
+            return []
+
+        async def keep(ids: list[str]) -> set[str]:
+            found = ((i, self._records.get(i)) for i in ids)
+            return {i for i, r in found if r is not None and not r.is_empty and evaluate(where, _filterable(r))}
+
+        return await filtered_search(self._lexical, query_terms(text), limit, None if where is None else keep)
+
+    async def lexical_backfill(self, batch_size: int) -> AsyncIterator[tuple[int, int]]:
+        """See ``LexicalPrimary.lexical_backfill``: nothing to do, every write updates the index."""
+        return
+        yield  # an async generator that yields nothing
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
         """See ``PrimaryDriver.iterate``."""
@@ -165,3 +190,5 @@ class MemoryPrimary:
         self._records.clear()
         self._tombstones.clear()
         self._manifest = None
+        if self._lexical is not None:
+            self._lexical.clear()

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import BackendRejected
 from ..._filters import Node
-from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
+from ..._lexical import query_terms
+from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorHit, VectorState
 from .._sql import due_records, due_tombstones, window
 from .._sqlite import SQLiteConnection, filter_sql, quote, table_base
+from .._sqlite_lexical import SUFFIXES, FtsIndex
 from ..base import Capabilities, Order
 
 if TYPE_CHECKING:
@@ -24,7 +26,11 @@ _COLUMNS = (
     "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model"
 )
 _FILTER_COLUMNS = {"vectorStatus": "vector_status"}
-_NAMES = ("", "__tombstones", "__time", "__outbox")  #: the tables and indexes of a collection
+_TRIGGERS = ("__lexical_ai", "__lexical_ad", "__lexical_au")
+_NAMES = ("", "__tombstones", "__time", "__outbox", *SUFFIXES, *_TRIGGERS)  #: the names a collection takes
+_UPDATES = (
+    ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ") if c != "id") + ", is_empty = excluded.is_empty"
+)
 
 
 def _dumps(value: Any) -> str:
@@ -64,24 +70,40 @@ class SQLitePrimary:
     """Primary driver on a SQLite file (stdlib sqlite3, one connection on its own thread)."""
 
     name: ClassVar[str] = "sqlite"
-    capabilities: ClassVar[Capabilities] = Capabilities()
 
-    def __init__(self, path: str, collection: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000):
+    def __init__(
+        self,
+        path: str,
+        collection: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 30_000,
+        lexical: bool = True,
+    ):
         """``path`` is the database file (created on ``open``); ``collection`` names the table;
         ``synchronous`` is SQLite's ``PRAGMA synchronous`` for durable commits; ``busy_timeout_ms``
-        how long a write waits for another process's lock before failing.
+        how long a write waits for another process's lock before failing; ``lexical`` keeps the
+        full-text index (FTS5) of the texts.
         """
         self.path = path
         self.collection = collection
+        self.capabilities = Capabilities(lexical=lexical)
         self._table = quote(collection)
         self._tombstones = quote(f"{collection}__tombstones")
+        self._fts: FtsIndex | None = None
         self._db = SQLiteConnection(path, driver=self.name, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> SQLitePrimary:
         """See ``PrimaryDriver.from_config``."""
         s = config.sqlite
-        return cls(config.sqlite_path, collection, synchronous=s.synchronous, busy_timeout_ms=s.busy_timeout_ms)
+        return cls(
+            config.sqlite_path,
+            collection,
+            synchronous=s.synchronous,
+            busy_timeout_ms=s.busy_timeout_ms,
+            lexical=config.lexical_index,
+        )
 
     def __repr__(self) -> str:
         return f"SQLitePrimary(path={self.path!r}, collection={self.collection!r})"
@@ -145,6 +167,9 @@ class SQLitePrimary:
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) WHERE vector_status IN ('pending', 'failed')"
         )
+        if self.capabilities.lexical:
+            self._fts = FtsIndex(base)
+            self._fts.create(conn)
 
     async def aclose(self) -> None:
         """See ``PrimaryDriver.aclose``."""
@@ -154,10 +179,13 @@ class SQLitePrimary:
         """See ``PrimaryDriver.put``."""
         records = list(records)
         apply_states = self._state_writer(states)
+        # an upsert, not INSERT OR REPLACE: a replaced row keeps its rowid and fires the
+        # update trigger that keeps the lexical index (REPLACE's delete fires no trigger)
         sql = (
-            f"INSERT OR REPLACE INTO {self._table} (id, text, timestamp, is_empty, metadata, extra, version, "
+            f"INSERT INTO {self._table} (id, text, timestamp, is_empty, metadata, extra, version, "
             "vector_status, vector_attempts, vector_error, vector_next_at, vector_updated_at, "
-            "vector_synced_at, content_hash, embedding_model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "vector_synced_at, content_hash, embedding_model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            f"ON CONFLICT (id) DO UPDATE SET {_UPDATES}"
         )
 
         def put(conn: sqlite3.Connection) -> list[Record | None]:
@@ -239,6 +267,34 @@ class SQLitePrimary:
         params.append(limit)
         rows = await self._db.run(lambda: self._db.conn.execute(sql, params).fetchall(), operation="most_recent")
         return [_record(r) for r in rows]
+
+    async def lexical_query(self, text: str, limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``LexicalPrimary.lexical_query``."""
+        terms = query_terms(text)
+        if self._fts is None or not terms:
+            return []
+        clauses: list[str] = []
+        params: list[Any] = [" OR ".join(f'"{t}"' for t in terms)]  # letters and digits only: never syntax
+        self._where(where, clauses, params)
+        sql = self._fts.query_sql(" AND ".join(clauses) or None)
+        params.append(limit)
+        rows = await self._db.run(lambda: self._db.conn.execute(sql, params).fetchall(), operation="lexical_query")
+        return [VectorHit(i, s) for i, s in rows]
+
+    async def lexical_backfill(self, batch_size: int) -> AsyncIterator[tuple[int, int]]:
+        """See ``LexicalPrimary.lexical_backfill``."""
+        fts = self._fts
+        if fts is None:
+            return
+        total = await self._db.run(lambda: fts.missing(self._db.conn), operation="lexical_backfill")
+        done, after = 0, 0
+        while done < total:
+            step = fts.backfill_step(batch_size, after)
+            n, after = await self._db.run(self._db.transaction, step, operation="lexical_backfill")
+            if not n:
+                return
+            done += n
+            yield min(done, total), total
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
         """See ``PrimaryDriver.iterate``."""

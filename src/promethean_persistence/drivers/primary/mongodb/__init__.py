@@ -22,6 +22,8 @@ Modules of the package (``MongoPrimary`` composes the mixins; lower modules neve
 - ``_legacy``: the original's documents: BSON values and times, time normalisation, hidden
   duplicates and ``dedupe``, adoption of legacy documents;
 - ``_outbox``: claims, vector states, tombstones, manifest and alias;
+- ``_lexical``: the lexical index: the server's text index, or an in-process one where the
+  server has none;
 - ``_filters``: the filter language as a MongoDB query;
 - ``_layout``: the names of fields and collections.
 

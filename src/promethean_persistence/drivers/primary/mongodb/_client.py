@@ -46,6 +46,7 @@ class Connection:
 
         async def _normalise_timestamps(self) -> None: ...
         async def _hide_duplicates(self) -> None: ...
+        async def _open_lexical(self) -> None: ...
 
     # -- connection -----------------------------------------------------------------------
 
@@ -106,6 +107,7 @@ class Connection:
                 await self._check_schema()
                 await self._indexes()
                 await self._normalise_timestamps()
+                await self._open_lexical()
         except BaseException:
             await self.aclose()
             raise

@@ -17,19 +17,28 @@ from ._client import Connection
 from ._filters import mongo_filter
 from ._layout import _BLANK, _MANAGED, ALIASES, EXTRA, MANIFESTS, STATE, SUPERSEDED, TOMBSTONES
 from ._legacy import Legacy, _epoch, _later, _plain, _write_view
+from ._lexical import Lexical
 from ._outbox import Outbox
 
 if TYPE_CHECKING:
     from ...._config import StoreConfig
 
 
-class MongoPrimary(Connection, Legacy, Outbox):
+class MongoPrimary(Connection, Legacy, Outbox, Lexical):
     """Primary driver on MongoDB (``pymongo.AsyncMongoClient``), data-compatible with the
-    original ``DualStoreManager``."""
+    original ``DualStoreManager``.
+
+    Lexical index (``Capabilities.lexical``): where the server has text indexes (MongoDB), a
+    text index on the text field, ``semantic_store_text``, kept by the server with every write
+    of every process. Where it has none (SecantusDB and other wire-compatible servers), an
+    in-process tantivy index instead, built from the collection by ``lexical_backfill`` (on
+    open, by the store) and kept with this driver's own writes: it sees the writes of other
+    processes (or other driver instances) only after a reopen. Results are checked against
+    the collection, so a record deleted elsewhere is never returned, but a text replaced
+    elsewhere ranks by its old words until then.
+    """
 
     name: ClassVar[str] = "mongodb"
-    # its own transactions (replica sets) never include a vector store's writes
-    capabilities: ClassVar[Capabilities] = Capabilities(dedupe=True, vector_aliases=True, field_names=True)
 
     def __init__(
         self,
@@ -41,12 +50,14 @@ class MongoPrimary(Connection, Legacy, Outbox):
         text_key: str = "text",
         time_key: str = "createdAt",
         transactions: bool | None = None,
+        lexical: bool = True,
     ) -> None:
         """``uri`` is the MongoDB connection string (never shown with its password); ``database``
         and ``collection`` where the entries live; ``options`` extra keyword arguments for the
         client; ``text_key`` and ``time_key`` the document fields holding the text and the
         timestamp; ``transactions`` forces multi-document transactions on or off (None: use them
-        when the server is a replica set). Nothing connects before ``open``.
+        when the server is a replica set); ``lexical`` keeps the lexical index of the texts.
+        Nothing connects before ``open``.
         """
         problem = mongo_problem(database, collection, frozenset({ALIASES, MANIFESTS, TOMBSTONES}))
         if problem:  # refused at create: otherwise every write would fail
@@ -57,6 +68,8 @@ class MongoPrimary(Connection, Legacy, Outbox):
         self._secret = password.group(1) if password else None
         self.database = database
         self.collection = collection
+        # its own transactions (replica sets) never include a vector store's writes
+        self.capabilities = Capabilities(dedupe=True, vector_aliases=True, field_names=True, lexical=lexical)
         self.options = dict(options or {})
         self.text_key, self.time_key = text_key, time_key
         self._client: Any = None
@@ -71,7 +84,14 @@ class MongoPrimary(Connection, Legacy, Outbox):
     def from_config(cls, config: StoreConfig, collection: str) -> MongoPrimary:
         """See ``PrimaryDriver.from_config``."""
         m = config.mongodb
-        return cls(m.uri.get_secret_value(), m.database, collection, options=m.options, transactions=m.transactions)
+        return cls(
+            m.uri.get_secret_value(),
+            m.database,
+            collection,
+            options=m.options,
+            transactions=m.transactions,
+            lexical=config.lexical_index,
+        )
 
     def use_keys(self, text_key: str, time_key: str) -> None:
         """The store's text and time field names (top-level fields, as the original).
@@ -204,7 +224,9 @@ class MongoPrimary(Connection, Legacy, Outbox):
             )
             return previous
 
-        return await self._tx("put", work)
+        previous = await self._tx("put", work)
+        self._lexical_wrote(records)
+        return previous
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         """See ``PrimaryDriver.get``."""
@@ -253,7 +275,9 @@ class MongoPrimary(Connection, Legacy, Outbox):
                 )
             return existed
 
-        return await self._tx("delete", work)
+        existed = await self._tx("delete", work)
+        self._lexical_deleted(existed)
+        return existed
 
     def _window(self, since: int | None, until: int | None, include_empty: bool) -> list[dict[str, Any]]:
         K = self.time_key
@@ -323,3 +347,4 @@ class MongoPrimary(Connection, Legacy, Outbox):
             await self._tomb.delete_many({"collection": self.collection})
             await self._manifests.delete_one({"_id": self.collection})
             self._dups = False
+        self._lexical_dropped()

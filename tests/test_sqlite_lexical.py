@@ -1,0 +1,100 @@
+"""The SQLite primary's FTS5 index: a store written before it gains it on open, the backfill
+resumes where it stopped and runs safely beside writers, and writers outside the driver
+(plain SQL) keep it too. FTS5's own ``integrity-check`` compares the index with the table."""
+
+import sqlite3
+import uuid
+
+from promethean_persistence import SemanticStore
+from promethean_persistence.drivers.primary.sqlite import SQLitePrimary
+from promethean_persistence.testing.primary import rec
+
+
+def _check(path, collection: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f'INSERT INTO "{collection}__lexical" ("{collection}__lexical") VALUES (\'integrity-check\')')
+    finally:
+        conn.close()
+
+
+async def _open(path, collection, lexical=True) -> SQLitePrimary:
+    driver = SQLitePrimary(str(path), collection, lexical=lexical)
+    await driver.open()
+    return driver
+
+
+async def _ids(driver, text):
+    return [h.id for h in await driver.lexical_query(text, 500)]
+
+
+async def test_an_older_store_gains_the_index_on_open(tmp_path, caplog):
+    config = {"primary_driver": "sqlite", "vector_driver": "local", "embedding_driver": "hashing", "home": str(tmp_path)}
+    async with await SemanticStore.create("old", config={**config, "lexical_index": False}) as store:
+        await store.insert_many([{"id": f"e{i}", "text": f"entry {i} about walruses"} for i in range(2500)])
+        await store.insert({"id": "rare", "text": "a narwhal"})
+    caplog.set_level("INFO", logger="promethean_persistence")
+    async with await SemanticStore.create("old", config=config) as store:
+        assert [h["id"] for h in await store.get_most_relevant("narwhals", 5, mode="lexical")] == ["rare"]
+        assert len(await store.get_most_relevant("walruses", 5000, mode="lexical")) == 2500
+    assert "building the lexical index of 2501 entries" in caplog.text
+    _check(tmp_path / "store.db", "duck_old")
+
+
+async def test_backfill_resumes_and_runs_beside_writers(tmp_path):
+    path, name = tmp_path / "s.db", f"c{uuid.uuid4().hex[:6]}"
+    plain = await _open(path, name, lexical=False)
+    await plain.put([rec(f"r{i:03d}", 1000 + i, f"record {i} mentions otters") for i in range(100)])
+    await plain.aclose()
+
+    first = await _open(path, name)
+    steps = first.lexical_backfill(10)
+    assert await steps.__anext__() == (10, 100)
+    await steps.aclose()  # interrupted after one batch
+    # writers meanwhile: a new record, a replaced and a deleted one the index does not hold yet
+    await first.put([rec("new", 5000, "a new otter"), rec("r050", 5001, "replaced by beavers")])
+    await first.delete(["r060"])
+    await first.aclose()
+    _check(path, name)
+
+    second = await _open(path, name)
+    rest = [step async for step in second.lexical_backfill(25)]
+    assert rest[-1] == (88, 88) and len(rest) == 4  # 100 - 10 done - r050 (rewritten) - r060 (gone)
+    assert [s async for s in second.lexical_backfill(25)] == []
+    assert len(await _ids(second, "otters")) == 99  # 100 - r050 - r060 + new
+    assert await _ids(second, "beavers") == ["r050"]
+    await second.aclose()
+    _check(path, name)
+
+
+async def test_plain_sql_writers_keep_the_index(tmp_path):
+    path, name = tmp_path / "s.db", "notes"
+    driver = await _open(path, name)
+    await driver.put([rec("a", 1, "the pelican flies")])
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE notes SET text = 'the heron flies' WHERE id = 'a'")
+        conn.execute(
+            "INSERT INTO notes SELECT 'b', 'a pelican swims', timestamp, is_empty, metadata, extra, version, "
+            "vector_status, vector_attempts, vector_error, vector_next_at, vector_updated_at, vector_synced_at, "
+            "content_hash, embedding_model FROM notes WHERE id = 'a'"
+        )
+    conn.close()
+    assert await _ids(driver, "pelican") == ["b"]
+    assert await _ids(driver, "heron") == ["a"]
+    await driver.delete(["b"])
+    assert await _ids(driver, "pelican") == []
+    await driver.aclose()
+    _check(path, name)
+
+
+async def test_a_store_named_like_the_index_keeps_its_own_tables(tmp_path):
+    path = tmp_path / "s.db"
+    x = await _open(path, "x")
+    shadow = await _open(path, "x__lexical")
+    await x.put([rec("1", 1, "kestrel")])
+    await shadow.put([rec("2", 1, "kestrel")])
+    assert await _ids(x, "kestrel") == ["1"] and await _ids(shadow, "kestrel") == ["2"]
+    assert [r.id for r in await shadow.most_recent(5)] == ["2"]
+    await x.aclose()
+    await shadow.aclose()
