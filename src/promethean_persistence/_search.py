@@ -195,18 +195,22 @@ class Search:
                 distinct,
                 "lexical",
             )
-        vectors = await self._embed(queries) if vectors is None else vectors
         if mode == "vector":
+            vectors = await self._embed(queries) if vectors is None else vectors
             return await self._nearest(vectors, limit, node, min_score, distinct)
         lexical = cast(LexicalPrimary, self.primary)
-        by_vector, by_words = await asyncio.gather(
-            self._depth(fetch, self.vector.count), self._depth(fetch, self.primary.count)
-        )
-        near, words = await asyncio.gather(
-            asyncio.gather(*(self.vector.query(v, by_vector, node) for v in vectors)),
-            asyncio.gather(*(lexical.lexical_query(q, by_words, node) for q in queries)),
-        )
-        vector_best, lexical_best = _best(near), _best(words)
+        by_words = await self._depth(fetch, self.primary.count)
+        # the lexical ranking runs on the primary's side while the queries are embedded here
+        words = asyncio.ensure_future(asyncio.gather(*(lexical.lexical_query(q, by_words, node) for q in queries)))
+        try:
+            vectors = await self._embed(queries) if vectors is None else vectors
+            by_vector = await self._depth(fetch, self.vector.count)
+            near = await asyncio.gather(*(self.vector.query(v, by_vector, node) for v in vectors))
+            vector_best, lexical_best = _best(near), _best(await words)
+        finally:
+            if not words.done():
+                words.cancel()
+                await asyncio.gather(words, return_exceptions=True)
         fused = rrf((_order(vector_best), _order(lexical_best)), fuse_k)
         return await self._rank(fused, limit, min_score, distinct, vector_best, lexical_best)
 
@@ -263,20 +267,23 @@ class Search:
         ids = _order(scores)
         if min_score is not None:
             ids = [i for i in ids if scores[i] >= min_score]
-        records = await self.primary.get(ids)
         results: list[dict[str, Any]] = []
         seen_texts: set[str] = set()
-        for record in records:
-            if record is None or (distinct and record.text in seen_texts):  # orphan vector, or same text
-                continue
-            seen_texts.add(record.text)
-            entry = record.to_entry()
-            entry["score"] = scores[record.id]
-            entry["vector_score"] = vector.get(record.id) if vector is not None else None
-            entry["lexical_score"] = lexical.get(record.id) if lexical is not None else None
-            results.append(entry)
-            if len(results) == limit:
-                break
+        # the best ids first (a fused ranking holds several times more than it returns), the
+        # rest only where orphans or repeated texts left too few
+        head = limit + limit // 4 + 2
+        for part in (ids[:head], ids[head:]):
+            for record in await self.primary.get(part) if part else ():
+                if record is None or (distinct and record.text in seen_texts):  # orphan vector, or same text
+                    continue
+                seen_texts.add(record.text)
+                entry = record.to_entry()
+                entry["score"] = scores[record.id]
+                entry["vector_score"] = vector.get(record.id) if vector is not None else None
+                entry["lexical_score"] = lexical.get(record.id) if lexical is not None else None
+                results.append(entry)
+                if len(results) == limit:
+                    return results
         return results
 
     async def _rerank(

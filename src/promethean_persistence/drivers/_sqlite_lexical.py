@@ -52,12 +52,23 @@ class FtsIndex:
     def query_sql(self, where_sql: str | None) -> str:
         """The search statement (parameters: the MATCH expression, then ``where_sql``'s, then
         the limit): ids and BM25 scores (positive, higher is better), best first, ties by id,
-        of non-empty rows matching the filter ``where_sql`` (None: all). Raises nothing."""
+        of the rows matching the filter ``where_sql`` (None: all). Empty texts hold no word,
+        so they never match. Raises nothing."""
         where = f" AND ({where_sql})" if where_sql else ""
         return (
             f"SELECT t.id, -bm25({self.fts}) AS score FROM {self.fts} "
             f"JOIN {self.table} AS t ON t.rowid = {self.fts}.rowid "
-            f" WHERE {self.fts} MATCH ? AND t.is_empty = 0{where} ORDER BY score DESC, t.id LIMIT ?"
+            f"WHERE {self.fts} MATCH ?{where} ORDER BY score DESC, t.id LIMIT ?"
+        )
+
+    def top_sql(self) -> str:
+        """The unfiltered search, faster: the best ``limit + 1`` rows scored by the index alone
+        (parameters: the MATCH expression and ``limit + 1``), then their ids; the caller falls
+        back to ``query_sql`` when the last two tie (ties go by id). Raises nothing."""
+        return (
+            f"SELECT t.id, s.score FROM (SELECT rowid, -bm25({self.fts}) AS score FROM {self.fts} "
+            f"WHERE {self.fts} MATCH ? ORDER BY score DESC LIMIT ?) AS s JOIN {self.table} AS t ON t.rowid = s.rowid "
+            "ORDER BY s.score DESC, t.id"
         )
 
     def missing(self, conn: sqlite3.Connection) -> int:

@@ -273,13 +273,20 @@ class SQLitePrimary:
         terms = query_terms(text)
         if self._fts is None or not terms:
             return []
+        fts, match = self._fts, " OR ".join(f'"{t}"' for t in terms)  # letters and digits only: never syntax
         clauses: list[str] = []
-        params: list[Any] = [" OR ".join(f'"{t}"' for t in terms)]  # letters and digits only: never syntax
+        params: list[Any] = [match]
         self._where(where, clauses, params)
-        sql = self._fts.query_sql(" AND ".join(clauses) or None)
-        params.append(limit)
-        rows = await self._db.run(lambda: self._db.conn.execute(sql, params).fetchall(), operation="lexical_query")
-        return [VectorHit(i, s) for i, s in rows]
+
+        def search() -> list[tuple[str, float]]:
+            conn = self._db.conn
+            if not clauses:
+                rows = conn.execute(fts.top_sql(), (match, limit + 1)).fetchall()
+                if len(rows) <= limit or rows[-1][1] != rows[-2][1]:
+                    return rows[:limit]  # else a tie across the cut: ties go by id, so rank them all
+            return conn.execute(fts.query_sql(" AND ".join(clauses) or None), (*params, limit)).fetchall()
+
+        return [VectorHit(i, s) for i, s in await self._db.run(search, operation="lexical_query")]
 
     async def lexical_backfill(self, batch_size: int) -> AsyncIterator[tuple[int, int]]:
         """See ``LexicalPrimary.lexical_backfill``."""
