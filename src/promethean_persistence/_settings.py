@@ -64,6 +64,9 @@ class PostgresConfig(_Section):
     password: SecretStr | None = None
     dsn: SecretStr | None = None
     pool: PoolConfig = PoolConfig()
+    #: the text search configuration of the full-text index (``english``, ``simple``, ``german``, ...):
+    #: a name, not SQL; changing it re-indexes the collection on the next open
+    text_search_config: str = Field("english", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class HNSWConfig(_Section):

@@ -151,8 +151,9 @@ async def mapped(
         ) from None
 
 
-#: the suffixes of a store's own extra tables and indexes (tombstones, pgvector's vectors)
-RESERVED_SUFFIXES = ("__tombstones", "__vectors", "__vectors_hnsw")
+#: the suffixes of a store's own extra tables and indexes (tombstones, pgvector's vectors, the
+#: full-text index of ``primary/_pg_lexical.py``, whose trigger and function share its name)
+RESERVED_SUFFIXES = ("__tombstones", "__vectors", "__vectors_hnsw", "__lexemes", "__lexemes_todo")
 
 
 class PoolUser:

@@ -221,7 +221,7 @@ class StoreSuite:
         assert await store.get_most_relevant([], 5) == []
         one = await store.get_most_relevant("cat sleeps on a mat", 1)
         assert one[0]["id"] in ("cat", "cat2") and isinstance(one[0]["score"], float)
-        assert set(one[0]) == ENTRY_KEYS | {"score"}
+        assert set(one[0]) == ENTRY_KEYS | {"score", "vector_score", "lexical_score"}
         both = await store.get_most_relevant(["cat sleeps on a mat", "stock markets"], 3)
         texts = [e["text"] for e in both]
         assert len(texts) == len(set(texts)) == 3  # the duplicate text appears once

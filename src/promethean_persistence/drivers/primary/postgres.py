@@ -1,5 +1,6 @@
 """PostgreSQL primary store (psycopg 3, async pool): one table per collection with JSONB
-metadata, a GIN index for metadata filters, and outbox claims with ``FOR UPDATE SKIP LOCKED``."""
+metadata, a GIN index for metadata filters, outbox claims with ``FOR UPDATE SKIP LOCKED``, and
+a full-text index kept by a trigger (``_pg_lexical``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import BackendRejected
 from ..._filters import Node
-from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
+from ..._lexical import query_terms
+from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorHit, VectorState
 from .._postgres import PoolUser, conninfo, filter_sql
 from .._sql import due_records, due_tombstones, window
 from ..base import Capabilities, Order
+from . import _pg_lexical
 
 if TYPE_CHECKING:
     from ..._config import StoreConfig
@@ -23,6 +26,7 @@ _COLUMNS = (
     "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model"
 )
 _FILTER_COLUMNS = {"vectorStatus": "vector_status"}
+_WRITTEN = ("id", "text", "timestamp", "is_empty", *_COLUMNS.split(", ")[3:])  #: what put writes, in order
 
 
 def _record(row: tuple[Any, ...]) -> Record:
@@ -48,23 +52,54 @@ class PostgresPrimary(PoolUser):
     """Primary driver on PostgreSQL; pools are shared per server and reference counted."""
 
     name: ClassVar[str] = "postgresql"
-    capabilities: ClassVar[Capabilities] = Capabilities(transactions=True)
+    capabilities: Capabilities  #: ``lexical`` unless the store keeps no full-text index
 
-    def __init__(self, info: str, shown: str, secrets: list[str], collection: str, *, pool: Any = None) -> None:
+    def __init__(
+        self,
+        info: str,
+        shown: str,
+        secrets: list[str],
+        collection: str,
+        *,
+        pool: Any = None,
+        lexical: bool = True,
+        text_search_config: str = "english",
+    ) -> None:
         """``info`` is the libpq connection string, ``shown`` the same with the password hidden (for
         messages), ``secrets`` the strings never to show; ``collection`` names the table;
-        ``pool`` the pool settings (min, max, idle_timeout; None: the defaults). Nothing connects
-        before ``open``.
+        ``pool`` the pool settings (min, max, idle_timeout; None: the defaults). ``lexical``: keep
+        the full-text index (column, trigger, indexes), with the text search configuration
+        ``text_search_config``. Nothing connects before ``open``.
         """
         super().__init__(info, shown, secrets, collection, pool)
         self._t = self._ident()
         self._tomb = self._ident("__tombstones")
+        values = ", ".join("%s::jsonb" if c in ("metadata", "extra") else "%s" for c in _WRITTEN)
+        self._insert = (
+            f"INSERT INTO {self._t} ({', '.join(_WRITTEN)}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _WRITTEN[1:])
+        )
+        self._update = (
+            f"UPDATE {self._t} SET "
+            + ", ".join(f"{c} = {v}" for c, v in zip(_WRITTEN[1:], values.split(", ")[1:]))
+            + " WHERE id = %s"
+        )
+        self.capabilities = Capabilities(transactions=True, lexical=lexical)
+        self._ts_config = text_search_config  #: its canonical name once open
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> PostgresPrimary:
         """See ``PrimaryDriver.from_config``."""
         info, shown, secrets = conninfo(config.postgresql)
-        return cls(info, shown, secrets, collection, pool=config.postgresql.pool)
+        return cls(
+            info,
+            shown,
+            secrets,
+            collection,
+            pool=config.postgresql.pool,
+            lexical=config.lexical_index,
+            text_search_config=config.postgresql.text_search_config,
+        )
 
     async def open(self) -> None:
         """See ``PrimaryDriver.open``."""
@@ -115,6 +150,10 @@ class PostgresPrimary(PoolUser):
                     "vector_attempts integer NOT NULL, vector_error text, vector_next_at bigint, "
                     "vector_updated_at bigint)"
                 )
+                if self.capabilities.lexical:
+                    self._ts_config = await _pg_lexical.ensure(
+                        conn, self._t, self.collection, self._ident, self._ts_config
+                    )
         except BaseException:
             await self.aclose()
             raise
@@ -142,18 +181,6 @@ class PostgresPrimary(PoolUser):
         See ``TransactionalPrimary.put_in``.
         """
         records = list(records)
-        sql = (
-            f"INSERT INTO {self._t} (id, text, timestamp, is_empty, metadata, extra, version, vector_status, "
-            "vector_attempts, vector_error, vector_next_at, vector_updated_at, vector_synced_at, content_hash, "
-            "embedding_model) VALUES (%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (id) DO UPDATE SET text = excluded.text, timestamp = excluded.timestamp, "
-            "is_empty = excluded.is_empty, metadata = excluded.metadata, extra = excluded.extra, "
-            "version = excluded.version, vector_status = excluded.vector_status, "
-            "vector_attempts = excluded.vector_attempts, vector_error = excluded.vector_error, "
-            "vector_next_at = excluded.vector_next_at, vector_updated_at = excluded.vector_updated_at, "
-            "vector_synced_at = excluded.vector_synced_at, content_hash = excluded.content_hash, "
-            "embedding_model = excluded.embedding_model"
-        )
         await self._apply_states(conn, states)
         if not records:
             return []
@@ -167,30 +194,36 @@ class PostgresPrimary(PoolUser):
             r.version = prev.version + 1 if prev else 1
             previous.append(prev)
             current[r.id] = r
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                sql,
-                [
-                    (
-                        r.id,
-                        r.text,
-                        r.timestamp,
-                        r.is_empty,
-                        _dumps(r.metadata),
-                        _dumps(r.extra),
-                        r.version,
-                        r.vector_status,
-                        r.vector_attempts,
-                        r.vector_error,
-                        r.vector_next_at,
-                        r.vector_updated_at,
-                        r.vector_synced_at,
-                        r.content_hash,
-                        r.embedding_model,
-                    )
-                    for r in records
-                ],
+        rows = [
+            (
+                r.id,
+                r.text,
+                r.timestamp,
+                r.is_empty,
+                _dumps(r.metadata),
+                _dumps(r.extra),
+                r.version,
+                r.vector_status,
+                r.vector_attempts,
+                r.vector_error,
+                r.vector_next_at,
+                r.vector_updated_at,
+                r.vector_synced_at,
+                r.content_hash,
+                r.embedding_model,
             )
+            for r in records
+        ]
+        # new ids are inserted (ON CONFLICT: one a concurrent writer just inserted) and existing ones
+        # updated: an upsert fires the lexical trigger's INSERT branch too, parsing each replaced
+        # text once in vain. An id's first occurrence is its insert: inserts first keep the order.
+        async with conn.cursor() as cur:
+            new = [row for row, prev in zip(rows, previous) if prev is None]
+            if new:
+                await cur.executemany(self._insert, new)
+            old = [(*row[1:], row[0]) for row, prev in zip(rows, previous) if prev is not None]
+            if old:
+                await cur.executemany(self._update, old)
         await conn.execute(f"DELETE FROM {self._tomb} WHERE id = ANY(%s)", ([r.id for r in records],))
         return previous
 
@@ -346,6 +379,31 @@ class PostgresPrimary(PoolUser):
         for r in work:
             r.vector_next_at = until
         return work
+
+    # -- lexical index (Capabilities.lexical) --------------------------------------------------
+
+    async def lexical_query(self, text: str, limit: int, where: Node | None = None) -> list[VectorHit]:
+        """See ``LexicalPrimary.lexical_query`` (``text``, ``limit``, ``where``)."""
+        if not self.capabilities.lexical:
+            raise BackendRejected(
+                f"Collection {self.collection!r} keeps no lexical index (lexical_index is false)",
+                driver=self.name,
+                operation="lexical_query",
+            )
+        terms = query_terms(text)
+        if not terms:
+            return []
+        clauses: list[str] = []
+        params: list[Any] = []
+        self._where(where, clauses, params)
+        # the terms are letters and digits only, so " | " joins them into a valid tsquery
+        sql = _pg_lexical.query_sql(self._t, clauses)
+        rows = await self._fetch(sql, [self._ts_config, " | ".join(terms), *params, limit], "lexical_query")
+        return [VectorHit(row[0], float(row[1])) for row in rows]
+
+    def lexical_backfill(self, batch_size: int) -> AsyncIterator[tuple[int, int]]:
+        """See ``LexicalPrimary.lexical_backfill`` (``batch_size``)."""
+        return _pg_lexical.backfill(self._fetch, self._t, batch_size, self.capabilities.lexical)
 
     async def get_manifest(self) -> Manifest | None:
         """See ``PrimaryDriver.get_manifest``."""
