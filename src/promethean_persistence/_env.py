@@ -31,6 +31,7 @@ _ENV_SECTIONS = {
     "POSTGRES_USERNAME": ("postgresql", "username"),
     "POSTGRES_PASSWORD": ("postgresql", "password"),
     "POSTGRES_DSN": ("postgresql", "dsn"),
+    "POSTGRES_TEXT_SEARCH_CONFIG": ("postgresql", "text_search_config"),
     "PGVECTOR_DSN": ("pgvector", "dsn"),
     "MONGODB_URI": ("mongodb", "uri"),
     "MONGODB_DATABASE": ("mongodb", "database"),
