@@ -206,3 +206,101 @@ def test_consistency_benchmark_smoke():
     assert result["n"] == 1000 and len(result["report_seconds"]) == len(result["raw_scan_seconds"]) == 2
     assert result["ratio"]["min"] <= result["ratio"]["median"] <= result["ratio"]["max"]
     assert_ratios(result, {"result.ratio.min", "result.ratio.median", "result.ratio.max"})
+
+
+def test_search_quality_benchmark_smoke():
+    result = run_bench(
+        "search_quality.py", "--embedder", "hashing", "--max-docs", "300", "--max-queries", "20", timeout=120
+    )
+    metrics = {"ndcg_at_10": NUMBER, "recall_at_100": NUMBER, "mrr_at_10": NUMBER}
+    corpus = {
+        "docs": int,
+        "queries": int,
+        "judged_per_query": NUMBER,
+        "build_s": NUMBER,
+        "vector": metrics | {"query_p50_ms": NUMBER},
+        "lexical": metrics | {"query_p50_ms": NUMBER},
+        "hybrid": metrics | {"query_p50_ms": NUMBER},
+        "raw": {"vector": metrics, "lexical": metrics, "hybrid": metrics},
+        "ratio_to_raw": dict,
+        "best_single": str,
+        "hybrid_ge_best_single": bool,
+        "hybrid_delta_over_vector": NUMBER,
+        "hybrid_delta_over_best_single": NUMBER,
+    }
+    assert_shape(
+        result,
+        {
+            "benchmark": str,
+            "embedder": str,
+            "limit": int,
+            "rrf_k": int,
+            "corpora": {"stdlib": corpus, "numpy_seealso": corpus},
+            "summary": {"hybrid_ge_best_single": bool, "hybrid_delta_over_vector": NUMBER},
+            "targets": dict,
+        },
+    )
+    assert result["benchmark"] == "search_quality" and result["limit"] == 100
+    stdlib = result["corpora"]["stdlib"]
+    assert set(stdlib["by_kind"]) == {"paraphrase", "identifier"}  # the even cut keeps both kinds
+    for name, c in result["corpora"].items():
+        assert 300 <= c["docs"] <= 320 and 0 < c["queries"] <= 20, name  # judged documents may pass the cap
+        for side in (c, c["raw"]):
+            for mode in ("vector", "lexical", "hybrid"):
+                assert all(0 <= side[mode][k] <= 1 for k in metrics), (name, mode)
+        assert c["best_single"] in ("vector", "lexical")
+        assert c["hybrid_ge_best_single"] == (c["hybrid_delta_over_best_single"] >= 0)
+        assert -1 <= c["hybrid_delta_over_vector"] <= 1
+        gains = [c["hybrid_gain_over_vector"], c["hybrid_gain_over_best_single"], *c["ratio_to_raw"].values()]
+        assert all(g is None or (math.isfinite(g) and g > 0) for g in gains), gains  # None: a zero denominator
+
+
+def test_search_speed_benchmark_smoke():
+    result = run_bench(
+        "search_speed.py", "--n", "2000", "--queries", "20", "--rounds", "1", "--write-n", "1000", "--write-rounds", "2"
+    )
+    query = {f"{k}_p{p}_ms": NUMBER for k in ("vector", "lexical", "hybrid", "raw_fts") for p in (50, 95)}
+    assert_shape(
+        result,
+        {
+            "benchmark": str,
+            "embedder": str,
+            "data": {"entries": int, "mean_words": NUMBER, "vocabulary": int, "zipf_exponent": NUMBER},
+            "query": query
+            | {
+                "queries": int,
+                "rounds": int,
+                "embed_query_p50_ms": NUMBER,
+                "lexical_queries_with_10_hits": NUMBER,
+                "hybrid_ratio": NUMBER,
+                "lexical_ratio_to_raw": NUMBER,
+            },
+            "write": {
+                "entries": int,
+                "rounds": int,
+                "on_acknowledged_per_s": NUMBER,
+                "off_acknowledged_per_s": NUMBER,
+                "on_indexed_per_s": NUMBER,
+                "off_indexed_per_s": NUMBER,
+                "ratio": NUMBER,
+                "indexed_ratio": NUMBER,
+            },
+            "targets": dict,
+        },
+    )
+    assert (result["data"]["entries"], result["query"]["queries"], result["write"]["entries"]) == (2000, 20, 1000)
+    assert 8 <= result["data"]["mean_words"] <= 60 and result["data"]["vocabulary"] > 1000
+    assert 0.5 < result["data"]["zipf_exponent"] < 2  # Zipfian words, not uniform random tokens
+    for key in query:
+        assert math.isfinite(result["query"][key]) and result["query"][key] > 0, key
+    assert result["query"]["lexical_p50_ms"] <= result["query"]["lexical_p95_ms"]
+    assert 0 <= result["query"]["lexical_queries_with_10_hits"] <= 1
+    assert_ratios(
+        result,
+        {
+            "result.query.hybrid_ratio",
+            "result.query.lexical_ratio_to_raw",
+            "result.write.ratio",
+            "result.write.indexed_ratio",
+        },
+    )

@@ -29,7 +29,12 @@ async def _ids(driver, text):
 
 
 async def test_an_older_store_gains_the_index_on_open(tmp_path, caplog):
-    config = {"primary_driver": "sqlite", "vector_driver": "local", "embedding_driver": "hashing", "home": str(tmp_path)}
+    config = {
+        "primary_driver": "sqlite",
+        "vector_driver": "local",
+        "embedding_driver": "hashing",
+        "home": str(tmp_path),
+    }
     async with await SemanticStore.create("old", config={**config, "lexical_index": False}) as store:
         await store.insert_many([{"id": f"e{i}", "text": f"entry {i} about walruses"} for i in range(2500)])
         await store.insert({"id": "rare", "text": "a narwhal"})

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from .._errors import ValidationError
+from .._store import SemanticStore
 from .store import MakeStore
 
 DOCS = {
@@ -21,8 +22,8 @@ DOCS = {
 SCORE_KEYS = ("score", "vector_score", "lexical_score")
 
 
-async def _store(make_store: MakeStore, **config: object) -> object:
-    store = await make_store(**config)
+async def _store(make_store: MakeStore, **config: object) -> SemanticStore:
+    store: SemanticStore = await make_store(**config)
     await store.insert_many([{"id": i, "text": t, "metadata": {"kind": k}} for i, (t, k) in DOCS.items()])
     await store.flush()
     return store
