@@ -103,3 +103,32 @@ async def test_a_store_named_like_the_index_keeps_its_own_tables(tmp_path):
     assert [r.id for r in await shadow.most_recent(5)] == ["2"]
     await x.aclose()
     await shadow.aclose()
+
+
+async def test_large_indexes_rank_rows_with_a_rare_word_first_with_exact_scores(tmp_path, monkeypatch):
+    from promethean_persistence.drivers import _sqlite_lexical
+
+    path, name = tmp_path / "s.db", "big"
+    driver = await _open(path, name)
+    rows = [
+        rec(f"c{i:05d}", i, "river stone" + (" water" if i % 3 == 0 else "") + f" f{i % 50}") for i in range(21_000)
+    ]
+    rows += [rec(f"w{i}", i, "water water water water") for i in range(5)]  # short, only a common word
+    rows += [rec(f"r{i:02d}", i, "heron " + "filler " * (60 + i)) for i in range(30)]  # long, a rare word
+    await driver.put(rows)
+    conn = sqlite3.connect(path)
+    fts = f'"{name}__lexical"'
+    sql = f'SELECT t.id, -bm25({fts}) FROM {fts} JOIN "{name}" t ON t.rowid = {fts}.rowid WHERE {fts} MATCH ?'
+    exact = dict(conn.execute(sql, ('"heron" OR "water"',)).fetchall())
+    conn.close()
+    by_bm25 = sorted(exact, key=lambda i: (-exact[i], i))
+    assert by_bm25[:5] == [f"w{i}" for i in range(5)]  # BM25 alone ranks the short common rows first
+
+    hits = await driver.lexical_query("heron water", 10)  # water is in a third of the rows: common
+    assert [h.id for h in hits] == [i for i in by_bm25 if i.startswith("r")][:10]
+    assert all(abs(h.score - exact[h.id]) < 1e-6 for h in hits)  # each score is the whole query's BM25
+    # too few rows with a rare word, a filter, or a smaller index: every match is ranked
+    assert [h.id for h in await driver.lexical_query("heron water", 40)][:5] == by_bm25[:5]
+    monkeypatch.setattr(_sqlite_lexical, "PRUNE_FROM_ROWS", 10**9)
+    assert [h.id for h in await driver.lexical_query("heron water", 10)] == by_bm25[:10]
+    await driver.aclose()

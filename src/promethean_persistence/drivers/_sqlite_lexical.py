@@ -4,7 +4,9 @@ every writer of the table (this driver, a user's SQL) updates it in the same tra
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,19 @@ from ._sqlite import quote
 
 SUFFIXES = ("__lexical", "__lexical_data", "__lexical_idx", "__lexical_docsize", "__lexical_config")
 TOKENIZER = "porter unicode61 remove_diacritics 2"
+#: a word in more of the rows than this share (and than ``COMMON_MIN``) only adds to the scores
+#: of rows holding a rarer query word: BM25 would score every row holding it, which is what
+#: makes a search on a large store slow (FTS5 has no dynamic pruning)
+COMMON_SHARE = 0.01
+COMMON_MIN = 1000
+PRUNE_FROM_ROWS = 20_000  #: smaller indexes rank every match (a few milliseconds)
+COUNT_TTL_S = 60.0
+_PRUNED_LIMIT = 1000  #: deeper searches rank every match
+
+
+def _any(terms: list[str]) -> str:
+    """The FTS5 expression matching any of ``terms`` (letters and digits only: never syntax)."""
+    return " OR ".join(f'"{t}"' for t in terms)
 
 
 class FtsIndex:
@@ -25,6 +40,7 @@ class FtsIndex:
         self.docsize = quote(f"{base}__lexical_docsize")
         self._trigger = f"{base}__lexical"
         self._content = base.replace("'", "''")
+        self._counts: dict[str, tuple[float, int]] = {}  #: rows holding each word ("": all rows), and when
 
     def create(self, conn: sqlite3.Connection) -> None:
         """Create the index and its triggers on ``conn`` (inside the caller's transaction);
@@ -49,27 +65,75 @@ class FtsIndex:
             name = quote(self._trigger + suffix)
             conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {event} ON {self.table} BEGIN {body} END")
 
-    def query_sql(self, where_sql: str | None) -> str:
-        """The search statement (parameters: the MATCH expression, then ``where_sql``'s, then
-        the limit): ids and BM25 scores (positive, higher is better), best first, ties by id,
-        of the rows matching the filter ``where_sql`` (None: all). Empty texts hold no word,
-        so they never match. Raises nothing."""
+    def search(
+        self, conn: sqlite3.Connection, terms: list[str], limit: int, where_sql: str | None, params: list[Any]
+    ) -> list[tuple[str, float]]:
+        """The ids and BM25 scores (positive, higher is better) of the ``limit`` rows best
+        matching any of ``terms`` (``_lexical.query_terms``), best first, ties by id, among
+        those matching the filter ``where_sql`` with its ``params`` (None: all). Empty texts
+        hold no word, so they never match. Runs on ``conn``; raises ``sqlite3.Error``."""
+        match = _any(terms)
+        if where_sql is None:
+            common = self._common(conn, terms)
+            rare = [t for t in terms if t not in common]
+            if common and rare and limit <= _PRUNED_LIMIT:
+                hits = self._pruned(conn, _any(rare), match, limit)
+                if hits is not None:
+                    return hits
+            top = (
+                f"SELECT t.id, s.score FROM (SELECT rowid, -bm25({self.fts}) AS score FROM {self.fts} "
+                f"WHERE {self.fts} MATCH ? ORDER BY score DESC LIMIT ?) AS s "
+                f"JOIN {self.table} AS t ON t.rowid = s.rowid ORDER BY s.score DESC, t.id"
+            )
+            rows: list[tuple[str, float]] = conn.execute(top, (match, limit + 1)).fetchall()
+            if len(rows) <= limit or rows[-1][1] != rows[-2][1]:
+                return rows[:limit]  # else a tie across the cut: ties go by id, so rank them all
         where = f" AND ({where_sql})" if where_sql else ""
-        return (
+        sql = (
             f"SELECT t.id, -bm25({self.fts}) AS score FROM {self.fts} "
             f"JOIN {self.table} AS t ON t.rowid = {self.fts}.rowid "
             f"WHERE {self.fts} MATCH ?{where} ORDER BY score DESC, t.id LIMIT ?"
         )
+        return conn.execute(sql, (match, *params, limit)).fetchall()
 
-    def top_sql(self) -> str:
-        """The unfiltered search, faster: the best ``limit + 1`` rows scored by the index alone
-        (parameters: the MATCH expression and ``limit + 1``), then their ids; the caller falls
-        back to ``query_sql`` when the last two tie (ties go by id). Raises nothing."""
-        return (
-            f"SELECT t.id, s.score FROM (SELECT rowid, -bm25({self.fts}) AS score FROM {self.fts} "
-            f"WHERE {self.fts} MATCH ? ORDER BY score DESC LIMIT ?) AS s JOIN {self.table} AS t ON t.rowid = s.rowid "
-            "ORDER BY s.score DESC, t.id"
-        )
+    def _pruned(self, conn: sqlite3.Connection, rare: str, match: str, limit: int) -> list[tuple[str, float]] | None:
+        """The search scoring only rows holding a rare word (the query's common words still
+        count in their scores), or None when fewer than ``limit`` rows hold one."""
+        score = f"SELECT rowid, -bm25({self.fts}) FROM {self.fts} WHERE {self.fts} MATCH ?"
+        of_rare = dict(conn.execute(score, (rare,)).fetchall())
+        if len(of_rare) < limit:
+            return None
+        # bm25() sums over the expression's words, so here the rare ones count twice: take
+        # their own score off again, which leaves each row's exact score for the whole query
+        both = conn.execute(score, (f"({rare}) AND ({match})",)).fetchall()
+        best = heapq.nlargest(2 * limit + 10, ((s - of_rare[r], r) for r, s in both))
+        marks = ",".join("?" * len(best))
+        ids = dict(conn.execute(f"SELECT rowid, id FROM {self.table} WHERE rowid IN ({marks})", [r for _, r in best]))
+        ranked = sorted(((ids[r], round(s, 9)) for s, r in best if r in ids), key=lambda hit: (-hit[1], hit[0]))
+        return ranked[:limit]
+
+    def _common(self, conn: sqlite3.Connection, terms: list[str]) -> set[str]:
+        """Those of ``terms`` in more than ``COMMON_SHARE`` of the rows (and ``COMMON_MIN``)
+        of an index of ``PRUNE_FROM_ROWS`` rows or more, counted on ``conn``; counts cached for ``COUNT_TTL_S`` (stale counts only move the line between rare and
+        common, never a score)."""
+        now = time.monotonic()
+        rows = self._counts.get("")
+        if rows is None or now - rows[0] > COUNT_TTL_S:
+            rows = self._counts[""] = (now, conn.execute(f"SELECT COUNT(*) FROM {self.docsize}").fetchone()[0])
+        line = max(COMMON_SHARE * rows[1], COMMON_MIN)
+        if rows[1] < PRUNE_FROM_ROWS:
+            return set()
+        common = set()
+        for term in terms:
+            count = self._counts.get(term)
+            if count is None or now - count[0] > COUNT_TTL_S:
+                sql = f"SELECT COUNT(*) FROM {self.fts} WHERE {self.fts} MATCH ?"
+                count = self._counts[term] = (now, conn.execute(sql, (f'"{term}"',)).fetchone()[0])
+            if count[1] > line:
+                common.add(term)
+        if len(self._counts) > 100_000:
+            self._counts.clear()
+        return common
 
     def missing(self, conn: sqlite3.Connection) -> int:
         """How many rows of the table the index does not hold yet, read on ``conn``. Raises

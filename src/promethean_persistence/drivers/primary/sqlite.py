@@ -273,18 +273,14 @@ class SQLitePrimary:
         terms = query_terms(text)
         if self._fts is None or not terms:
             return []
-        fts, match = self._fts, " OR ".join(f'"{t}"' for t in terms)  # letters and digits only: never syntax
+        fts = self._fts
         clauses: list[str] = []
-        params: list[Any] = [match]
+        params: list[Any] = []
         self._where(where, clauses, params)
+        where_sql = " AND ".join(clauses) or None
 
         def search() -> list[tuple[str, float]]:
-            conn = self._db.conn
-            if not clauses:
-                rows = conn.execute(fts.top_sql(), (match, limit + 1)).fetchall()
-                if len(rows) <= limit or rows[-1][1] != rows[-2][1]:
-                    return rows[:limit]  # else a tie across the cut: ties go by id, so rank them all
-            return conn.execute(fts.query_sql(" AND ".join(clauses) or None), (*params, limit)).fetchall()
+            return fts.search(self._db.conn, terms, limit, where_sql, params)
 
         return [VectorHit(i, s) for i, s in await self._db.run(search, operation="lexical_query")]
 
