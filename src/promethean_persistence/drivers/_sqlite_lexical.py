@@ -114,8 +114,9 @@ class FtsIndex:
 
     def _common(self, conn: sqlite3.Connection, terms: list[str]) -> set[str]:
         """Those of ``terms`` in more than ``COMMON_SHARE`` of the rows (and ``COMMON_MIN``)
-        of an index of ``PRUNE_FROM_ROWS`` rows or more, counted on ``conn``; counts cached for ``COUNT_TTL_S`` (stale counts only move the line between rare and
-        common, never a score)."""
+        of an index of ``PRUNE_FROM_ROWS`` rows or more, counted on ``conn``. Counts are cached
+        for ``COUNT_TTL_S``: a stale count only moves the line between rare and common words,
+        never a score."""
         now = time.monotonic()
         rows = self._counts.get("")
         if rows is None or now - rows[0] > COUNT_TTL_S:

@@ -101,13 +101,7 @@ class SentenceTransformersEmbedder:
     def _load(self) -> Any:
         if self._model is not None:
             return self._model
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        st = require("sentence_transformers", extra=self.extra, driver=self.name)
-        torch = require("torch", extra=self.extra, driver=self.name)
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        st, device = sentence_transformers_on(self.device, extra=self.extra, driver=self.name)
         try:
             model = st.SentenceTransformer(self._path, device=device)
         except Exception as exc:
@@ -190,6 +184,17 @@ class SentenceTransformersEmbedder:
             self._executor = None
         self._model = None
         self._loading = None
+
+
+def sentence_transformers_on(device: str, *, extra: str, driver: str) -> tuple[Any, str]:
+    """The ``sentence_transformers`` module, quiet, and the torch device ``device`` names
+    (``"auto"``: cuda when available, else cpu) for the driver ``driver``. Raises
+    ``MissingDependencyError`` naming the ``extra`` when a package is absent."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    st = require("sentence_transformers", extra=extra, driver=driver)
+    torch = require("torch", extra=extra, driver=driver)
+    return st, ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def _open_image(source: str) -> Any:

@@ -9,16 +9,15 @@ It needs ``pip install 'promethean-persistence[local]'``; ``[cross_encoder]`` se
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..._deps import check_installed, require
+from ..._deps import check_installed
 from ..._errors import EmbeddingError
-from ..embedding.sentence_transformers import MAX_CHARS
+from ..embedding.sentence_transformers import MAX_CHARS, sentence_transformers_on
 
 if TYPE_CHECKING:
     from ..._config import StoreConfig
@@ -55,13 +54,7 @@ class CrossEncoderReranker:
     def _load(self) -> Any:
         if self._model is not None:
             return self._model
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        st = require("sentence_transformers", extra=self.extra, driver=self.name)
-        torch = require("torch", extra=self.extra, driver=self.name)
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        st, device = sentence_transformers_on(self.device, extra=self.extra, driver=self.name)
         try:
             model = st.CrossEncoder(self.model, device=device)
         except Exception as exc:
