@@ -235,3 +235,37 @@ async def test_an_unknown_configuration_is_refused_on_open():
 def test_store_names_cannot_take_the_index_names(suffix):
     with pytest.raises(ValidationError, match="ends with"):
         PostgresPrimary("dbname=x", "x", [], "store" + suffix)
+
+
+async def test_rows_holding_a_rare_word_are_ranked_first_once_statistics_show_common_words():
+    driver = await _open(_name())
+    try:
+        rows = [rec(f"c{i:04d}", i, f"river stone water f{i % 40}") for i in range(3000)]
+        rows += [rec(f"w{i}", i, "water water water water") for i in range(5)]  # short, only a common word
+        rows += [rec(f"r{i:02d}", i, "heron " + "filler " * (60 + i)) for i in range(30)]  # long, a rare word
+        await driver.put(rows)
+
+        async def exact() -> list[tuple[str, float]]:
+            async with driver._pool.connection() as conn:
+                cur = await conn.execute(
+                    f"SELECT id, ts_rank(lexemes, q, 1) AS s FROM {driver._t}, "
+                    "to_tsquery('english', 'heron | water') q WHERE lexemes @@ q ORDER BY s DESC, id"
+                )
+                return [(i, float(s)) for i, s in await cur.fetchall()]
+
+        ranked = await exact()
+        assert [i for i, _ in ranked[:5]] == [f"w{i}" for i in range(5)]  # ts_rank alone: the short common rows
+        before = [h.id for h in await driver.lexical_query("heron water", 10)]
+        assert before == [i for i, _ in ranked[:10]]  # no statistics yet: every match is ranked
+        async with driver._pool.connection() as conn:
+            await conn.execute(f"ANALYZE {driver._t}")
+        driver._common_words = type(driver._common_words)(driver._common_words.table_name)  # forget the cache
+        hits = await driver.lexical_query("heron water", 10)
+        scores = dict(ranked)
+        assert [h.id for h in hits] == [i for i, _ in ranked if i.startswith("r")][:10]
+        assert all(abs(h.score - scores[h.id]) < 1e-6 for h in hits)  # ranked by every word of the query
+        deep = await driver.lexical_query("heron water", 40)  # more than the rows holding heron
+        assert [h.id for h in deep] == [i for i, _ in ranked[:40]]
+    finally:
+        await driver.drop()
+        await driver.aclose()

@@ -10,6 +10,7 @@ empty under the new trigger, so the backfill re-indexes every row."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -103,7 +104,8 @@ async def ensure(conn: Any, table: str, collection: str, ident: Callable[[str], 
 
 def query_sql(table: str, clauses: list[str]) -> str:
     """The lexical query over ``table`` with the extra filter ``clauses`` (ANDed); its
-    parameters: the configuration, the tsquery text, the clauses' own, then the limit."""
+    parameters: the configuration and the tsquery text of the words a row must hold one of,
+    the configuration and the tsquery text it is ranked by, the clauses' own, then the limit."""
     # ts_rank, not ts_rank_cd: for a disjunction (any word matches) it rewards holding more of
     # the query's words, each word's repeats adding less and less (BM25's saturation, roughly),
     # where cover density would rank a text repeating one word above one holding several.
@@ -111,12 +113,54 @@ def query_sql(table: str, clauses: list[str]) -> str:
     # mention the words in passing, without the harshness of dividing by the length itself.
     where = "".join(f" AND {c}" for c in clauses)
     return (
-        f"SELECT id, ts_rank({COLUMN}, q, 1) AS score FROM {table}, to_tsquery(%s::regconfig, %s) AS q "
-        f"WHERE {COLUMN} @@ q AND NOT is_empty{where} ORDER BY score DESC, id LIMIT %s"
+        f"SELECT id, ts_rank({COLUMN}, r, 1) AS score FROM {table}, "
+        "to_tsquery(%s::regconfig, %s) AS m, to_tsquery(%s::regconfig, %s) AS r "
+        f"WHERE {COLUMN} @@ m AND NOT is_empty{where} ORDER BY score DESC, id LIMIT %s"
     )
 
 
 Fetch = Callable[[str, Sequence[Any], str], Awaitable[list[tuple[Any, ...]]]]
+
+COMMON_SHARE = 0.01  #: a word in more of the rows than this only ranks rows holding a rarer one
+STATS_TTL_S = 60.0
+_STATS = (
+    "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+    f"WHERE schemaname = current_schema() AND tablename = %s AND attname = '{COLUMN}'"
+)
+_STEMS = "SELECT t, tsvector_to_array(to_tsvector(%s::regconfig, t)) FROM unnest(%s::text[]) AS t"
+
+
+class CommonWords:
+    """Which query words are common in one table, read from PostgreSQL's own statistics of
+    the lexemes column (``pg_stats``, kept by ANALYZE and autovacuum; none yet: no word is
+    common). Ranking every row that holds a word found in most rows is what makes a search
+    slow, so rows are selected by the rarer words and ranked by all of them."""
+
+    def __init__(self, table_name: str) -> None:
+        """``table_name``: the table's unquoted name. Raises nothing."""
+        self.table_name = table_name
+        self._stems: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._common: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
+
+    async def split(self, fetch: Fetch, config: str, terms: list[str]) -> tuple[list[str], list[str]]:
+        """``terms`` (``_lexical.query_terms``) as the rare and the common ones in the
+        configuration ``config``, through ``fetch``; raises what ``fetch`` raises."""
+        now = time.monotonic()
+        if now - self._common[0] > STATS_TTL_S:
+            rows = await fetch(_STATS, (self.table_name,), "lexical_query")
+            elems, freqs = rows[0] if rows and rows[0][0] else ([], [])
+            self._common = (now, frozenset(e for e, f in zip(elems, freqs) if f > COMMON_SHARE))
+        common = self._common[1]
+        if not common:
+            return terms, []
+        missing = [t for t in terms if (config, t) not in self._stems]
+        if missing:
+            if len(self._stems) > 100_000:
+                self._stems.clear()
+            for term, stems in await fetch(_STEMS, (config, missing), "lexical_query"):
+                self._stems[config, term] = tuple(stems)
+        held = [t for t in terms if all(s in common for s in self._stems[config, t])]
+        return [t for t in terms if t not in held], held
 
 
 async def backfill(fetch: Fetch, table: str, batch_size: int, enabled: bool) -> AsyncIterator[tuple[int, int]]:

@@ -12,7 +12,7 @@ from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._lexical import query_terms
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorHit, VectorState
-from .._postgres import PoolUser, conninfo, filter_sql
+from .._postgres import PoolUser, conninfo, filter_sql, table_name
 from .._sql import due_records, due_tombstones, window
 from ..base import Capabilities, Order
 from . import _pg_lexical
@@ -48,6 +48,9 @@ def _record(row: tuple[Any, ...]) -> Record:
     )
 
 
+_PRUNED_LIMIT = 1000  #: deeper lexical searches rank every match
+
+
 class PostgresPrimary(PoolUser):
     """Primary driver on PostgreSQL; pools are shared per server and reference counted."""
 
@@ -73,6 +76,7 @@ class PostgresPrimary(PoolUser):
         """
         super().__init__(info, shown, secrets, collection, pool)
         self._t = self._ident()
+        self._common_words = _pg_lexical.CommonWords(table_name(collection))
         self._tomb = self._ident("__tombstones")
         values = ", ".join("%s::jsonb" if c in ("metadata", "extra") else "%s" for c in _WRITTEN)
         self._insert = (
@@ -397,8 +401,14 @@ class PostgresPrimary(PoolUser):
         params: list[Any] = []
         self._where(where, clauses, params)
         # the terms are letters and digits only, so " | " joins them into a valid tsquery
-        sql = _pg_lexical.query_sql(self._t, clauses)
-        rows = await self._fetch(sql, [self._ts_config, " | ".join(terms), *params, limit], "lexical_query")
+        sql, every = _pg_lexical.query_sql(self._t, clauses), " | ".join(terms)
+        rare, common = await self._common_words.split(self._fetch, self._ts_config, terms)
+        if rare and common and limit <= _PRUNED_LIMIT:
+            cfg = self._ts_config
+            rows = await self._fetch(sql, [cfg, " | ".join(rare), cfg, every, *params, limit], "lexical_query")
+            if len(rows) == limit:  # else too few rows hold a rare word: rank every match
+                return [VectorHit(row[0], float(row[1])) for row in rows]
+        rows = await self._fetch(sql, [self._ts_config, every, self._ts_config, every, *params, limit], "lexical_query")
         return [VectorHit(row[0], float(row[1])) for row in rows]
 
     def lexical_backfill(self, batch_size: int) -> AsyncIterator[tuple[int, int]]:
