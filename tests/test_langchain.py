@@ -55,6 +55,10 @@ async def test_native_async_on_the_callers_loop_with_filters(tmp_path, fake):
         assert by_vector[0].page_content == "cats sleep"
         relevance = await vs.asimilarity_search_with_relevance_scores("dogs bark", k=1)
         assert relevance[0][1] == pytest.approx(1.0, abs=1e-5)
+        # the fake embeddings know nothing of words; the lexical ranking does
+        [(purr, lexical)] = await vs.asimilarity_search_with_score("purr", k=1, mode="lexical")
+        assert purr.id == "c1" and lexical > 0
+        assert {d.id for d in await vs.asimilarity_search("sleeping cats", k=2, mode="hybrid")} == {"c1", "c2"}
         manifest = await vs.store.primary.get_manifest()
         assert (manifest.embedding_driver, manifest.embedding_model, manifest.dimensions) == (
             "langchain",

@@ -310,22 +310,24 @@ class SemanticStoreVectorStore(VectorStore):
         self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """The ``k`` entries most similar to ``query``, as Documents with their cosine similarity;
-        ``filter`` is a metadata filter in this package's filter language (other keyword
-        arguments are ignored).
+        ``filter`` is a metadata filter in this package's filter language; ``mode=`` in
+        ``kwargs`` picks ``"lexical"`` or ``"hybrid"`` ranking (their scores are not cosines;
+        default ``"vector"``), other keyword arguments are ignored.
         """
-        return self._runner.call(lambda: self._search(query, k, filter))
+        return self._runner.call(lambda: self._search(query, k, filter, kwargs.get("mode", "vector")))
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, filter: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """The ``k`` entries most similar to ``query``, as Documents with their cosine similarity;
-        ``filter`` is a metadata filter in this package's filter language (other keyword
-        arguments are ignored).
+        ``filter`` and ``kwargs`` (``mode=``) as for ``similarity_search_with_score``.
         """
-        return await self._runner.acall(lambda: self._search(query, k, filter))
+        return await self._runner.acall(lambda: self._search(query, k, filter, kwargs.get("mode", "vector")))
 
-    async def _search(self, query: str, k: int, filter: Mapping[str, Any] | None) -> list[tuple[Document, float]]:
-        hits = await self.store.get_most_relevant(query, k, filter, distinct_texts=False)
+    async def _search(
+        self, query: str, k: int, filter: Mapping[str, Any] | None, mode: str
+    ) -> list[tuple[Document, float]]:
+        hits = await self.store.get_most_relevant(query, k, filter, distinct_texts=False, mode=mode)
         return [(_document(e), e["score"]) for e in hits]
 
     def similarity_search_by_vector(
