@@ -11,7 +11,7 @@ MAX_TERMS = 64  #: words of a query looked up at most (a pasted page stays one b
 
 _WORD = re.compile(r"[^\W_]+")  # letters and digits: what FTS5's unicode61 and tsvector keep as one token
 
-#: English stop words (Snowball's list, as PostgreSQL's ``english`` configuration drops them):
+#: English stop words (Snowball's list, as PostgreSQL's ``english`` configuration drops them, and contractions' pieces):
 #: a question's "how", "does" and "the" would otherwise match nearly every entry
 STOP_WORDS = frozenset(
     """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
@@ -20,17 +20,18 @@ STOP_WORDS = frozenset(
     the and but if or because as until while of at by for with about against between into through
     during before after above below to from up down in out on off over under again further then
     once here there when where why how all any both each few more most other some such no nor not
-    only own same so than too very s t can will just don should now""".split()
-)
+    only own same so than too very s t can will just don should now
+    d ll m re ve aren couldn didn doesn hadn hasn haven isn mightn mustn needn shan shouldn wasn weren wouldn""".split()
+)  # the second line: what is left of "I'm", "you're", "doesn't" once the apostrophe splits them
 
 
 def query_terms(text: str) -> list[str]:
     """The words of the query ``text`` a lexical index looks up: runs of letters and digits,
-    case-folded, without English stop words or repeats, the first ``MAX_TERMS`` of them (an
+    lower-cased, without English stop words or repeats, the first ``MAX_TERMS`` of them (an
     empty list when none is left). Returns a list; raises nothing."""
     terms: dict[str, None] = {}
     for match in _WORD.finditer(text):
-        word = match.group().casefold()
+        word = match.group().lower()  # not casefold: each engine folds (FTS5 keeps ß, as it does in the texts)
         if word not in STOP_WORDS:
             terms[word] = None
             if len(terms) == MAX_TERMS:

@@ -106,7 +106,7 @@ class TextIndex:
         if self._index is None:
             return []
         searcher = self._index.searcher()
-        # letters and digits only (casefolded: no AND/OR/NOT), so the parser sees plain words, ORed
+        # letters and digits only (lower-cased: no AND/OR/NOT), so the parser sees plain words, ORed
         query = self._index.parse_query(" ".join(terms), ["text"])
         depth = limit + 1
         while True:  # deep enough that every hit tied with the last kept one is seen

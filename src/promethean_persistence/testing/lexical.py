@@ -111,6 +111,13 @@ class LexicalSuite:
         await primary.drop()
         assert await _ids(lex, "fox dog tables quantum") == []
 
+    async def test_words_beyond_ascii_match_in_any_case(self, primary: PrimaryDriver) -> None:
+        lex = await _load(primary)
+        await primary.put([rec("de", 1000, "Die große Straße in MÜNCHEN"), rec("el", 1000, "Ο Σίσυφος και η πέτρα")])
+        assert await _ids(lex, "STRASSE straße") == ["de"]
+        assert await _ids(lex, "München") == ["de"]
+        assert await _ids(lex, "ΣΊΣΥΦΟΣ") == ["el"]
+
     async def test_equal_scores_tie_by_id(self, primary: PrimaryDriver) -> None:
         lex = _lex(primary)
         await primary.put([rec(i, 1000, "identical twin text") for i in ("t3", "t1", "t2")])
