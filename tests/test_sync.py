@@ -16,6 +16,7 @@ from promethean_persistence import ContextStore as AsyncContextStore
 from promethean_persistence import SemanticStore as AsyncSemanticStore
 from promethean_persistence import StoreConfig, _registry, sync
 from promethean_persistence._errors import SemanticStoreError, ValidationError
+from promethean_persistence._scope import ScopedStore as AsyncScopedStore
 from promethean_persistence.testing import StoreSuite
 from promethean_persistence.testing.faults import FaultyEmbedder, FaultyVector
 
@@ -209,11 +210,30 @@ def test_iterator_left_early_and_plain_members(tmp_path) -> None:
         assert store.supports_images is False and store.get_queue_stats()["total_written"] == 600
 
 
+def test_a_scoped_view_blocks_too(tmp_path) -> None:
+    with sync.SemanticStore.create("scoped", config=base_config(tmp_path, "sqlite", "local")) as store:
+        ada, eve = store.scope(user="ada"), store.scope(user="eve")
+        assert isinstance(ada, sync.ScopedStore)
+        ada.insert({"id": "a1", "text": "ada likes herons"})
+        eve.insert({"id": "e1", "text": "eve likes herons"})
+        ada.flush()  # a shared method, forwarded
+        assert [h["id"] for h in ada.get_most_relevant("herons", 5, mode="hybrid")] == ["a1"]
+        assert ada.count() == 1 and eve.get("a1") is None
+        assert ada.scope(agent="duck").count() == 0
+        assert ada.drop_scope() == 1
+        assert store.count() == 1 and eve.count() == 1
+
+
 # -- the same members, and close --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "sync_class, async_class", [(sync.SemanticStore, AsyncSemanticStore), (sync.ContextStore, AsyncContextStore)]
+    "sync_class, async_class",
+    [
+        (sync.SemanticStore, AsyncSemanticStore),
+        (sync.ContextStore, AsyncContextStore),
+        (sync.ScopedStore, AsyncScopedStore),
+    ],
 )
 def test_every_public_member_of_the_async_class_is_offered_blocking(sync_class: type, async_class: type) -> None:
     for name in _public(async_class):

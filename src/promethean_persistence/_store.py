@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _open, _registry
 from ._config import StoreConfig
@@ -30,6 +30,9 @@ from .outbox.strict import StrictWrites, shares_transactions
 from .outbox.vectors import consume
 from .outbox.worker import OutboxWorker
 from .outbox.writer import OutboxWriter
+
+if TYPE_CHECKING:
+    from ._scope import ScopedStore
 
 __all__ = ["DualStoreManager", "SemanticStore", "SemanticStoreFactory"]
 
@@ -355,6 +358,15 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         if existed and tombstone_at is not None:
             await self._run_jobs([self._planner.remove(id_, Record.tombstone(id_, tombstone_at, now))])
         return existed
+
+    def scope(self, **fields: Any) -> ScopedStore:
+        """A view of this store confined to the entries whose metadata holds ``fields``
+        (e.g. ``user="ada"``: str, int, float or bool values): its writes carry them, its
+        reads and deletes see only them; ``drop_scope()`` deletes them (see ``ScopedStore``).
+        Returns a ``ScopedStore``; raises ``ValidationError`` for no or bad fields."""
+        from ._scope import ScopedStore
+
+        return ScopedStore(self, fields)
 
     # -- queue and lifecycle --------------------------------------------------------------
 

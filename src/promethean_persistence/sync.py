@@ -32,10 +32,11 @@ from ._config import StoreConfig
 from ._context import ContextStore as AsyncContextStore
 from ._context import StoreFactory
 from ._errors import SemanticStoreError
+from ._scope import ScopedStore as AsyncScopedStore
 from ._store import SemanticStore as AsyncSemanticStore
 from .integrations._bridge import Runner
 
-__all__ = ["ContextStore", "SemanticStore"]
+__all__ = ["ContextStore", "ScopedStore", "SemanticStore"]
 
 _CHUNK = 256  #: entries fetched per round trip to the store's loop by a sync iterator
 
@@ -73,7 +74,9 @@ class _Blocking:
         return self._wrap(self._runner.call(make))
 
     def _wrap(self, value: Any) -> Any:
-        """An async store in a result becomes a sync one on the same loop (one per store)."""
+        """An async store (or scoped view) in a result becomes a sync one on the same loop (one per store)."""
+        if isinstance(value, AsyncScopedStore):
+            return ScopedStore._over(value, self._runner, owns_runner=False)
         if not isinstance(value, AsyncSemanticStore):
             return value
         kept = self._views.get(id(value))
@@ -122,7 +125,10 @@ class _Blocking:
         target = self.__dict__.get("_target")
         if target is None or name.startswith("__"):
             raise AttributeError(name)
-        return self._wrap(getattr(target, name))
+        value = getattr(target, name)
+        if inspect.iscoroutinefunction(value):  # forwarded dynamically (a scoped view's shared methods)
+            return functools.wraps(value)(lambda *args, **kwargs: self._call(lambda: value(*args, **kwargs), name))
+        return self._wrap(value)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Setting a public attribute sets it on the async object (``name`` and ``value`` as for ``setattr``)."""
@@ -295,5 +301,13 @@ class ContextStore(_Blocking):
         return f"sync.ContextStore(collections={list(self._target.collections)!r})"
 
 
+class ScopedStore(_Blocking):
+    """The blocking view of ``SemanticStore.scope(**fields)`` (``sync.SemanticStore.scope``
+    returns one): the scoped store's methods, blocking. Closing the store closes it."""
+
+    _async_class = AsyncScopedStore
+
+
 _mirror(SemanticStore)
 _mirror(ContextStore)
+_mirror(ScopedStore)
