@@ -209,9 +209,20 @@ class Consistency:
             for r in await self.primary.get(sorted(duplicates))
             if r is not None and r.id not in queued and r.vector_status != "skipped"
         ]
+        return self._requeue(ids, requeue, orphans + [r.id for r in ids["unwanted"]], duplicates, dry_run)
+
+    def _requeue(
+        self,
+        ids: dict[str, list[Record]],
+        requeue: list[Record],
+        deletes: list[str],
+        duplicates: dict[str, int],
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        """Queue the vector writes of ``requeue`` and the vector deletes of ``deletes`` (unless
+        ``dry_run``); returns ``repair``'s summary of the scan's ``ids`` and ``duplicates``."""
         if not dry_run:
-            jobs = [self._planner.rewrite(r) for r in requeue]
-            jobs += [self._planner.remove(i) for i in orphans + [r.id for r in ids["unwanted"]]]
+            jobs = [self._planner.rewrite(r) for r in requeue] + [self._planner.remove(i) for i in deletes]
             for job in jobs:
                 job.future.add_done_callback(consume)
             if jobs:
@@ -223,10 +234,10 @@ class Consistency:
             "stale": len(ids["stale"]) + len(ids["unwanted"]),
             "pending": len(ids["pending"]),
             "requeued": len(requeue),
-            "orphans_deleted": len(orphans) + len(ids["unwanted"]),
+            "orphans_deleted": len(deletes),
             "duplicates_removed": sum(duplicates.values()),
             "requeued_ids": [r.id for r in requeue],
-            "deleted_ids": orphans + [r.id for r in ids["unwanted"]],
+            "deleted_ids": deletes,
         }
 
     async def retry_vector_write(self, id_: str, max_retries: int = 3) -> bool:

@@ -12,7 +12,6 @@ from . import _filters
 from ._entries import MANAGED_KEYS, MAX_INT, MAX_LIMIT, MIN_INT, check_limit, shown, text_problem, validate_id
 from ._errors import DocumentNotFound, SemanticStoreError, ValidationError
 from ._report import ID_CHUNK, Consistency
-from .outbox.vectors import consume
 
 if TYPE_CHECKING:
     from ._store import SemanticStore
@@ -354,24 +353,7 @@ class ScopedStore:
         await store.flush()
         ids = (await self._scan(None))["ids"]
         requeue: list[Record] = ids["missing"] + ids["failed"] + ids["stale"] + ids["pending"]
-        if not dry_run:
-            jobs = [store._planner.rewrite(r) for r in requeue] + [store._planner.remove(r.id) for r in ids["unwanted"]]
-            for job in jobs:
-                job.future.add_done_callback(consume)
-            if jobs:
-                store._queue.submit(jobs)
-        return {
-            "dry_run": dry_run,
-            "missing": len(ids["missing"]),
-            "failed": len(ids["failed"]),
-            "stale": len(ids["stale"]) + len(ids["unwanted"]),
-            "pending": len(ids["pending"]),
-            "requeued": len(requeue),
-            "orphans_deleted": len(ids["unwanted"]),
-            "duplicates_removed": 0,
-            "requeued_ids": [r.id for r in requeue],
-            "deleted_ids": [r.id for r in ids["unwanted"]],
-        }
+        return store._requeue(ids, requeue, [r.id for r in ids["unwanted"]], {}, dry_run)
 
     async def retry_vector_write(self, id_: str, max_retries: int = 3) -> bool:
         """``SemanticStore.retry_vector_write`` of ``id_`` with ``max_retries``. Returns
