@@ -41,6 +41,7 @@ class Record:
     content_hash: str = ""  #: hash of the text that the vector must represent
     embedding_model: str | None = None  #: model that produced the stored vector
     legacy: bool = False  #: written by the original package, without our outbox fields
+    expires_at: int | None = None  #: when the entry expires (epoch ms): invisible from then on, then purged
 
     @property
     def is_empty(self) -> bool:
@@ -79,7 +80,10 @@ class Record:
         meta["vectorWriteSuccess"] = True if status == "synced" else False if status == "failed" else None
         meta["vectorWriteError"] = self.vector_error
         meta["vectorWriteTimestamp"] = self.vector_synced_at if status == "synced" else None
-        return {"id": self.id, "text": self.text, "timestamp": self.timestamp, "metadata": meta}
+        entry = {"id": self.id, "text": self.text, "timestamp": self.timestamp, "metadata": meta}
+        if self.expires_at is not None:
+            entry["expires_at"] = self.expires_at
+        return entry
 
 
 @dataclass(slots=True, frozen=True)

@@ -43,6 +43,8 @@ class Capabilities:
             original's ``collection_aliases``).
         lexical: ``LexicalPrimary``: a full-text index of the records' text, written and
             deleted with the record, for ``mode="lexical"``/``"hybrid"`` searches.
+        expiry: ``ExpiringPrimary``: it stores ``Record.expires_at``, hides expired records
+            from every read and purges them.
     Vector drivers:
         transactions: ``TransactionalVector`` (``upsert_in``, ``delete_in`` on a primary's
             transaction).
@@ -65,6 +67,7 @@ class Capabilities:
     dedupe: bool = False
     vector_aliases: bool = False
     lexical: bool = False
+    expiry: bool = False
     in_process: bool = False
     stores_documents: bool = False
     collection_switch: bool = False
@@ -424,6 +427,19 @@ class LexicalPrimary(Protocol):
         batch; resumable (an interrupted backfill goes on where it stopped) and safe beside
         concurrent writers. Yields nothing when there is nothing to do. The store runs it once
         on open. An async iterator; raises ``BackendUnavailable`` or ``BackendRejected``."""
+
+
+class ExpiringPrimary(Protocol):
+    """``Capabilities.expiry`` of a primary driver: it stores each record's ``expires_at``
+    (epoch ms, None: never) with ``put``, and every read (``get``, ``most_recent``, ``count``,
+    ``iterate``, ``lexical_query``) leaves out the records whose ``expires_at`` is at or before
+    the time of the call, as if deleted; ``claim`` still hands out their vector work."""
+
+    async def purge_expired(self, now: int, limit: int) -> list[str]:
+        """Delete at most ``limit`` records whose ``expires_at`` is at or before ``now`` (epoch
+        ms), each leaving a tombstone at ``now`` (as ``delete(ids, tombstone_at=now)``: the
+        outbox then deletes its vector), in one transaction. Returns their ids; raises
+        ``BackendUnavailable`` or ``BackendRejected``."""
 
 
 class ImageEmbedder(Protocol):

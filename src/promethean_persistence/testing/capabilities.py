@@ -13,6 +13,7 @@ PRIMARY = {
     "dedupe": base.Dedupe,
     "vector_aliases": base.VectorAliases,
     "lexical": base.LexicalPrimary,
+    "expiry": base.ExpiringPrimary,
     "field_names": base.FieldNames,
 }
 VECTOR = {
@@ -45,7 +46,7 @@ def check_declared(driver: Any, kind: str) -> None:
             for member in members(protocol):
                 method = getattr(driver, member, None)
                 assert callable(method), f"{driver!r} declares {flag} but has no {member}()"
-                if member in ("embed_images", "embed_queries", "warm", "dedupe", "vector_collection", "lexical_query"):
+                if member in ("embed_images", "embed_queries", "warm", "dedupe", "vector_collection", "lexical_query", "purge_expired"):
                     assert inspect.iscoroutinefunction(method), f"{driver!r}.{member} must be async"
     foreign = [f for f in base.Capabilities.__dataclass_fields__ if f not in _OWN[kind] and getattr(caps, f)]
     assert not foreign, f"{driver!r} declares capabilities of another kind of driver: {foreign}"
