@@ -82,7 +82,7 @@ async def test_plain_sql_writers_keep_the_index(tmp_path):
         conn.execute(
             "INSERT INTO notes SELECT 'b', 'a pelican swims', timestamp, is_empty, metadata, extra, version, "
             "vector_status, vector_attempts, vector_error, vector_next_at, vector_updated_at, vector_synced_at, "
-            "content_hash, embedding_model FROM notes WHERE id = 'a'"
+            "content_hash, embedding_model, expires_at FROM notes WHERE id = 'a'"
         )
     conn.close()
     assert await _ids(driver, "pelican") == ["b"]

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from ._copy import Copier
 from ._entries import build_record, check_limit, now_ms, text_problem
 from ._errors import EmbeddingMismatchError, MigrationError, ValidationError
+from ._expiry import expiring_entry
 from ._migrate import _ready, _vectors_of, describe
 from ._progress import progress_callback
 from ._types import Manifest, Record
@@ -117,6 +118,8 @@ def _line(record: Record, vector: Any) -> str:
     }
     if record.extra:
         item["extra"] = record.extra
+    if record.expires_at is not None:
+        item["expires_at"] = record.expires_at
     if vector is not None:
         item["vector"] = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
     return json.dumps(item, ensure_ascii=False) + "\n"
@@ -302,7 +305,7 @@ def _parse(store: SemanticStore, item: Any, ours: bool, use_vectors: bool) -> tu
         store.time_key: item["timestamp"],
         "metadata": item.get("metadata") or {},
     }
-    record = _record(store, entry)
+    record = _record(store, expiring_entry(entry, item))
     vector = item.get("vector")
     if vector is None or not use_vectors:
         return record, None
@@ -324,5 +327,9 @@ def _vector(id_: str, value: str | list[float], dims: int | None) -> Any:
 
 def _record(store: SemanticStore, entry: dict[str, Any]) -> Record:
     return build_record(
-        entry, text_key=store.text_key, time_key=store.time_key, max_text_bytes=store.config.max_text_bytes
+        entry,
+        text_key=store.text_key,
+        time_key=store.time_key,
+        max_text_bytes=store.config.max_text_bytes,
+        ttl_ms=store.config.ttl_ms,
     )

@@ -93,6 +93,8 @@ class StoreConfig(BaseModel):
     vector_retry_delay_ms: int = Field(2000, ge=0)
     vector_timeout_ms: int = Field(10_000, gt=0)
     max_text_bytes: int = Field(1_048_576, ge=1)
+    #: entries written without ``expires_at`` expire this long after the write; None: never
+    ttl_ms: int | None = Field(None, ge=1)
     #: the ranking ``get_most_relevant`` uses when its ``mode`` is not given
     search_mode: Literal["vector", "lexical", "hybrid"] = "vector"
     rrf_k: int = Field(60, ge=1)  #: reciprocal-rank fusion's damping constant (hybrid)

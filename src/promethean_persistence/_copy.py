@@ -21,6 +21,8 @@ __all__ = ["Copier"]
 
 log = logging.getLogger("promethean_persistence.copy")
 
+_NO_EXPIRY = "expires_at: the target's primary driver keeps no expiry (Capabilities.expiry)"
+
 
 class Copier:
     """Writes copies of records into ``target``: vectors first (given ones as they are, the
@@ -46,7 +48,10 @@ class Copier:
         ``EmbeddingMismatchError`` when its embedder answers in another space."""
         target = self.target
         now = now_ms()
-        copies = [_copy_of(r, now) for r in records]
+        refused: dict[str, str] = {}
+        if not target.primary.capabilities.expiry:  # it would drop the expiry: refuse, never lose it
+            refused = {r.id: _NO_EXPIRY for r in records if r.expires_at is not None}
+        copies = [_copy_of(r, now) for r in records if r.id not in refused]
         wanted: list[Record] = []
         for r in copies:
             if target.wants_vector(r):
@@ -91,7 +96,7 @@ class Copier:
         c["vectors_pending"] += sum(r.vector_status == "pending" for r in stored)
         c["vectors_copied"] += sum(r.id in landed and r.id in vectors for r in stored)
         c["embedded"] += sum(r.id in landed and r.id not in vectors for r in stored)
-        return failed
+        return {**failed, **refused}
 
     async def _retrying(self, call: Callable[[], Any]) -> Any:
         for attempt in range(1, self.max_retries + 2):
@@ -152,4 +157,5 @@ def _copy_of(record: Record, now: int) -> Record:
         extra=record.extra,
         content_hash=content_hash(record.text),
         vector_updated_at=now,
+        expires_at=record.expires_at,
     )

@@ -25,6 +25,8 @@ MAX_LIMIT = 2**31 - 1
 MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 # JavaScript's Date range, so every stored timestamp stays readable by the original package.
 MAX_EPOCH_MS = 8_640_000_000_000_000
+#: the entry key of an entry's expiry time (epoch ms, a datetime or ISO-8601), never kept in ``extra``
+EXPIRES_KEY = "expires_at"
 
 
 def now_ms() -> int:
@@ -234,13 +236,15 @@ def build_record(
     time_key: str,
     max_text_bytes: int,
     now: int | None = None,
+    ttl_ms: int | None = None,
 ) -> Record:
     """Validate one input ``entry`` and return the Record to store (vector state not yet set).
 
     ``text_key`` and ``time_key`` are the entry keys of the text and the timestamp;
-    ``max_text_bytes`` caps the UTF-8 size of the text; ``now`` (epoch ms) is the timestamp of
-    an entry without one (default: the current time). Raises ValidationError for a malformed
-    entry.
+    ``max_text_bytes`` caps the UTF-8 size of the text; ``now`` (epoch ms) is the write time:
+    the timestamp of an entry without one (default: the current time). ``ttl_ms``: an entry
+    without ``expires_at`` expires ``ttl_ms`` after ``now`` (None: never). Raises
+    ValidationError for a malformed entry.
     """
     if not isinstance(entry, Mapping):
         raise _invalid("entry", f"an entry must be a mapping, got {type(entry).__name__}")
@@ -267,10 +271,16 @@ def build_record(
     field = time_key
     if raw_time is None and raw_meta.get("timeStamp") is not None:
         raw_time, field = raw_meta["timeStamp"], "metadata.timeStamp"
-    timestamp = (now if now is not None else now_ms()) if raw_time is None else to_epoch_ms(raw_time, field)
+    written = now if now is not None else now_ms()
+    timestamp = written if raw_time is None else to_epoch_ms(raw_time, field)
+    raw_expiry = entry.get(EXPIRES_KEY)
+    if raw_expiry is not None:
+        expires_at: int | None = to_epoch_ms(raw_expiry, EXPIRES_KEY)
+    else:
+        expires_at = None if ttl_ms is None else min(written + ttl_ms, MAX_EPOCH_MS)
 
     extra = to_json_value(
-        {k: v for k, v in entry.items() if k not in ("id", "metadata", text_key, time_key)},
+        {k: v for k, v in entry.items() if k not in ("id", "metadata", text_key, time_key, EXPIRES_KEY)},
         "entry",
     )
     return Record(
@@ -280,6 +290,7 @@ def build_record(
         metadata=metadata,
         extra=extra,
         content_hash=content_hash(text),
+        expires_at=expires_at,
     )
 
 

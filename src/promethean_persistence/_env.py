@@ -22,6 +22,7 @@ _ENV_SCALARS = {
     "FETCH_K": "fetch_k",
     "LEXICAL_INDEX": "lexical_index",
     "RERANKER": "reranker",
+    "TTL_MS": "ttl_ms",
 }
 _ENV_SECTIONS = {
     "SQLITE_PATH": ("sqlite", "path"),

@@ -38,6 +38,7 @@ class Consistency:
         def _check_open(self) -> None: ...
         async def settle(self) -> None: ...
         async def _run_jobs(self, jobs: list[Job]) -> dict[str, BaseException]: ...
+        async def purge_expired(self) -> int: ...
 
     async def _fingerprints(self, ids: Sequence[str]) -> dict[str, str | None]:
         found: dict[str, str | None] = {}
@@ -169,7 +170,9 @@ class Consistency:
     async def get_consistency_report(self, limit: int | None = 100) -> dict[str, Any]:
         """Check the ``limit`` newest entries (all of them if None, which also counts orphan
         vectors; a limit above ``MAX_LIMIT``, 2**31 - 1, checks them all too but counts no
-        orphans) against what the vector store really holds, by fingerprint.
+        orphans) against what the vector store really holds, by fingerprint. Expired entries
+        are not reported; with ``limit=None`` they are purged first (``purge_expired``), so
+        that their vectors are deleted rather than counted as orphans.
 
         Returns a report dict: ``total_documents``, ``consistent_documents``,
         ``inconsistent_documents``, ``missing_vectors``, ``pending``, ``failed``,
@@ -178,6 +181,8 @@ class Consistency:
         Raises ``ValidationError`` for a bad ``limit``, and ``BackendUnavailable`` or
         ``BackendRejected`` when a backend fails."""
         await self.settle()
+        if limit is None:
+            await self.purge_expired()
         report: dict[str, Any] = (await self._scan(limit))["report"]
         return report
 
@@ -193,10 +198,13 @@ class Consistency:
         Returns a dict: ``dry_run``, ``missing``, ``failed``, ``stale``, ``pending``,
         ``requeued``, ``orphans_deleted``, ``duplicates_removed``, ``requeued_ids`` and
         ``deleted_ids`` (the re-queued work runs in the background: ``flush`` waits for it).
-        Raises ``BackendUnavailable`` or ``BackendRejected`` when a backend fails."""
+        Expired entries are purged first (not with ``dry_run``). Raises
+        ``BackendUnavailable`` or ``BackendRejected`` when a backend fails."""
         self._check_open()
         await self._queue.flush()
         await self.settle()
+        if not dry_run:
+            await self.purge_expired()
         duplicates: dict[str, int] = {}
         if dedupe and self.primary.capabilities.dedupe:
             duplicates = await cast(Dedupe, self.primary).dedupe(dry_run=dry_run)

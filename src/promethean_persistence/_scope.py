@@ -85,7 +85,9 @@ class ScopedStore:
     scope's vectors; deletes no orphans, no ``dedupe``), ``retry_vector_write``, ``delete``,
     ``drop_scope`` and ``scope`` (a narrower view). Offered as on the store (they reveal no
     entries; see ``SHARED``): ``settle``, ``flush`` (the whole store's outbox),
-    ``wake_outbox``, ``manifest``, ``wants_vector``, ``supports_images``. Refused with
+    ``wake_outbox``, ``manifest``, ``wants_vector``, ``supports_images``, ``purge_expired``
+    (store-wide: it deletes only entries that have expired, already invisible to every
+    scope; it returns the store's count). Refused with
     ``SemanticStoreError`` (store-wide; see ``REFUSED``): ``drop``, ``cleanup``/``close``,
     ``reembed``, ``switch_embedding``, ``get_queue_stats``/``get_chroma_queue_stats``,
     ``create``, ``from_drivers``.
@@ -109,7 +111,9 @@ class ScopedStore:
     }
 
     #: the store's own, offered as they are: they reveal no entries
-    SHARED = frozenset({"settle", "flush", "wake_outbox", "manifest", "wants_vector", "supports_images"})
+    SHARED = frozenset(
+        {"settle", "flush", "wake_outbox", "manifest", "wants_vector", "supports_images", "purge_expired"}
+    )
 
     def __init__(self, store: SemanticStore, fields: Mapping[str, Any]) -> None:
         """Use ``SemanticStore.scope``. ``store``: the store viewed; ``fields``: the metadata

@@ -17,6 +17,7 @@ from . import _open, _registry
 from ._config import StoreConfig
 from ._entries import build_record, now_ms, validate_id
 from ._errors import EmbeddingMismatchError, SemanticStoreError, ValidationError, VectorWriteError
+from ._expiry import Expiry, check_expiring, check_ttl
 from ._outbox_front import OutboxFront
 from ._policy import supports_images
 from ._reads import Reads
@@ -39,7 +40,7 @@ __all__ = ["DualStoreManager", "SemanticStore", "SemanticStoreFactory"]
 log = logging.getLogger("promethean_persistence")
 
 
-class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
+class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
     """Documents in a primary store, their embeddings in a vector store, kept consistent.
 
     >>> store = await SemanticStore.create("notes", config={"primaryDriver": "memory",
@@ -197,6 +198,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         try:
             vector, manifest = await _open.open_drivers(primary, vector, resolved, text_key, time_key, opened)
             store = cls(name, text_key, time_key, resolved, primary, vector, embedder)
+            check_ttl(resolved, primary)
             if resolved.reranker is not None:
                 store.reranker = _registry.build("reranker", resolved)
                 opened.append(store.reranker)
@@ -261,8 +263,9 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
 
         ``entry``: a mapping with the text under ``text_key``; optionally an ``id`` (else a
         UUID is made; an existing id is replaced), the time under ``time_key`` (epoch ms, a
-        datetime or an ISO-8601 string; default now), ``metadata`` (a JSON-serialisable
-        mapping) and other top-level fields, kept as they are.
+        datetime or an ISO-8601 string; default now), ``expires_at`` (as the time; default
+        ``ttl_ms`` after the write, else never), ``metadata`` (a JSON-serialisable mapping)
+        and other top-level fields, kept as they are.
 
         Returns the entry's id. Raises ``ValidationError`` for bad input (nothing written),
         in strict mode ``VectorWriteError`` when the vector write failed (nothing stored),
@@ -286,10 +289,16 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency):
         now = now_ms()
         records = [
             build_record(
-                e, text_key=self.text_key, time_key=self.time_key, max_text_bytes=self.config.max_text_bytes, now=now
+                e,
+                text_key=self.text_key,
+                time_key=self.time_key,
+                max_text_bytes=self.config.max_text_bytes,
+                now=now,
+                ttl_ms=self.config.ttl_ms,
             )
             for e in entries
         ]
+        check_expiring(records, self.primary)
         if not records:
             return []
         unique = list({r.id: r for r in records}.values())  # the last write of an id wins

@@ -23,7 +23,8 @@ class Record:
     ``legacy`` (written by the original package, without our outbox fields). The vector
     state: ``vector_status``, ``vector_attempts``, ``vector_error``, ``vector_next_at`` (when
     the worker may try again), ``vector_updated_at``, ``vector_synced_at`` (last successful
-    vector write) and ``embedding_model`` (the model of the stored vector).
+    vector write) and ``embedding_model`` (the model of the stored vector). ``expires_at``:
+    when the entry expires (epoch ms; None: never).
     """
 
     id: str

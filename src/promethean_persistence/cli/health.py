@@ -1,4 +1,4 @@
-"""Health commands: report, retry, repair, flush, stats, doctor."""
+"""Health commands: report, retry, repair, flush, purge, stats, doctor."""
 
 from __future__ import annotations
 
@@ -70,6 +70,17 @@ def flush(ctx: click.Context) -> None:
     counts = _run(ctx, call, _show_counts)
     if counts["pending"] or counts["failed"]:
         sys.exit(1)
+
+
+@cli.command()
+@click.pass_context
+def purge(ctx: click.Context) -> None:
+    """Delete the expired entries and their vectors; print how many were purged."""
+
+    async def call(store: SemanticStore) -> dict[str, int]:
+        return {"purged": await store.purge_expired()}
+
+    _run(ctx, call, lambda result: click.echo(result["purged"]))
 
 
 @cli.command()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._sqlite import quote
@@ -27,6 +27,12 @@ _PRUNED_LIMIT = 1000  #: deeper searches rank every match
 def _any(terms: list[str]) -> str:
     """The FTS5 expression matching any of ``terms`` (letters and digits only: never syntax)."""
     return " OR ".join(f'"{t}"' for t in terms)
+
+
+def _expired(now: int | None, expiries: Iterable[int | None]) -> bool:
+    """Whether any of ``expiries`` (epoch ms, None: never) is at or before ``now`` (None: no
+    expiry applies)."""
+    return now is not None and any(e is not None and e <= now for e in expiries)
 
 
 class FtsIndex:
@@ -66,39 +72,60 @@ class FtsIndex:
             conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {event} ON {self.table} BEGIN {body} END")
 
     def search(
-        self, conn: sqlite3.Connection, terms: list[str], limit: int, where_sql: str | None, params: list[Any]
+        self,
+        conn: sqlite3.Connection,
+        terms: list[str],
+        limit: int,
+        where_sql: str | None,
+        params: list[Any],
+        *,
+        now: int | None = None,
     ) -> list[tuple[str, float]]:
         """The ids and BM25 scores (positive, higher is better) of the ``limit`` rows best
         matching any of ``terms`` (``_lexical.query_terms``), best first, ties by id, among
-        those matching the filter ``where_sql`` with its ``params`` (None: all). Empty texts
-        hold no word, so they never match. Runs on ``conn``; raises ``sqlite3.Error``."""
+        those matching the filter ``where_sql`` with its ``params`` (None: all) and, with
+        ``now`` (epoch ms), not expired then (the table's ``expires_at`` column is NULL or
+        after it). Empty texts hold no word, so they never match. Runs on ``conn``; raises
+        ``sqlite3.Error``."""
         match = _any(terms)
         if where_sql is None:
+            # the unfiltered fast paths rank the index alone, then look the rows up: they
+            # stand when none of those rows has expired, else the filtered statement ranks
             common = self._common(conn, terms)
             rare = [t for t in terms if t not in common]
             if common and rare and limit <= _PRUNED_LIMIT:
-                hits = self._pruned(conn, _any(rare), match, limit)
+                hits = self._pruned(conn, _any(rare), match, limit, now)
                 if hits is not None:
                     return hits
             top = (
-                f"SELECT t.id, s.score FROM (SELECT rowid, -bm25({self.fts}) AS score FROM {self.fts} "
+                f"SELECT t.id, s.score, t.expires_at FROM (SELECT rowid, -bm25({self.fts}) AS score FROM {self.fts} "
                 f"WHERE {self.fts} MATCH ? ORDER BY score DESC LIMIT ?) AS s "
                 f"JOIN {self.table} AS t ON t.rowid = s.rowid ORDER BY s.score DESC, t.id"
             )
-            rows: list[tuple[str, float]] = conn.execute(top, (match, limit + 1)).fetchall()
-            if len(rows) <= limit or rows[-1][1] != rows[-2][1]:
-                return rows[:limit]  # else a tie across the cut: ties go by id, so rank them all
-        where = f" AND ({where_sql})" if where_sql else ""
+            found: list[tuple[str, float, int | None]] = conn.execute(top, (match, limit + 1)).fetchall()
+            if not _expired(now, (e for _, _, e in found)):
+                rows = [(i, s) for i, s, _ in found]
+                if len(rows) <= limit or rows[-1][1] != rows[-2][1]:
+                    return rows[:limit]  # else a tie across the cut: ties go by id, so rank them all
+        clauses = [f"({where_sql})"] if where_sql else []
+        values = [match, *params]
+        if now is not None:
+            clauses.append("(t.expires_at IS NULL OR t.expires_at > ?)")
+            values.append(now)
+        where = "".join(f" AND {c}" for c in clauses)
         sql = (
             f"SELECT t.id, -bm25({self.fts}) AS score FROM {self.fts} "
             f"JOIN {self.table} AS t ON t.rowid = {self.fts}.rowid "
             f"WHERE {self.fts} MATCH ?{where} ORDER BY score DESC, t.id LIMIT ?"
         )
-        return conn.execute(sql, (match, *params, limit)).fetchall()
+        return conn.execute(sql, (*values, limit)).fetchall()
 
-    def _pruned(self, conn: sqlite3.Connection, rare: str, match: str, limit: int) -> list[tuple[str, float]] | None:
+    def _pruned(
+        self, conn: sqlite3.Connection, rare: str, match: str, limit: int, now: int | None
+    ) -> list[tuple[str, float]] | None:
         """The search scoring only rows holding a rare word (the query's common words still
-        count in their scores), or None when fewer than ``limit`` rows hold one."""
+        count in their scores), or None when fewer than ``limit`` rows hold one or, with
+        ``now`` (epoch ms), when one of the best has expired by then."""
         score = f"SELECT rowid, -bm25({self.fts}) FROM {self.fts} WHERE {self.fts} MATCH ?"
         of_rare = dict(conn.execute(score, (rare,)).fetchall())
         if len(of_rare) < limit:
@@ -108,7 +135,11 @@ class FtsIndex:
         both = conn.execute(score, (f"({rare}) AND ({match})",)).fetchall()
         best = heapq.nlargest(2 * limit + 10, ((s - of_rare[r], r) for r, s in both))
         marks = ",".join("?" * len(best))
-        ids = dict(conn.execute(f"SELECT rowid, id FROM {self.table} WHERE rowid IN ({marks})", [r for _, r in best]))
+        sql = f"SELECT rowid, id, expires_at FROM {self.table} WHERE rowid IN ({marks})"
+        found = conn.execute(sql, [r for _, r in best]).fetchall()
+        if _expired(now, (e for _, _, e in found)):
+            return None
+        ids = {r: i for r, i, _ in found}
         ranked = sorted(((ids[r], round(s, 9)) for s, r in best if r in ids), key=lambda hit: (-hit[1], hit[0]))
         return ranked[:limit]
 

@@ -4,30 +4,50 @@ a failed attempt or a failed delete) and hands it to the write queue.
 Work is claimed with a lease in the primary store, so several stores or processes on the
 same primary share it without taking the same item twice; a lease that runs out (its
 holder died) makes the item claimable again.
+
+Where the primary keeps expiry (``Capabilities.expiry``), the worker also purges expired
+records when it starts and then every ``purge_every_ms``: each leaves a tombstone that is due
+at once, so the same round deletes its vector.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from .._entries import now_ms
 from .._retry import MAX_BACKOFF_MS
-from ..drivers.base import PrimaryDriver
+from ..drivers.base import ExpiringPrimary, PrimaryDriver
 from .queue import VectorWriteQueue
 
 log = logging.getLogger("promethean_persistence.worker")
+
+PURGE_BATCH = 500  #: expired records purged per call of the primary driver
+PURGE_EVERY_MS = 60_000  #: how often the worker purges expired records
 
 
 class OutboxWorker:
     """The background loop of one store that claims due vector work from its primary store
     and runs it through its write queue (see the module docstring)."""
 
-    def __init__(self, primary: PrimaryDriver, queue: VectorWriteQueue, *, lease_ms: int, poll_ms: int) -> None:
+    def __init__(
+        self,
+        primary: PrimaryDriver,
+        queue: VectorWriteQueue,
+        *,
+        lease_ms: int,
+        poll_ms: int,
+        purge_every_ms: int = PURGE_EVERY_MS,
+    ) -> None:
         """``primary``: where work is claimed. ``queue``: the store's write queue that runs it.
         ``lease_ms``: how long claimed work is leased. ``poll_ms``: the pause between looks
-        when there is no work. Raises nothing."""
+        when there is no work. ``purge_every_ms``: how often expired records are purged
+        (where the primary keeps expiry). Raises nothing."""
         self.primary = primary
+        self.purge_every_ms = purge_every_ms
+        self.purged = 0  #: expired records this worker has purged
+        self._purged_at: int | None = None  #: when the last purge started (epoch ms)
         self.queue = queue
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
@@ -64,6 +84,7 @@ class OutboxWorker:
 
     async def _loop(self) -> None:
         while not self._stopping:
+            await self.purge_due()
             try:
                 taken = len(await self.run_once())
             except asyncio.CancelledError:
@@ -81,6 +102,30 @@ class OutboxWorker:
                 await self._wake.wait()
             finally:
                 tick.cancel()
+
+    async def purge_due(self) -> int:
+        """Purge expired records if the primary keeps expiry and a purge is due (at the first
+        round, then every ``purge_every_ms``). Returns the number purged; raises nothing (a
+        failure is logged and tried again at the next due time)."""
+        now = now_ms()
+        due = self._purged_at is None or now >= self._purged_at + self.purge_every_ms
+        if not due or not self.primary.capabilities.expiry:
+            return 0
+        self._purged_at = now
+        primary = cast(ExpiringPrimary, self.primary)
+        purged = 0
+        try:
+            while not self._stopping:
+                ids = await primary.purge_expired(now_ms(), PURGE_BATCH)
+                purged += len(ids)
+                if len(ids) < PURGE_BATCH:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a primary outage: try again at the next due time
+            log.warning("outbox worker of %s: purging expired entries failed", self.queue.collection, exc_info=True)
+        self.purged += purged
+        return purged
 
     async def run_once(self, *, force: bool = False, skip: set[str] | None = None) -> list[str]:
         """Claim one batch of due work, run it, and return the ids it ran (not in ``skip``).

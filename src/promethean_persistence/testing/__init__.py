@@ -1,7 +1,7 @@
 """Conformance suites shipped with the package, so third-party drivers can prove they keep
 the same contract. Subclass a suite in your tests and provide its fixture:
 
-* ``PrimaryDriverSuite`` and ``LexicalSuite`` need ``primary`` (an opened, empty PrimaryDriver);
+* ``PrimaryDriverSuite``, ``LexicalSuite`` and ``ExpirySuite`` need ``primary`` (an opened, empty PrimaryDriver);
 * ``VectorDriverSuite`` needs ``vector`` (an opened, empty VectorDriver);
 * ``EmbedderSuite`` needs ``embedder``;
 * ``StoreSuite`` and ``WritePathSuite`` need ``make_store``: ``await make_store(**config_overrides)`` returns an
@@ -11,6 +11,7 @@ The suites use pytest and pytest-asyncio (``asyncio_mode = "auto"``).
 """
 
 from .embedding import EmbedderSuite
+from .expiry import ExpirySuite
 from .faults import FaultyEmbedder, FaultyVector
 from .lexical import LexicalSuite
 from .primary import PrimaryDriverSuite
@@ -20,6 +21,7 @@ from .write_path import WritePathSuite
 
 __all__ = [
     "EmbedderSuite",
+    "ExpirySuite",
     "FaultyEmbedder",
     "FaultyVector",
     "LexicalSuite",

@@ -46,7 +46,15 @@ def check_declared(driver: Any, kind: str) -> None:
             for member in members(protocol):
                 method = getattr(driver, member, None)
                 assert callable(method), f"{driver!r} declares {flag} but has no {member}()"
-                if member in ("embed_images", "embed_queries", "warm", "dedupe", "vector_collection", "lexical_query", "purge_expired"):
+                if member in (
+                    "embed_images",
+                    "embed_queries",
+                    "warm",
+                    "dedupe",
+                    "vector_collection",
+                    "lexical_query",
+                    "purge_expired",
+                ):
                     assert inspect.iscoroutinefunction(method), f"{driver!r}.{member} must be async"
     foreign = [f for f in base.Capabilities.__dataclass_fields__ if f not in _OWN[kind] and getattr(caps, f)]
     assert not foreign, f"{driver!r} declares capabilities of another kind of driver: {foreign}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,6 +22,15 @@ def _filterable(record: Record) -> dict[str, Any]:
     return {**record.metadata, "vectorStatus": record.vector_status}
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _live(record: Record | None, now: int) -> bool:
+    """Whether ``record`` exists and has not expired at ``now`` (epoch ms)."""
+    return record is not None and (record.expires_at is None or record.expires_at > now)
+
+
 class MemoryPrimary:
     """Primary driver keeping records in a dict; nothing survives the process. Its lexical
     index is an in-process tantivy index (``_tantivy.TextIndex``) updated with every write."""
@@ -31,7 +41,7 @@ class MemoryPrimary:
         """``collection`` is the name the driver reports; records live in this object only.
         ``lexical`` keeps the lexical index of the texts (``Capabilities.lexical``)."""
         self.collection = collection
-        self.capabilities = Capabilities(lexical=lexical)
+        self.capabilities = Capabilities(lexical=lexical, expiry=True)
         self._lexical = TextIndex() if lexical else None
         self._records: dict[str, Record] = {}
         self._tombstones: dict[str, Record] = {}
@@ -67,7 +77,9 @@ class MemoryPrimary:
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         """See ``PrimaryDriver.get``."""
-        return [copy.deepcopy(self._records.get(i)) for i in ids]
+        now = _now_ms()
+        found = ((i, self._records.get(i)) for i in ids)
+        return [copy.deepcopy(r) if _live(r, now) else None for i, r in found]
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
         """See ``PrimaryDriver.delete``."""
@@ -90,10 +102,12 @@ class MemoryPrimary:
         include_empty: bool = False,
     ) -> list[Record]:
         """See ``PrimaryDriver.most_recent``."""
+        now = _now_ms()
         rows = [
             r
             for r in self._records.values()
-            if (include_empty or not r.is_empty)
+            if _live(r, now)
+            and (include_empty or not r.is_empty)
             and (since is None or r.timestamp >= since)
             and (until is None or r.timestamp <= until)
             and evaluate(where, _filterable(r))
@@ -106,11 +120,19 @@ class MemoryPrimary:
         if self._lexical is None:
             return []
 
+        now = _now_ms()
+        expiring = any(r.expires_at is not None for r in self._records.values())
+
         async def keep(ids: list[str]) -> set[str]:
             found = ((i, self._records.get(i)) for i in ids)
-            return {i for i, r in found if r is not None and not r.is_empty and evaluate(where, _filterable(r))}
+            return {
+                i
+                for i, r in found
+                if r is not None and _live(r, now) and not r.is_empty and evaluate(where, _filterable(r))
+            }
 
-        return await filtered_search(self._lexical, query_terms(text), limit, None if where is None else keep)
+        unfiltered = where is None and not expiring
+        return await filtered_search(self._lexical, query_terms(text), limit, None if unfiltered else keep)
 
     async def lexical_backfill(self, batch_size: int) -> AsyncIterator[tuple[int, int]]:
         """See ``LexicalPrimary.lexical_backfill``: nothing to do, every write updates the index."""
@@ -121,14 +143,26 @@ class MemoryPrimary:
         """See ``PrimaryDriver.iterate``."""
         ids = sorted(i for i in self._records if after is None or i > after)
         for start in range(0, len(ids), batch_size):
+            now = _now_ms()
             batch = [self._records.get(i) for i in ids[start : start + batch_size]]
-            yield copy.deepcopy([r for r in batch if r is not None])
+            live = [r for r in batch if r is not None and _live(r, now)]
+            if live:
+                yield copy.deepcopy(live)
 
     async def count(self, where: Node | None = None) -> int:
         """See ``PrimaryDriver.count``."""
-        if where is None:
-            return len(self._records)
-        return sum(1 for r in self._records.values() if evaluate(where, _filterable(r)))
+        now = _now_ms()
+        return sum(
+            1 for r in self._records.values() if _live(r, now) and (where is None or evaluate(where, _filterable(r)))
+        )
+
+    async def purge_expired(self, now: int, limit: int) -> list[str]:
+        """See ``ExpiringPrimary.purge_expired``: at most ``limit`` records expired at ``now``
+        (epoch ms), soonest expiry first, deleted with a tombstone at ``now``."""
+        await asyncio.sleep(0)
+        expired = [r for r in self._records.values() if r.expires_at is not None and r.expires_at <= now]
+        expired.sort(key=lambda r: (r.expires_at or 0, r.id))
+        return await self.delete([r.id for r in expired[: max(limit, 0)]], tombstone_at=now)
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
         """See ``PrimaryDriver.claim``."""

@@ -5,6 +5,7 @@ a full-text index kept by a trigger (``_pg_lexical``)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,10 +24,15 @@ if TYPE_CHECKING:
 CATALOG = "_semantic_store_collections"
 _COLUMNS = (
     "id, text, timestamp, metadata, extra, version, vector_status, vector_attempts, vector_error, "
-    "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model"
+    "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model, expires_at"
 )
 _FILTER_COLUMNS = {"vectorStatus": "vector_status"}
 _WRITTEN = ("id", "text", "timestamp", "is_empty", *_COLUMNS.split(", ")[3:])  #: what put writes, in order
+_LIVE = "(expires_at IS NULL OR expires_at > %s)"  #: a record not expired at the parameter (epoch ms)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _record(row: tuple[Any, ...]) -> Record:
@@ -45,6 +51,7 @@ def _record(row: tuple[Any, ...]) -> Record:
         vector_synced_at=row[11],
         content_hash=row[12],
         embedding_model=row[13],
+        expires_at=row[14],
     )
 
 
@@ -88,7 +95,7 @@ class PostgresPrimary(PoolUser):
             + ", ".join(f"{c} = {v}" for c, v in zip(_WRITTEN[1:], values.split(", ")[1:]))
             + " WHERE id = %s"
         )
-        self.capabilities = Capabilities(transactions=True, lexical=lexical)
+        self.capabilities = Capabilities(transactions=True, lexical=lexical, expiry=True)
         self._ts_config = text_search_config  #: its canonical name once open
 
     @classmethod
@@ -138,7 +145,22 @@ class PostgresPrimary(PoolUser):
                         is_empty boolean NOT NULL, metadata jsonb NOT NULL, extra jsonb NOT NULL,
                         version bigint NOT NULL, vector_status text NOT NULL, vector_attempts integer NOT NULL,
                         vector_error text, vector_next_at bigint, vector_updated_at bigint,
-                        vector_synced_at bigint, content_hash text NOT NULL, embedding_model text)"""
+                        vector_synced_at bigint, content_hash text NOT NULL, embedding_model text,
+                        expires_at bigint)"""
+                )
+                # a table of an earlier version (taking the lock only when the column is missing)
+                missing = await (
+                    await conn.execute(
+                        "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
+                        "AND attname = 'expires_at' AND NOT attisdropped)",
+                        (self._t,),
+                    )
+                ).fetchone()
+                if missing and missing[0]:
+                    await conn.execute(f"ALTER TABLE {self._t} ADD COLUMN IF NOT EXISTS expires_at bigint")
+                await conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {self._ident('__expires')} ON {self._t} (expires_at) "
+                    "WHERE expires_at IS NOT NULL"
                 )
                 await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._ident('__time')} ON {self._t} (timestamp, id)")
                 await conn.execute(
@@ -215,6 +237,7 @@ class PostgresPrimary(PoolUser):
                 r.vector_synced_at,
                 r.content_hash,
                 r.embedding_model,
+                r.expires_at,
             )
             for r in records
         ]
@@ -308,7 +331,9 @@ class PostgresPrimary(PoolUser):
         ids = list(ids)
         if not ids:
             return []
-        rows = await self._fetch(f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s)", (list(set(ids)),), "get")
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM {self._t} WHERE id = ANY(%s) AND {_LIVE}", (list(set(ids)), _now_ms()), "get"
+        )
         found = {row[0]: _record(row) for row in rows}
         return [found.get(i) for i in ids]
 
@@ -330,6 +355,8 @@ class PostgresPrimary(PoolUser):
     ) -> list[Record]:
         """See ``PrimaryDriver.most_recent``."""
         clauses, params = window(since, until, include_empty, mark="%s", non_empty="NOT is_empty")
+        clauses.append(_LIVE)
+        params.append(_now_ms())
         self._where(where, clauses, params)
         direction = "DESC" if order == "desc" else "ASC"
         sql = (
@@ -341,23 +368,49 @@ class PostgresPrimary(PoolUser):
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
         """See ``PrimaryDriver.iterate``."""
+        # expired rows are read too (and skipped here): a batch of them must not end the iteration
         last = "" if after is None else after
         sql = f"SELECT {_COLUMNS} FROM {self._t} WHERE id > %s ORDER BY id LIMIT %s"
         while True:
             rows = await self._fetch(sql, (last, batch_size), "iterate")
             if not rows:
                 return
-            yield [_record(r) for r in rows]
+            now = _now_ms()
+            live = [_record(r) for r in rows if r[14] is None or r[14] > now]
+            if live:
+                yield live
             last = rows[-1][0]
 
     async def count(self, where: Node | None = None) -> int:
         """See ``PrimaryDriver.count``."""
-        clauses: list[str] = []
-        params: list[Any] = []
+        clauses: list[str] = [_LIVE]
+        params: list[Any] = [_now_ms()]
         self._where(where, clauses, params)
-        sql = f"SELECT count(*) FROM {self._t}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql = f"SELECT count(*) FROM {self._t} WHERE " + " AND ".join(clauses)
         found: int = (await self._fetch(sql, params, "count"))[0][0]
         return found
+
+    async def purge_expired(self, now: int, limit: int) -> list[str]:
+        """See ``ExpiringPrimary.purge_expired``: at most ``limit`` records expired at ``now``
+        (epoch ms), soonest expiry first (rows another transaction holds are left for the next
+        purge), deleted with a tombstone at ``now`` in one transaction."""
+        if limit <= 0:
+            return []
+        async with self._mapped("purge_expired"), self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"DELETE FROM {self._t} WHERE id IN (SELECT id FROM {self._t} WHERE expires_at <= %s "
+                "ORDER BY expires_at, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, expires_at",
+                (now, limit),
+            )
+            gone = [i for i, _ in sorted(await cur.fetchall(), key=lambda row: (row[1], row[0]))]
+            if gone:
+                await conn.execute(
+                    f"INSERT INTO {self._tomb} SELECT unnest(%s::text[]), 0, NULL, %s, %s ON CONFLICT (id) DO UPDATE "
+                    "SET vector_attempts = 0, vector_error = NULL, vector_next_at = excluded.vector_next_at, "
+                    "vector_updated_at = excluded.vector_updated_at",
+                    (gone, now, now),
+                )
+            return gone
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
         """See ``PrimaryDriver.claim``."""
@@ -397,8 +450,8 @@ class PostgresPrimary(PoolUser):
         terms = query_terms(text)
         if not terms:
             return []
-        clauses: list[str] = []
-        params: list[Any] = []
+        clauses: list[str] = [_LIVE]
+        params: list[Any] = [_now_ms()]
         self._where(where, clauses, params)
         # the terms are letters and digits only, so " | " joins them into a valid tsquery
         sql, every = _pg_lexical.query_sql(self._t, clauses), " | ".join(terms)

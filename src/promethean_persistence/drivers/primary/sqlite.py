@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,14 +24,19 @@ if TYPE_CHECKING:
 CATALOG = "_semantic_store_collections"
 _COLUMNS = (
     "id, text, timestamp, metadata, extra, version, vector_status, vector_attempts, vector_error, "
-    "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model"
+    "vector_next_at, vector_updated_at, vector_synced_at, content_hash, embedding_model, expires_at"
 )
 _FILTER_COLUMNS = {"vectorStatus": "vector_status"}
 _TRIGGERS = ("__lexical_ai", "__lexical_ad", "__lexical_au")
-_NAMES = ("", "__tombstones", "__time", "__outbox", *SUFFIXES, *_TRIGGERS)  #: the names a collection takes
+_NAMES = ("", "__tombstones", "__time", "__outbox", "__expires", *SUFFIXES, *_TRIGGERS)  #: the names a collection takes
 _UPDATES = (
     ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ") if c != "id") + ", is_empty = excluded.is_empty"
 )
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"  #: a record not expired at the parameter (epoch ms)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _dumps(value: Any) -> str:
@@ -54,13 +60,19 @@ def _row(record: Record) -> tuple[Any, ...]:
         record.vector_synced_at,
         record.content_hash,
         record.embedding_model,
+        record.expires_at,
     )
 
 
 def _record(row: tuple[Any, ...]) -> Record:
-    """A Record from a row of ``_COLUMNS`` (in the dataclass's field order: positional is
-    the cheapest way to build a hundred thousand of them for a whole-store report)."""
-    return Record(row[0], row[1], row[2], _decode(row[3]), _decode(row[4]) if row[4] != "{}" else {}, *row[5:])
+    """A Record from a row of ``_COLUMNS`` (in the dataclass's field order, ``legacy`` False
+    before ``expires_at``: positional is the cheapest way to build a hundred thousand of them
+    for a whole-store report)."""
+    r = row
+    extra = _decode(r[4]) if r[4] != "{}" else {}
+    return Record(
+        r[0], r[1], r[2], _decode(r[3]), extra, r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], False, r[14]
+    )
 
 
 _decode = json.JSONDecoder().decode
@@ -87,7 +99,7 @@ class SQLitePrimary:
         """
         self.path = path
         self.collection = collection
-        self.capabilities = Capabilities(lexical=lexical)
+        self.capabilities = Capabilities(lexical=lexical, expiry=True)
         self._table = quote(collection)
         self._tombstones = quote(f"{collection}__tombstones")
         self._fts: FtsIndex | None = None
@@ -151,8 +163,11 @@ class SQLitePrimary:
                 vector_updated_at INTEGER,
                 vector_synced_at INTEGER,
                 content_hash TEXT NOT NULL,
-                embedding_model TEXT)"""
+                embedding_model TEXT,
+                expires_at INTEGER)"""
         )
+        if not any(c[1] == "expires_at" for c in conn.execute(f"PRAGMA table_info({t})")):
+            conn.execute(f"ALTER TABLE {t} ADD COLUMN expires_at INTEGER")  # a table of an earlier version
         conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {self._tombstones} (
                 id TEXT PRIMARY KEY,
@@ -167,6 +182,8 @@ class SQLitePrimary:
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) WHERE vector_status IN ('pending', 'failed')"
         )
+        idx = quote(f"{base}__expires")
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) WHERE expires_at IS NOT NULL")
         if self.capabilities.lexical:
             self._fts = FtsIndex(base)
             self._fts.create(conn)
@@ -184,7 +201,7 @@ class SQLitePrimary:
         sql = (
             f"INSERT INTO {self._table} (id, text, timestamp, is_empty, metadata, extra, version, "
             "vector_status, vector_attempts, vector_error, vector_next_at, vector_updated_at, "
-            "vector_synced_at, content_hash, embedding_model) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "vector_synced_at, content_hash, embedding_model, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             f"ON CONFLICT (id) DO UPDATE SET {_UPDATES}"
         )
 
@@ -203,19 +220,24 @@ class SQLitePrimary:
 
         return await self._db.run(self._db.transaction, put, operation="put") if records or states else []
 
-    def _fetch(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, Record]:
+    def _fetch(self, conn: sqlite3.Connection, ids: list[str], now: int | None = None) -> dict[str, Record]:
+        """The records of ``ids`` found on ``conn``, by id; with ``now`` (epoch ms) only those
+        not expired then (None: expired ones too, as ``put`` needs)."""
         found: dict[str, Record] = {}
+        live = "" if now is None else f" AND {_LIVE}"
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in conn.execute(f"SELECT {_COLUMNS} FROM {self._table} WHERE id IN ({marks})", chunk):
+            params = chunk if now is None else [*chunk, now]
+            for row in conn.execute(f"SELECT {_COLUMNS} FROM {self._table} WHERE id IN ({marks}){live}", params):
                 found[row[0]] = _record(row)
         return found
 
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         """See ``PrimaryDriver.get``."""
         ids = list(ids)
-        found = await self._db.run(lambda: self._fetch(self._db.conn, ids), operation="get") if ids else {}
+        now = _now_ms()
+        found = await self._db.run(lambda: self._fetch(self._db.conn, ids, now), operation="get") if ids else {}
         return [found.get(i) for i in ids]
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
@@ -257,6 +279,8 @@ class SQLitePrimary:
     ) -> list[Record]:
         """See ``PrimaryDriver.most_recent``."""
         clauses, params = window(since, until, include_empty, mark="?", non_empty="is_empty = 0")
+        clauses.append(_LIVE)
+        params.append(_now_ms())
         self._where(where, clauses, params)
         direction = "DESC" if order == "desc" else "ASC"
         sql = (
@@ -279,8 +303,10 @@ class SQLitePrimary:
         self._where(where, clauses, params)
         where_sql = " AND ".join(clauses) or None
 
+        now = _now_ms()
+
         def search() -> list[tuple[str, float]]:
-            return fts.search(self._db.conn, terms, limit, where_sql, params)
+            return fts.search(self._db.conn, terms, limit, where_sql, params, now=now)
 
         return [VectorHit(i, s) for i, s in await self._db.run(search, operation="lexical_query")]
 
@@ -301,6 +327,7 @@ class SQLitePrimary:
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:
         """See ``PrimaryDriver.iterate``."""
+        # expired rows are read too (and skipped here): a batch of them must not end the iteration
         sql = f"SELECT {_COLUMNS} FROM {self._table} WHERE id > ? ORDER BY id LIMIT ?"
         last = "" if after is None else after
         while True:
@@ -311,16 +338,37 @@ class SQLitePrimary:
             )
             if not records:
                 return
-            yield records
+            now = _now_ms()
+            live = [r for r in records if r.expires_at is None or r.expires_at > now]
+            if live:
+                yield live
             last = records[-1].id
 
     async def count(self, where: Node | None = None) -> int:
         """See ``PrimaryDriver.count``."""
-        clauses: list[str] = []
-        params: list[Any] = []
+        clauses: list[str] = [_LIVE]
+        params: list[Any] = [_now_ms()]
         self._where(where, clauses, params)
-        sql = f"SELECT COUNT(*) FROM {self._table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql = f"SELECT COUNT(*) FROM {self._table} WHERE " + " AND ".join(clauses)
         return await self._db.run(lambda: self._db.conn.execute(sql, params).fetchone()[0], operation="count")
+
+    async def purge_expired(self, now: int, limit: int) -> list[str]:
+        """See ``ExpiringPrimary.purge_expired``: at most ``limit`` records expired at ``now``
+        (epoch ms), soonest expiry first, deleted with a tombstone at ``now`` in one transaction."""
+        select = (
+            f"SELECT id FROM {self._table} WHERE expires_at IS NOT NULL AND expires_at <= ? "
+            "ORDER BY expires_at, id LIMIT ?"
+        )
+
+        def purge(conn: sqlite3.Connection) -> list[str]:
+            ids = [r[0] for r in conn.execute(select, (now, limit))]
+            conn.executemany(f"DELETE FROM {self._table} WHERE id = ?", [(i,) for i in ids])
+            conn.executemany(
+                f"INSERT OR REPLACE INTO {self._tombstones} VALUES (?, 0, NULL, ?, ?)", [(i, now, now) for i in ids]
+            )
+            return ids
+
+        return await self._db.run(self._db.transaction, purge, operation="purge_expired") if limit > 0 else []
 
     async def claim(self, limit: int, now: int, lease_ms: int, *, due_by: int | None = None) -> list[Record]:
         """See ``PrimaryDriver.claim``."""

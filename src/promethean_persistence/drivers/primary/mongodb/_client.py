@@ -154,6 +154,7 @@ class Connection:
         for keys, name in (
             ([(K, 1), ("id", 1)], "semantic_store_time"),
             ([(f"{STATE}.status", 1), (f"{STATE}.next", 1)], "semantic_store_outbox"),
+            ([(f"{STATE}.expires", 1)], "semantic_store_expires"),
         ):
             try:
                 await self._col.create_index(keys, name=name)

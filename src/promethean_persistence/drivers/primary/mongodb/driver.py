@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +23,19 @@ from ._outbox import Outbox
 
 if TYPE_CHECKING:
     from ...._config import StoreConfig
+
+
+EXPIRES = f"{STATE}.expires"  #: when the record expires (epoch ms; null or missing: never)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _live(now: int) -> dict[str, Any]:
+    """The query of the documents not expired at ``now`` (epoch ms): those the original wrote
+    have no expiry."""
+    return {"$or": [{EXPIRES: None}, {EXPIRES: {"$gt": now}}]}
 
 
 class MongoPrimary(Connection, Legacy, Outbox, Lexical):
@@ -69,7 +83,9 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
         self.database = database
         self.collection = collection
         # its own transactions (replica sets) never include a vector store's writes
-        self.capabilities = Capabilities(dedupe=True, vector_aliases=True, field_names=True, lexical=lexical)
+        self.capabilities = Capabilities(
+            dedupe=True, vector_aliases=True, field_names=True, lexical=lexical, expiry=True
+        )
         self.options = dict(options or {})
         self.text_key, self.time_key = text_key, time_key
         self._client: Any = None
@@ -125,6 +141,7 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
                 "hash": r.content_hash,
                 "model": r.embedding_model,
                 "empty": r.is_empty,
+                "expires": r.expires_at,
             },
         }
 
@@ -158,6 +175,7 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
                 vector_synced_at=state.get("synced"),
                 content_hash=state.get("hash") or content_hash(text),
                 embedding_model=state.get("model"),
+                expires_at=state.get("expires"),
             )
         # Written by the original: vectorWriteSuccess false is a failed write; anything else
         # (true, or no field at all in its oldest versions) claims a vector, checked by reports.
@@ -183,12 +201,16 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
             legacy=True,
         )
 
-    async def _current(self, ids: Sequence[str], session: Any = None) -> dict[str, Record]:
+    async def _current(self, ids: Sequence[str], session: Any = None, *, live: bool = False) -> dict[str, Record]:
+        """The records of ``ids``, by id (the newest document of each); ``live``: only those not
+        expired now (else expired ones too, as ``put`` needs)."""
         found: dict[str, Record] = {}
         newest: dict[str, Any] = {}
+        alive = _live(_now_ms()) if live else {}
         for start in range(0, len(ids), 1000):
             chunk = list(ids[start : start + 1000])
-            async for doc in self._col.find({"id": {"$in": chunk}, **self._visible()}, session=session):
+            query = {"id": {"$in": chunk}, **self._visible()}
+            async for doc in self._col.find({"$and": [query, alive]} if alive else query, session=session):
                 record = self._record(doc)
                 key = doc["_id"]
                 if record.id not in newest or _later(key, newest[record.id]):
@@ -234,7 +256,7 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
         if not ids:
             return []
         async with self._mapped("get"):
-            found = await self._current(list(dict.fromkeys(ids)))
+            found = await self._current(list(dict.fromkeys(ids)), live=True)
         return [found.get(i) for i in ids]
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
@@ -256,22 +278,7 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
             existed = [i for i in ids if i in gone]
             if tombstone_at is not None and existed:
                 await self._tomb.bulk_write(
-                    [
-                        pymongo.ReplaceOne(
-                            {"_id": self._tomb_id(i)},
-                            {
-                                "collection": self.collection,
-                                "id": i,
-                                "attempts": 0,
-                                "error": None,
-                                "next": tombstone_at,
-                                "updated": tombstone_at,
-                            },
-                            upsert=True,
-                        )
-                        for i in existed
-                    ],
-                    session=session,
+                    [pymongo.ReplaceOne(*self._tombstone(i, tombstone_at)) for i in existed], session=session
                 )
             return existed
 
@@ -294,9 +301,12 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
         return clauses
 
     def _query(self, clauses: list[dict[str, Any]], where: Node | None) -> dict[str, Any]:
+        """The query of every read: ``clauses`` and the filter ``where`` (None: none) ANDed with
+        the visible (not superseded) documents not expired now."""
         clauses = [*clauses, *([self._visible()] if self._dups else [])]
         if where is not None:
             clauses.append(mongo_filter(where))
+        clauses.append(_live(_now_ms()))
         return {} if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
     async def most_recent(
@@ -337,6 +347,36 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
         async with self._mapped("count"):
             found: int = await self._col.count_documents(self._query([], where))
             return found
+
+    # -- expiry (Capabilities.expiry) -----------------------------------------------------
+
+    async def purge_expired(self, now: int, limit: int) -> list[str]:
+        """See ``ExpiringPrimary.purge_expired``: at most ``limit`` records expired at ``now``
+        (epoch ms), soonest expiry first, deleted with a tombstone at ``now`` (in one
+        transaction where the server has them, as every write)."""
+        if limit <= 0:
+            return []
+        pymongo = require("pymongo", extra=EXTRA, driver=self.name)
+        expired = {EXPIRES: {"$lte": now}}
+
+        async def work(session: Any) -> list[str]:
+            query = {**expired, **self._visible()}
+            cursor = self._col.find(query, {"id": 1}, session=session).sort([(EXPIRES, 1), ("id", 1)]).limit(limit)
+            ids = list(dict.fromkeys([str(d["id"]) async for d in cursor]))
+            if not ids:
+                return []
+            await self._col.delete_many({"id": {"$in": ids}, **expired}, session=session)
+            await self._tomb.bulk_write([pymongo.ReplaceOne(*self._tombstone(i, now)) for i in ids], session=session)
+            return ids
+
+        gone = await self._tx("purge_expired", work)
+        self._lexical_deleted(gone)
+        return gone
+
+    def _tombstone(self, id_: str, at: int) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """The ``ReplaceOne`` arguments (filter, document, upsert) of ``id_``'s tombstone at ``at``."""
+        doc = {"collection": self.collection, "id": id_, "attempts": 0, "error": None, "next": at, "updated": at}
+        return {"_id": self._tomb_id(id_)}, doc, True
 
     # -- maintenance ----------------------------------------------------------------------
 
