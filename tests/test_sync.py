@@ -20,14 +20,10 @@ from promethean_persistence._scope import ScopedStore as AsyncScopedStore
 from promethean_persistence.testing import StoreSuite
 from promethean_persistence.testing.faults import FaultyEmbedder, FaultyVector
 
-from conftest import PG, base_config
+from conftest import STORES, base_config
 
 # memory+memory, an embedded pair and a server pair of the conftest STORES
-SYNC_STORES = [
-    pytest.param(("memory", "memory"), id="memory+memory"),
-    pytest.param(("sqlite", "local"), id="sqlite+local"),
-    pytest.param(("postgresql", "pgvector"), id="postgresql+pgvector", marks=PG),
-]
+SYNC_STORES = STORES  # every store configuration the StoreSuite runs on
 
 # many workers: the suite gathers 100 concurrent inserts and counts the batches they share
 _POOL = ThreadPoolExecutor(max_workers=128, thread_name_prefix="sync-facade")
