@@ -185,8 +185,8 @@ class Search:
         fuse_k: int,
     ) -> list[dict[str, Any]]:
         """The ``limit`` best entries for ``queries`` (their ``vectors``, None: embedded here) by ``mode``."""
+        lexical = cast(LexicalPrimary, self.primary)  # asked only in the lexical modes
         if mode == "lexical":
-            lexical = cast(LexicalPrimary, self.primary)
             return await self._widening(
                 lambda k: asyncio.gather(*(lexical.lexical_query(q, k, node) for q in queries)),
                 self.primary.count,
@@ -198,7 +198,6 @@ class Search:
         if mode == "vector":
             vectors = await self._embed(queries) if vectors is None else vectors
             return await self._nearest(vectors, limit, node, min_score, distinct)
-        lexical = cast(LexicalPrimary, self.primary)
         by_words = await self._depth(fetch, self.primary.count)
         # the lexical ranking runs on the primary's side while the queries are embedded here
         words = asyncio.ensure_future(asyncio.gather(*(lexical.lexical_query(q, by_words, node) for q in queries)))

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .._errors import SemanticStoreError
+from .._lexical import MODES
 from .._store import SemanticStore
 from ._common import _config, _Ctx, _execute, _json_arg, _run, _table, cli
 
@@ -83,7 +84,7 @@ def recent(
 @click.option("--min-score", type=float)
 @click.option(
     "--mode",
-    type=click.Choice(["vector", "lexical", "hybrid"]),
+    type=click.Choice(MODES),
     help="Ranking: nearest embeddings, words (full-text index), or both fused. Default: the store's search_mode.",
 )
 @click.pass_context

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from .._lexical import MODES
 from .._store import SemanticStore
 from ._common import _progress_bar, _run, _show_counts, _show_mapping, cli
 
@@ -63,9 +64,7 @@ def ingest(
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), help="Ingest only the first N docstrings.")
 @click.option("-k", "top", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option(
-    "--mode", type=click.Choice(["vector", "lexical", "hybrid"]), help="Ranking of the answers (default: hybrid)."
-)
+@click.option("--mode", type=click.Choice(MODES), help="Ranking of the answers (default: hybrid).")
 @click.pass_context
 def demo(ctx: click.Context, limit: int | None, top: int, mode: str | None) -> None:
     """Ingest the standard library's docstrings and answer example questions."""
