@@ -133,12 +133,11 @@ async def make_store(request, tmp_path):
 class TestSyncStore(StoreSuite):
     """Every StoreSuite test, through the blocking API."""
 
-    async def test_concurrent_inserts_share_batches(self, make_store, request) -> None:
-        if request.node.callspec.id != "memory+memory":
-            return await super().test_concurrent_inserts_share_batches(make_store)
-        # The in-memory drivers never wait: each thread's insert is done before the next one
-        # reaches the store's loop, so there is nothing to batch (asyncio.gather starts all 100
-        # before any runs). The rest of the test holds.
+    async def test_concurrent_inserts_share_batches(self, make_store) -> None:
+        # Blocking calls from threads reach the store's loop one by one, as the threads get
+        # there: how many share a batch is up to the scheduler (the in-memory drivers never
+        # share one; CI saw sqlite+qdrant-edge exceed the async bound once), so through this API
+        # only the rest of the test holds. The async suite checks the batching itself.
         store = await make_store(faults=True, vector_batch_size=16)
         ids = await asyncio.gather(*(store.insert({"text": f"concurrent {i}"}) for i in range(100)))
         assert len(set(ids)) == 100 and await store.count() == 100
