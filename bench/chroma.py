@@ -5,12 +5,15 @@ Prints one JSON object; per mode (``embedded``, ``server``) and size:
 
 * ``insert``: entries/s of ``insert_many`` in batches of ``--batch`` (until every vector is
   written) against embedding the same batches and calling ``collection.upsert`` directly;
-  ``ratio`` = ours / raw (target >= 0.8).
+  ``ratio`` = ours / raw throughput, median of ``--rounds`` rounds (target >= 0.8), with
+  ``ratio_spread`` (min/median/max). Each round writes fresh collections on both sides and
+  alternates which side goes first.
 * ``query``: p50 ms of ``get_most_relevant(text, 10)`` against embedding the text, a direct
-  ``collection.query`` and a lookup of the returned ids in the same SQLite table;
-  ``ratio`` = ours / raw (target <= 1.2).
+  ``collection.query`` and a lookup of the returned ids in the same SQLite table, every
+  query on one side then on the other in each round (alternating); ``ratio`` = ours / raw
+  time, median over rounds (target <= 1.2), with ``ratio_spread``.
 
-    python bench/chroma.py [--sizes 10000,100000] [--modes embedded,server] [--queries 200]
+    python bench/chroma.py [--sizes 10000,100000] [--modes embedded,server] [--queries 200] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -63,7 +66,13 @@ def _caller(client):
     return call
 
 
-async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, url: str | None) -> dict:
+def spread(values: list[float]) -> dict:
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
+async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, url: str | None, rounds: int) -> dict:
+    """``rounds`` interleaved rounds (the side that goes first alternates): each writes the
+    entries into a fresh collection on both sides, then times every query on both sides."""
     import chromadb
 
     data = entries(n)
@@ -77,70 +86,102 @@ async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, u
         "home": str(home),
         "chromadb": chroma,
         "agent_name": "b",
+        # the outbox writes vectors in batches of this size: the raw side's upsert batch
         "vector_batch_size": batch,
     }
-
-    # ours: insert_many until every vector is written
-    store = await SemanticStore.create("bench", config=config)
-    await store.drop()
-    start = time.perf_counter()
-    for s in range(0, len(data), batch):
-        await store.insert_many(data[s : s + batch])
-    await store.flush()
-    ours_insert = len(data) / (time.perf_counter() - start)
-    assert await store.vector.count() == len(data)
-
-    # raw: Chroma's client, embedding and upserting the same payload our driver sends
     if mode == "server":
         host, port = url.rsplit("//", 1)[1].split(":")
         client = await chromadb.AsyncHttpClient(host=host, port=int(port))
     else:
         client = chromadb.PersistentClient(path=str(home / "chroma-raw"))
     call = _caller(client)
-    col = await call(
-        client.get_or_create_collection, f"raw_bench_{n}", embedding_function=None, metadata={"hnsw:space": "cosine"}
-    )
     embedder = HashingEmbedder()
-    start = time.perf_counter()
-    for s in range(0, len(data), batch):
-        part = data[s : s + batch]
-        vectors = await embedder.embed([e["text"] for e in part])
-        await call(
-            col.upsert,
-            ids=[e["id"] for e in part],
-            embeddings=vectors,
-            documents=[e["text"] for e in part],
-            metadatas=[{**to_chroma_metadata(e["metadata"]), "createdAt": e["createdAt"]} for e in part],
-        )
-    raw_insert = len(data) / (time.perf_counter() - start)
 
-    # queries, alternating ours and raw so background work on either side hits both alike
-    conn = sqlite3.connect(home / "store.db")
-    table = store.primary._table
-    ours_t, raw_t = [], []
-    for q in queries:
-        t = time.perf_counter()
-        assert await store.get_most_relevant(q, 10)
-        ours_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        vector = await embedder.embed([q])
-        result = await call(col.query, query_embeddings=vector, n_results=10, include=["distances"])
-        ids = result["ids"][0]
-        conn.execute(
-            f"SELECT id, text, timestamp, metadata FROM {table} WHERE id IN ({','.join('?' * len(ids))})", ids
-        ).fetchall()
-        raw_t.append(time.perf_counter() - t)
-    conn.close()
-    await store.cleanup()
-    await call(client.delete_collection, f"raw_bench_{n}")
-    ours_q, raw_q = statistics.median(ours_t) * 1000, statistics.median(raw_t) * 1000
+    async def ours_insert(r: int):
+        store = await SemanticStore.create(f"bench{r}", config=config)
+        await store.drop()
+        start = time.perf_counter()
+        for s in range(0, len(data), batch):
+            await store.insert_many(data[s : s + batch])
+        await store.flush()
+        seconds = time.perf_counter() - start
+        assert await store.vector.count() == len(data)
+        return store, seconds
+
+    async def raw_insert(r: int):
+        # Chroma's client, embedding and upserting the same payload our driver sends
+        col = await call(
+            client.get_or_create_collection,
+            f"raw_bench_{n}_{r}",
+            embedding_function=None,
+            metadata={"hnsw:space": "cosine"},
+        )
+        start = time.perf_counter()
+        for s in range(0, len(data), batch):
+            part = data[s : s + batch]
+            vectors = await embedder.embed([e["text"] for e in part])
+            await call(
+                col.upsert,
+                ids=[e["id"] for e in part],
+                embeddings=vectors,
+                documents=[e["text"] for e in part],
+                metadatas=[{**to_chroma_metadata(e["metadata"]), "createdAt": e["createdAt"]} for e in part],
+            )
+        return col, time.perf_counter() - start
+
+    ours_ins, raw_ins, ours_q, raw_q, ours_lat, raw_lat = [], [], [], [], [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            store, ours_s = await ours_insert(r)
+            col, raw_s = await raw_insert(r)
+        else:
+            col, raw_s = await raw_insert(r)
+            store, ours_s = await ours_insert(r)
+        ours_ins.append(ours_s)
+        raw_ins.append(raw_s)
+        conn = sqlite3.connect(home / "store.db")
+        table = store.primary._table
+
+        async def ours_query(q: str, store=store) -> None:
+            assert await store.get_most_relevant(q, 10)
+
+        async def raw_query(q: str, col=col, conn=conn, table=table) -> None:
+            # embed the text, a direct ``collection.query``, the returned ids' rows from SQLite
+            vector = await embedder.embed([q])
+            result = await call(col.query, query_embeddings=vector, n_results=10, include=["distances"])
+            ids = result["ids"][0]
+            marks = ",".join("?" * len(ids))
+            conn.execute(f"SELECT id, text, timestamp, metadata FROM {table} WHERE id IN ({marks})", ids).fetchall()
+
+        sides = [(ours_query, ours_q, ours_lat), (raw_query, raw_q, raw_lat)]
+        for fn, totals, lat in sides if r % 2 == 0 else sides[::-1]:
+            total = 0.0
+            for q in queries:
+                t = time.perf_counter()
+                await fn(q)
+                elapsed = time.perf_counter() - t
+                total += elapsed
+                lat.append(elapsed * 1000)
+            totals.append(total)
+        conn.close()
+        await store.cleanup()
+        await call(client.delete_collection, f"raw_bench_{n}_{r}")
+    insert_ratios = [b / a for a, b in zip(ours_ins, raw_ins)]  # throughput: ours / raw
+    query_ratios = [a / b for a, b in zip(ours_q, raw_q)]  # time: ours / raw
     return {
+        "rounds": rounds,
         "insert": {
-            "ours_per_s": round(ours_insert, 1),
-            "raw_per_s": round(raw_insert, 1),
-            "ratio": round(ours_insert / raw_insert, 3),
+            "ours_per_s": round(n / statistics.median(ours_ins), 1),
+            "raw_per_s": round(n / statistics.median(raw_ins), 1),
+            "ratio": round(statistics.median(insert_ratios), 3),
+            "ratio_spread": spread(insert_ratios),
         },
-        "query": {"ours_p50_ms": round(ours_q, 3), "raw_p50_ms": round(raw_q, 3), "ratio": round(ours_q / raw_q, 3)},
+        "query": {
+            "ours_p50_ms": round(statistics.median(ours_lat), 3),
+            "raw_p50_ms": round(statistics.median(raw_lat), 3),
+            "ratio": round(statistics.median(query_ratios), 3),
+            "ratio_spread": spread(query_ratios),
+        },
     }
 
 
@@ -150,16 +191,19 @@ async def main() -> None:
     parser.add_argument("--modes", default="embedded,server")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (ours and raw alternate first)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
-    out: dict = {"batch": args.batch, "queries": args.queries}
+    out: dict = {"batch": args.batch, "queries": args.queries, "rounds": args.rounds}
     with tempfile.TemporaryDirectory() as tmp:
         url = engines.start_chroma(Path(tmp) / "server") if "server" in modes else None
         try:
             for mode in modes:
                 for n in sizes:
-                    out[f"{mode}_{n}"] = await bench_mode(mode, n, args.batch, args.queries, Path(tmp), url)
+                    out[f"{mode}_{n}"] = await bench_mode(
+                        mode, n, args.batch, args.queries, Path(tmp), url, args.rounds
+                    )
                     print(json.dumps({f"{mode}_{n}": out[f"{mode}_{n}"]}), file=sys.stderr, flush=True)
         finally:
             if url:

@@ -9,8 +9,14 @@ Prints one JSON object:
 * ``original_texts_per_s``: one text per request, one request at a time, through Ollama's old
   ``/api/embeddings`` (what the original package did).
 * ``drivers.<name>.batch_<b>``: texts/s of ``embed(texts)`` with ``batch_size=b`` (1, 16, 64);
-  ``ratio_to_raw`` = that / raw.
-* ``batching_gain``: each driver's batch-64 throughput / the original's (target >= 5).
+  ``ratio_to_raw`` = that / raw (median of the per-round ratios; ``ratio_to_raw_spread``
+  their min/median/max).
+* ``batching_gain``: each driver's batch-64 throughput / the original's, median of the
+  per-round ratios (target >= 5; ``drivers.<name>.batch_64.gain_spread`` min/median/max).
+
+Every figure comes from ``--runs`` interleaved rounds: each round runs every side once (raw,
+original, each driver and batch size), in an order rotated per round, so load on a shared
+machine hits all sides alike; medians are over rounds.
 
     python bench/embeddings.py [--n 1000] [--runs 3] [--encoder local|hashing]
 """
@@ -50,18 +56,6 @@ def build(driver: str, url: str, batch: int, concurrency: int):
     return OllamaEmbedder(MODEL, url=url, **common)
 
 
-async def throughput(embedder, items: list[str], runs: int) -> float:
-    rates = []
-    await embedder.embed(items[:2])  # connection set up, model warm
-    for _ in range(runs):
-        started = time.perf_counter()
-        out = await embedder.embed(items)
-        rates.append(len(items) / (time.perf_counter() - started))
-        assert out.shape[0] == len(items)
-    await embedder.aclose()
-    return statistics.median(rates)
-
-
 def encoder(name: str):
     return local_encoder() if name == "local" else hashing_encoder(384)  # all-minilm's size
 
@@ -77,47 +71,76 @@ def serve(encoder_name: str, conn) -> None:
     old.stop()
 
 
+def spread(values: list[float]) -> dict:
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
 async def main(n: int, runs: int, encoder_name: str) -> dict:
     items = texts(n)
     parent, child = multiprocessing.get_context("spawn").Pipe()
     process = multiprocessing.get_context("spawn").Process(target=serve, args=(encoder_name, child), daemon=True)
     process.start()
+    embedders: dict[str, object] = {}
     try:
         url, old_url = parent.recv()
         encode = encoder(encoder_name)  # the raw ceiling, measured here while the server idles
         encode(items[:64])
-        raw = []
-        for _ in range(runs):
-            started = time.perf_counter()
+
+        async def raw() -> None:
             for i in range(0, n, 64):
                 encode(items[i : i + 64])
-            raw.append(n / (time.perf_counter() - started))
-        raw_rate = statistics.median(raw)
 
-        original = build("ollama", old_url, 1, 1)
-        original_rate = await throughput(original, items, runs)
-        assert original.legacy
-
-        drivers: dict[str, dict] = {}
+        embedders["original"] = build("ollama", old_url, 1, 1)
         for driver in ("ollama", "openai"):
             for batch in (1, 16, 64):
-                rate = await throughput(build(driver, url, batch, 4), items, runs)
-                drivers.setdefault(driver, {})[f"batch_{batch}"] = {
-                    "texts_per_s": round(rate, 1),
-                    "ratio_to_raw": round(rate / raw_rate, 3),
-                }
+                embedders[f"{driver}/batch_{batch}"] = build(driver, url, batch, 4)
+        for embedder in embedders.values():
+            await embedder.embed(items[:2])  # connection set up, model warm
+        assert embedders["original"].legacy
+
+        def timed(embedder):
+            async def call() -> None:
+                out = await embedder.embed(items)
+                assert out.shape[0] == len(items)
+
+            return call
+
+        sides = {"raw": raw} | {name: timed(e) for name, e in embedders.items()}
+        rates: dict[str, list[float]] = {name: [] for name in sides}
+        order = list(sides)
+        for r in range(runs):  # interleaved: every side once per round, the order rotated
+            shift = r % len(order)
+            for name in order[shift:] + order[:shift]:
+                started = time.perf_counter()
+                await sides[name]()
+                rates[name].append(n / (time.perf_counter() - started))
     finally:
+        for embedder in embedders.values():
+            await embedder.aclose()
         parent.send("stop")
         process.join(30)
+    raw_rates, original = rates["raw"], rates["original"]
+    drivers: dict[str, dict] = {}
+    for driver in ("ollama", "openai"):
+        for batch in (1, 16, 64):
+            own = rates[f"{driver}/batch_{batch}"]
+            to_raw = [a / b for a, b in zip(own, raw_rates)]
+            drivers.setdefault(driver, {})[f"batch_{batch}"] = {
+                "texts_per_s": round(statistics.median(own), 1),
+                "ratio_to_raw": round(statistics.median(to_raw), 3),
+                "ratio_to_raw_spread": spread(to_raw),
+            }
+        gains = [a / b for a, b in zip(rates[f"{driver}/batch_64"], original)]
+        drivers[driver]["batch_64"]["gain_spread"] = spread(gains)
     return {
         "benchmark": "embeddings",
         "encoder": "all-MiniLM-L6-v2 (real)" if encoder_name == "local" else "hashing (not semantic)",
         "n": n,
         "runs": runs,
-        "raw_texts_per_s": round(raw_rate, 1),
-        "original_texts_per_s": round(original_rate, 1),
+        "raw_texts_per_s": round(statistics.median(raw_rates), 1),
+        "original_texts_per_s": round(statistics.median(original), 1),
         "drivers": drivers,
-        "batching_gain": {d: round(v["batch_64"]["texts_per_s"] / original_rate, 2) for d, v in drivers.items()},
+        "batching_gain": {d: round(v["batch_64"]["gain_spread"]["median"], 2) for d, v in drivers.items()},
         "target_batching_gain": 5,
     }
 

@@ -17,7 +17,9 @@ Prints one JSON object:
   hand-written FTS5 query on a plain SQLite copy of the same texts (same words, BM25, the top
   10 ranked inside the index, then their rows), timed in the same rounds. ``hybrid_ratio`` =
   hybrid p50 / vector p50 (target <= 1.5); ``lexical_p50_ms`` target <= 5;
-  ``lexical_ratio_to_raw`` = lexical p50 / raw p50; ``embed_query_p50_ms`` is the hashing
+  ``lexical_ratio_to_raw`` = lexical p50 / raw p50; ``lexical_recall_at_10_vs_exact_bm25``:
+  the share of the exact BM25 top 10 (the raw query's) that the lexical mode returns (it ranks
+  only rows holding one of the query's rarer words on large stores); ``embed_query_p50_ms`` is the hashing
   embedder's share of the vector and hybrid times. ``*_local_model_*``: vector and hybrid with
   the queries embedded by the embedded default's local model (ONNX MiniLM) as a real
   deployment does (documents stay hashed: timings only), ``hybrid_ratio_local_model`` their
@@ -223,6 +225,12 @@ async def bench_query(texts: list[str], qs: list[str], rounds: int, home: str) -
                 t = time.perf_counter()
                 await embedder.embed([q])
                 embed_ms.append((time.perf_counter() - t) * 1000)
+        agreement = []  # the lexical top 10 against the exact BM25 top 10 of the whole index
+        for q in qs:
+            exact = {h[0] for h in raw.search(query_terms(q))}
+            if exact:
+                ours = {h["id"] for h in await store.get_most_relevant(q, 10, mode="lexical")}
+                agreement.append(len(ours & exact) / len(exact))
         raw.conn.close()
         local = await with_local_queries(store, qs, rounds)
     finally:
@@ -244,6 +252,7 @@ async def bench_query(texts: list[str], qs: list[str], rounds: int, home: str) -
         "lexical_queries_with_10_hits": round(sum(m == 10 for m in matched) / len(matched), 3),
         "hybrid_ratio": round(p50["hybrid"] / p50["vector"], 3),
         "lexical_ratio_to_raw": round(p50["lexical"] / p50["raw_fts"], 3),
+        "lexical_recall_at_10_vs_exact_bm25": round(statistics.fmean(agreement), 4),
         **local,
     }
     return data, query

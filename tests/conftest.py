@@ -14,6 +14,7 @@ from promethean_persistence.testing.store import open_store
 # Real services, when their settings are in the environment, besides the stand-ins below.
 REAL_MONGODB_URI = os.environ.get("MONGODB_URI")
 REAL_QDRANT = {"url": os.environ.get("QDRANT_URL"), "api_key": os.environ.get("QDRANT_API_KEY")}
+REAL_MILVUS = {"uri": os.environ.get("MILVUS_URI"), "token": os.environ.get("MILVUS_TOKEN")}
 REAL_OLLAMA = {"url": os.environ.get("OLLAMA_URL"), "model": os.environ.get("EMBEDDING_FUNCTION")}
 REAL_OPENAI = {
     "base_url": os.environ.get("OPENAI_BASE_URL"),
@@ -153,6 +154,7 @@ MONGO = pytest.mark.mongodb
 CHROMA = pytest.mark.chroma
 QDRANT = pytest.mark.qdrant
 PINECONE = pytest.mark.pinecone
+MILVUS = pytest.mark.milvus
 
 # "mongodb" runs on SecantusDB (wire-compatible, not MongoDB); "mongodb-real" on $MONGODB_URI.
 PRIMARY = ["memory", "sqlite", pytest.param("postgresql", marks=PG), pytest.param("mongodb", marks=MONGO)] + (
@@ -172,9 +174,11 @@ VECTOR = (
         pytest.param("qdrant", marks=QDRANT),
         pytest.param("qdrant-edge", marks=QDRANT),
         pytest.param("pinecone", marks=PINECONE),
+        pytest.param("milvus", marks=MILVUS),  # milvus-lite: Milvus's engine on a local file
     ]
     + ([pytest.param("qdrant-real", marks=QDRANT)] if REAL_QDRANT["url"] else [])
     + ([pytest.param("pinecone-real", marks=PINECONE)] if REAL_PINECONE["api_key"] else [])
+    + ([pytest.param("milvus-real", marks=MILVUS)] if REAL_MILVUS["uri"] else [])
 )
 # ollama/openai: our clients against the in-repo stand-in server (real MiniLM embeddings);
 # "-real" against the servers in OLLAMA_URL / OPENAI_BASE_URL (or OpenAI with OPENAI_API_KEY).
@@ -199,6 +203,7 @@ STORES = [
     pytest.param(("sqlite", "qdrant"), id="sqlite+qdrant", marks=QDRANT),
     pytest.param(("sqlite", "pinecone"), id="sqlite+pinecone", marks=PINECONE),
     pytest.param(("sqlite", "qdrant-edge"), id="sqlite+qdrant-edge", marks=QDRANT),
+    pytest.param(("sqlite", "milvus"), id="sqlite+milvus", marks=MILVUS),
 ]
 # the store configurations the LangChain and Haystack suites run on
 ADAPTER_STORES = [
@@ -215,6 +220,7 @@ DRIVER_OF = {
     "chromadb-hnsw": "chromadb",
     "qdrant-real": "qdrant",
     "pinecone-real": "pinecone",
+    "milvus-real": "milvus",
 }
 
 
@@ -279,6 +285,12 @@ def server_config(tmp_path, primary: str, vector: str) -> dict:
         out["pinecone"] = {"api_key": FAKE_PINECONE_KEY, "host": fake_pinecone(tmp_path).url}
     elif vector == "pinecone-real":
         out["pinecone"] = {k: v for k, v in REAL_PINECONE.items() if v}
+    elif vector == "milvus":
+        require_extra("pymilvus", "milvus_lite")
+        # one milvus-lite file (one engine process) for the session; collections are fresh per test
+        out["milvus"] = {"uri": str(tmp_path.parent / "milvus-lite" / "milvus.db")}
+    elif vector == "milvus-real":
+        out["milvus"] = {k: v for k, v in REAL_MILVUS.items() if v}
     if out:
         out["agent_name"] = f"t{uuid.uuid4().hex[:10]}"
     return out

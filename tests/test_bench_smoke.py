@@ -304,3 +304,20 @@ def test_search_speed_benchmark_smoke():
             "result.write.indexed_ratio",
         },
     )
+
+
+def test_scale_benchmark_smoke():
+    result = run_bench("scale.py", "--n", "3000", "--queries", "20", "--kill-tail", "500")
+    timing = {"p50_ms": NUMBER, "p99_ms": NUMBER}
+    assert_shape(
+        result,
+        {
+            "entries": NUMBER,
+            "insert": {"acknowledged_per_s": NUMBER, "indexed_per_s": NUMBER},
+            "query": {"unfiltered": timing, "indexed_1pct": timing, "scan_1pct": timing, "recall_at_10": NUMBER},
+            "disk_mb": NUMBER,
+            "reopen": {"open_s": NUMBER, "first_query_s": NUMBER, "rss_mb": NUMBER},
+            "after_kill": {"tail_entries": NUMBER, "open_s": NUMBER, "first_query_s": NUMBER},
+        },
+    )
+    assert 0.9 <= result["query"]["recall_at_10"] <= 1.0  # 3,000 entries: exact search

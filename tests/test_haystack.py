@@ -13,7 +13,14 @@ from haystack import Document, Pipeline  # noqa: E402
 from haystack.document_stores.errors import DuplicateDocumentError  # noqa: E402
 from haystack.document_stores.types import DuplicatePolicy  # noqa: E402
 from haystack.errors import FilterError  # noqa: E402
-from haystack.testing.document_store import DocumentStoreBaseTests  # noqa: E402
+from haystack.testing.document_store import (  # noqa: E402
+    CountDocumentsByFilterTest,
+    CountUniqueMetadataByFilterTest,
+    DocumentStoreBaseExtendedTests,
+    GetMetadataFieldMinMaxTest,
+    GetMetadataFieldsInfoTest,
+    GetMetadataFieldUniqueValuesTest,
+)
 
 from promethean_persistence.integrations.haystack import (  # noqa: E402
     SemanticStoreDocumentStore,
@@ -24,11 +31,16 @@ from promethean_persistence.integrations.haystack import (  # noqa: E402
 DIMS = 768  # the size of the embeddings in Haystack's filterable test documents
 
 
-def by_id(docs: list[Document]) -> list[Document]:
-    return sorted(docs, key=lambda d: d.id)
-
-
-class TestSemanticStoreDocumentStore(DocumentStoreBaseTests):
+class TestSemanticStoreDocumentStore(
+    DocumentStoreBaseExtendedTests,  # the base suite, delete_all_documents, delete_ and update_by_filter
+    CountDocumentsByFilterTest,
+    CountUniqueMetadataByFilterTest,
+    GetMetadataFieldsInfoTest,
+    GetMetadataFieldMinMaxTest,
+    GetMetadataFieldUniqueValuesTest,
+):
+    # Haystack's suites compare documents in the order they were written: ours returns that
+    # order (no order-ignoring override of assert_documents_are_equal).
     @pytest.fixture(params=ADAPTER_STORES)
     def document_store(self, request, tmp_path):
         store = SemanticStoreDocumentStore(
@@ -38,11 +50,6 @@ class TestSemanticStoreDocumentStore(DocumentStoreBaseTests):
             yield store
         finally:
             store.close()
-
-    # Haystack's guidance (AssertDocumentsEqualMixin): a store that returns documents in
-    # another order overrides this. Ours returns them by (time, id), not by insertion order.
-    def assert_documents_are_equal(self, received: list[Document], expected: list[Document]):
-        assert by_id(received) == by_id(expected)
 
     # Haystack leaves the default policy to each store and asks for this override:
     # ours treats DuplicatePolicy.NONE as FAIL.
@@ -139,3 +146,39 @@ def test_serialisation_round_trip_leaves_secrets_out(tmp_path):
     again = SemanticStoreDocumentStore.from_dict(data)
     assert again.count_documents() == 1
     again.close()
+
+
+def test_update_by_filter_reaches_the_vectors_without_embedding_again(store):
+    docs = [
+        Document(id="g", content="given", embedding=[1, 0, 0, 0], meta={"k": "a"}),
+        Document(id="t", content="text only", meta={"k": "a"}),
+        Document(id="o", content="other", embedding=[0, 1, 0, 0], meta={"k": "b"}),
+    ]
+    assert store.write_documents(docs) == 3
+    embedder = store.store.embedder
+    calls: list[int] = []
+    embed = embedder.embed
+
+    async def counting(texts):
+        calls.append(len(texts))
+        return await embed(texts)
+
+    embedder.embed = counting
+    assert store.update_by_filter({"field": "meta.k", "operator": "==", "value": "a"}, {"k": "z", "n": 1}) == 2
+    store._runner.call(store.store.flush)
+    assert calls == []  # same texts: only the vectors' metadata was rewritten
+    # the vector store filters on the new metadata, and the given embedding is kept as it was
+    hits = store.embedding_retrieval([1, 0, 0, 0], filters={"field": "meta.k", "operator": "==", "value": "z"})
+    assert [d.id for d in hits][:1] == ["g"] and {d.id for d in hits} == {"g", "t"}
+    assert store.filter_documents({"field": "meta.n", "operator": "==", "value": 1})[0].embedding == [1, 0, 0, 0]
+    assert [d.id for d in store.filter_documents()] == ["g", "t", "o"]  # write order kept
+
+
+def test_documents_come_back_in_write_order_and_an_overwrite_keeps_its_place(store):
+    store.write_documents([Document(id=i, content=f"doc {i}") for i in ("m", "c", "x")])
+    store.write_documents([Document(id="a", content="later")])
+    store.write_documents([Document(id="c", content="rewritten")], policy=DuplicatePolicy.OVERWRITE)
+    assert [d.id for d in store.filter_documents()] == ["m", "c", "x", "a"]
+    assert store.delete_by_filter({"field": "meta.none", "operator": "==", "value": 1}) == 0
+    store.delete_all_documents(recreate_index=True)
+    assert store.count_documents() == 0 and store.embedding_retrieval([1, 0, 0, 0]) == []

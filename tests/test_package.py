@@ -37,6 +37,7 @@ PUBLIC_NAMES = [
     "migrate",
     "reembed",
     "register",
+    "run_worker",
     "validate",
 ]
 

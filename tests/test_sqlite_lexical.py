@@ -114,7 +114,8 @@ async def test_large_indexes_rank_rows_with_a_rare_word_first_with_exact_scores(
         rec(f"c{i:05d}", i, "river stone" + (" water" if i % 3 == 0 else "") + f" f{i % 50}") for i in range(21_000)
     ]
     rows += [rec(f"w{i}", i, "water water water water") for i in range(5)]  # short, only a common word
-    rows += [rec(f"r{i:02d}", i, "heron " + "filler " * (60 + i)) for i in range(30)]  # long, a rare word
+    # long, a rare word, and every other one a common word too
+    rows += [rec(f"r{i:02d}", i, "heron " + "water " * (i % 2) + "filler " * (60 + i)) for i in range(30)]
     await driver.put(rows)
     conn = sqlite3.connect(path)
     fts = f'"{name}__lexical"'
@@ -127,6 +128,9 @@ async def test_large_indexes_rank_rows_with_a_rare_word_first_with_exact_scores(
     hits = await driver.lexical_query("heron water", 10)  # water is in a third of the rows: common
     assert [h.id for h in hits] == [i for i in by_bm25 if i.startswith("r")][:10]
     assert all(abs(h.score - exact[h.id]) < 1e-6 for h in hits)  # each score is the whole query's BM25
+    hits = await driver.lexical_query("heron water", 20)  # rows with and without the common word
+    assert [h.id for h in hits] == [i for i in by_bm25 if i.startswith("r")][:20]
+    assert all(abs(h.score - exact[h.id]) < 1e-6 for h in hits)
     # too few rows with a rare word, a filter, or a smaller index: every match is ranked
     assert [h.id for h in await driver.lexical_query("heron water", 40)][:5] == by_bm25[:5]
     monkeypatch.setattr(_sqlite_lexical, "PRUNE_FROM_ROWS", 10**9)

@@ -29,6 +29,7 @@ from ._mirror import MirrorStore
 from ._named import reembed
 from ._registry import register
 from ._store import DualStoreManager, SemanticStore, SemanticStoreFactory
+from ._workers import run_worker
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "migrate",
     "reembed",
     "register",
+    "run_worker",
     "validate",
 ]
 

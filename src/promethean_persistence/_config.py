@@ -28,12 +28,13 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     field_serializer,
     field_validator,
+    model_validator,
 )
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import to_jsonable_python
 
-from . import _registry
+from . import _filters, _registry
 from ._env import ENV_VARS, from_env
 from ._errors import ConfigurationError, SemanticStoreError
 from ._settings import (
@@ -41,6 +42,7 @@ from ._settings import (
     CrossEncoderConfig,
     HashingConfig,
     LocalVectorConfig,
+    MilvusConfig,
     MongoConfig,
     OllamaConfig,
     OpenAIConfig,
@@ -101,6 +103,12 @@ class StoreConfig(BaseModel):
     fetch_k: int | None = Field(None, ge=1)  #: results each ranking fetches; None: max(4 * limit, 50)
     lexical_index: bool = True  #: keep the full-text index in the primary store (lexical/hybrid modes)
     reranker: str | None = None  #: a reranker driver (e.g. ``cross-encoder``) applied to the top ``fetch_k``
+    #: ``inline``: a write embeds in this process; ``worker``: it stays pending in the outbox
+    #: for ``semantic-store worker`` processes (this process never embeds for writing)
+    vector_writes: Literal["inline", "worker"] = "inline"
+    #: metadata keys (dotted for nested ones) the SQLite primary and the local vector driver
+    #: index, so selective filters on them use an index instead of a scan
+    metadata_indexes: tuple[str, ...] = ()
 
     sqlite: SQLiteConfig = SQLiteConfig()
     postgresql: PostgresConfig = PostgresConfig()
@@ -108,6 +116,7 @@ class StoreConfig(BaseModel):
     mongodb: MongoConfig = MongoConfig()
     chromadb: ChromaConfig = ChromaConfig()
     qdrant: QdrantConfig = QdrantConfig()
+    milvus: MilvusConfig = MilvusConfig()
     pinecone: PineconeConfig = PineconeConfig()
     local: LocalVectorConfig = LocalVectorConfig()
     ollama: OllamaConfig = OllamaConfig()
@@ -172,10 +181,38 @@ class StoreConfig(BaseModel):
         # where a driver's config_model declared them as plain strings
         return masked(out) if info.mode_is_json() else out
 
-    @field_validator("consistency", mode="before")
+    @field_validator("metadata_indexes", mode="before")
+    @classmethod
+    def _indexes(cls, v: Any) -> Any:
+        keys = [k.strip() for k in v.split(",") if k.strip()] if isinstance(v, str) else v
+        if isinstance(keys, (list, tuple)):
+            for key in keys:
+                try:
+                    _filters.parse({key: 1})
+                except SemanticStoreError as exc:
+                    raise ConfigurationError(
+                        f"Invalid configuration: metadata_indexes: {key!r} is not a metadata key ({exc})",
+                        operation="config",
+                    ) from None
+            return tuple(dict.fromkeys(keys))
+        return keys
+
+    @field_validator("consistency", "vector_writes", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _writes(self) -> StoreConfig:
+        if self.vector_writes == "worker" and self.consistency == "strict" and self.dual_write_enabled:
+            raise ConfigurationError(  # not a ValueError: pydantic lets it through as it is
+                "Invalid configuration: consistency 'strict' and vector_writes 'worker' conflict: "
+                "a strict write returns only once its vector is written (or undoes the write), but with "
+                "vector_writes 'worker' outbox workers write vectors later, in another process; use "
+                "consistency 'eventual' with workers",
+                operation="config",
+            )
+        return self
 
     @field_validator("agent_name")
     @classmethod

@@ -23,6 +23,8 @@ _ENV_SCALARS = {
     "LEXICAL_INDEX": "lexical_index",
     "RERANKER": "reranker",
     "TTL_MS": "ttl_ms",
+    "VECTOR_WRITES": "vector_writes",
+    "METADATA_INDEXES": "metadata_indexes",
 }
 _ENV_SECTIONS = {
     "SQLITE_PATH": ("sqlite", "path"),
@@ -41,6 +43,9 @@ _ENV_SECTIONS = {
     "QDRANT_URL": ("qdrant", "url"),
     "QDRANT_API_KEY": ("qdrant", "api_key"),
     "QDRANT_PATH": ("qdrant", "path"),
+    "MILVUS_URI": ("milvus", "uri"),
+    "MILVUS_TOKEN": ("milvus", "token"),
+    "MILVUS_DB_NAME": ("milvus", "db_name"),
     "PINECONE_API_KEY": ("pinecone", "api_key"),
     "PINECONE_ENVIRONMENT": ("pinecone", "environment"),
     "PINECONE_INDEX_NAME": ("pinecone", "index_name"),

@@ -19,6 +19,7 @@ from ._copy import Copier
 from ._entries import check_limit, now_ms, portable
 from ._errors import MigrationError, ValidationError
 from ._progress import progress_callback
+from ._telemetry import traced
 from ._types import Record
 from .drivers.base import ProbingEmbedder, Warmable
 
@@ -79,6 +80,7 @@ async def _ready(store: SemanticStore) -> None:
         await store.settle()
 
 
+@traced("migrate", of=1)  # on the target store
 async def migrate(
     source: SemanticStore,
     target: SemanticStore,

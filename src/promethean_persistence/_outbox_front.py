@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _filters
+from ._entries import now_ms
 from ._report import ID_CHUNK
+from ._telemetry import traced
 
 if TYPE_CHECKING:
     from ._config import StoreConfig
-    from .drivers.base import PrimaryDriver
+    from .drivers.base import OutboxStatsPrimary, PrimaryDriver
     from .outbox.planner import Planner
     from .outbox.queue import VectorWriteQueue
     from .outbox.worker import OutboxWorker
@@ -63,6 +65,7 @@ class OutboxFront:
         _worker: OutboxWorker
         _writer: OutboxWriter
         _planner: Planner
+        _deferred: bool
 
         def _check_open(self) -> None: ...
         async def settle(self) -> None: ...
@@ -75,12 +78,16 @@ class OutboxFront:
 
     get_chroma_queue_stats = get_queue_stats
 
+    @traced("flush")
     async def flush(self, *, progress: Callable[[int, int], None] | None = None) -> None:
         """Wait until every queued vector write had its attempt, then give everything still
         outstanding in the outbox (pending writes, failed writes with retries left,
         tombstones) one attempt now, without waiting for its retry time.
 
         ``progress``: called with ``(done, total)`` writes as the work goes on.
+
+        With ``vector_writes="worker"`` nothing runs here: it waits (at most the lease plus
+        ``vector_timeout_ms``) until the outbox workers have left nothing pending.
 
         Returns None once every write had its attempt (some may have failed: see
         ``vector_counts``). Raises ``SemanticStoreError`` once the store is closed, and the
@@ -89,7 +96,12 @@ class OutboxFront:
         tracker = QueueProgress(self._queue, progress)
         try:
             await self._queue.flush()
-            if self.config.dual_write_enabled:
+            if self._deferred:  # vector_writes="worker": the workers write them, not this process
+                await self._writer.settle()
+                deadline = time.monotonic() + (self._planner.lease_ms + self.config.vector_timeout_ms) / 1000
+                while await self.primary.count(_PENDING) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            elif self.config.dual_write_enabled:
                 attempted: set[str] = set()
                 deadline = time.monotonic() + (self._planner.lease_ms + self.config.vector_timeout_ms) / 1000
                 while True:
@@ -106,6 +118,55 @@ class OutboxFront:
             await self._writer.settle()
         finally:
             tracker.stop()
+
+    async def get_outbox_stats(self) -> dict[str, Any]:
+        """What the stored outbox holds, read from the primary store: every process's writes,
+        not only this one's (``get_queue_stats`` is this process's queue).
+
+        Keys: ``pending`` (entries waiting for their vector, being worked on included),
+        ``in_progress`` (of those, leased to a writer or worker now), ``failed`` (entries whose
+        last vector write failed) and ``retrying`` (of those, with a retry scheduled),
+        ``tombstones`` (vector deletes outstanding), ``oldest_pending_ms`` (age in ms of the
+        oldest pending entry's write; None when nothing is pending), ``by_status`` (counts per
+        outbox status: ``pending``, ``failed``, ``deleting``), ``workers`` (how many outbox
+        workers serving this store beat within their threshold), ``worker_list`` (those
+        workers: ``id``, ``host``, ``pid``, ``started_at``, ``last_beat_at``), ``vector_writes``
+        (this store's setting) and ``checked_at`` (epoch ms). Cheap: the outbox index answers
+        it (the cost grows with the backlog, not the store; ``vector_counts`` counts the whole
+        store). A primary driver without ``Capabilities.outbox_stats`` answers with counts:
+        ``in_progress``, ``retrying``, ``tombstones`` and ``oldest_pending_ms`` are then None
+        and ``workers`` 0.
+
+        Returns the dict. Raises ``SemanticStoreError`` once the store is closed, and the
+        primary store's ``BackendUnavailable``/``BackendRejected``."""
+        await self.settle()
+        now = now_ms()
+        if self.primary.capabilities.outbox_stats:
+            raw = await cast("OutboxStatsPrimary", self.primary).outbox_stats(now)
+        else:
+            raw = {
+                "pending": await self.primary.count(_PENDING),
+                "failed": await self.primary.count(_filters.parse({"vectorStatus": "failed"})),
+                "leased": None,
+                "retrying": None,
+                "tombstones": None,
+                "oldest_pending_at": None,
+                "workers": [],
+            }
+        oldest = raw["oldest_pending_at"]
+        return {
+            "pending": raw["pending"],
+            "in_progress": raw["leased"],
+            "failed": raw["failed"],
+            "retrying": raw["retrying"],
+            "tombstones": raw["tombstones"],
+            "oldest_pending_ms": None if oldest is None else max(0, now - oldest),
+            "by_status": {"pending": raw["pending"], "failed": raw["failed"], "deleting": raw["tombstones"]},
+            "workers": len(raw["workers"]),
+            "worker_list": raw["workers"],
+            "vector_writes": self.config.vector_writes,
+            "checked_at": now,
+        }
 
     async def vector_counts(self, ids: Sequence[str] | None = None) -> dict[str, int]:
         """Entries by vector state, read from the primary store: ``indexed`` (vector

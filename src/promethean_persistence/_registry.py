@@ -35,6 +35,7 @@ _BUILTIN: dict[Kind, dict[str, str]] = {
         "chromadb": f"{_P}.vector.chroma:ChromaVector",
         "qdrant": f"{_P}.vector.qdrant:QdrantVector",
         "qdrant-edge": f"{_P}.vector.qdrant_edge:QdrantEdgeVector",
+        "milvus": f"{_P}.vector.milvus:MilvusVector",
         "pinecone": f"{_P}.vector.pinecone:PineconeVector",
     },
     "embedding": {

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._entries import TEXT_FINGERPRINT, check_limit, content_hash, fingerprinter, validate_id
 from ._errors import DocumentNotFound, ValidationError
 from ._retry import backoff_ms
+from ._telemetry import traced
 from ._types import Record
 from .drivers.base import Dedupe
 from .outbox.vectors import consume
@@ -186,6 +187,7 @@ class Consistency:
         report: dict[str, Any] = (await self._scan(limit))["report"]
         return report
 
+    @traced("repair")
     async def repair(
         self, dry_run: bool = False, dedupe: bool = False, *, progress: Callable[[int, int], None] | None = None
     ) -> dict[str, Any]:

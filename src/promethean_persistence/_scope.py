@@ -90,7 +90,7 @@ class ScopedStore:
     scope; it returns the store's count). Refused with
     ``SemanticStoreError`` (store-wide; see ``REFUSED``): ``drop``, ``cleanup``/``close``,
     ``reembed``, ``switch_embedding``, ``get_queue_stats``/``get_chroma_queue_stats``,
-    ``create``, ``from_drivers``.
+    ``get_outbox_stats``, ``create``, ``from_drivers``.
 
     Indexes: on PostgreSQL the scope is a JSONB containment test served by the metadata GIN
     index; SQLite has no index on metadata (``json_extract`` scans the candidates); MongoDB
@@ -106,6 +106,7 @@ class ScopedStore:
         "switch_embedding": "switching the embedding space affects the whole store",
         "get_queue_stats": "the write queue's counters are the whole store's",
         "get_chroma_queue_stats": "the write queue's counters are the whole store's",
+        "get_outbox_stats": "the outbox figures are the whole store's",
         "create": "open a store, then call store.scope(...)",
         "from_drivers": "open a store, then call store.scope(...)",
     }

@@ -15,6 +15,7 @@ from ._entries import check_limit, shown, text_problem
 from ._errors import ValidationError
 from ._lexical import MODES, fetch_depth, rrf
 from ._mmr import check_mmr, mmr_order
+from ._telemetry import traced, traced_embed
 from ._types import VectorHit
 from .drivers.base import LexicalPrimary, QueryEmbedder
 
@@ -99,6 +100,7 @@ class Search:
 
         async def settle(self) -> None: ...
 
+    @traced("search", items=1, read=True)
     async def get_most_relevant(
         self,
         query_texts: str | Sequence[str],
@@ -166,6 +168,7 @@ class Search:
             )
         return cast(str, mode)
 
+    @traced_embed("query")
     async def _embed(self, queries: list[str]) -> Any:
         # an embedder may embed queries differently from documents (e.g. LangChain models)
         if self.embedder.capabilities.query_embedding:
@@ -243,8 +246,13 @@ class Search:
     async def _nearest(
         self, vectors: Sequence[Any], limit: int, node: _filters.Node | None, min_score: float | None, distinct: bool
     ) -> list[dict[str, Any]]:
+        async def ask(k: int) -> Sequence[Sequence[VectorHit]]:
+            if len(vectors) == 1:  # one query (the usual): no task to gather
+                return [await self.vector.query(vectors[0], k, node)]
+            return await asyncio.gather(*(self.vector.query(v, k, node) for v in vectors))
+
         return await self._widening(
-            lambda k: asyncio.gather(*(self.vector.query(v, k, node) for v in vectors)),
+            ask,
             self.vector.count,
             limit,
             min_score,
@@ -306,6 +314,7 @@ class Search:
                 break
         return results
 
+    @traced("max_marginal_relevance", items=1, read=True)
     async def max_marginal_relevance(
         self,
         query_texts: str | Sequence[str],
@@ -374,6 +383,7 @@ class Search:
         queries = np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
         return [hits[i] for i in mmr_order(queries, candidates, limit, lambda_mult)]
 
+    @traced("search_by_vector", read=True)
     async def search_by_vector(
         self,
         vector: Sequence[float],

@@ -74,7 +74,8 @@ class HNSWConfig(_Section):
 
     m: int = Field(16, ge=2)
     ef_construction: int = Field(64, ge=4)
-    ef_search: int = Field(40, ge=1)
+    #: None: chosen per query from the limit and the collection's size (recall@10 >= 0.98; ``drivers/vector/_ef.py``)
+    ef_search: int | None = Field(None, ge=1)
 
 
 class PgvectorConfig(_Section):
@@ -119,6 +120,21 @@ class QdrantConfig(_Section):
     collection: str | None = None
 
 
+class MilvusConfig(_Section):
+    """Settings of the ``milvus`` vector driver (``[milvus]``)."""
+
+    #: a server (``http://host:19530``) or a milvus-lite file (a path ending in ``.db``);
+    #: None: ``<home>/milvus.db``
+    uri: str | None = None
+    token: SecretStr | None = None  #: ``user:password`` or an API key
+    db_name: str | None = None  #: the Milvus database; None: the server's default
+    collection: str | None = None
+    index_type: str = "AUTOINDEX"  #: the vector index of a new collection (COSINE metric)
+    index_params: dict[str, Any] = {}  #: its build parameters (``{"M": 16, "efConstruction": 200}``)
+    search_params: dict[str, Any] = {}  #: its search parameters (``{"ef": 64}``)
+    timeout: float = Field(30.0, gt=0)  #: seconds per call
+
+
 class PineconeConfig(_Section):
     """Settings of the ``pinecone`` vector driver (``[pinecone]``)."""
 
@@ -134,7 +150,7 @@ class LocalVectorConfig(_Section):
     """Settings of the ``local`` vector driver (``[local]``)."""
 
     path: str | None = None  #: defaults to the SQLite file at ``<home>/store.db``
-    hnsw: HNSWConfig = HNSWConfig(ef_construction=100, ef_search=128)
+    hnsw: HNSWConfig = HNSWConfig(ef_construction=100)
     exact_threshold: int = Field(5_000, ge=0)  #: collections up to this size are searched exactly
 
 

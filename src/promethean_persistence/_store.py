@@ -23,6 +23,7 @@ from ._policy import supports_images
 from ._reads import Reads
 from ._report import Consistency
 from ._switching import EmbeddingSpace
+from ._telemetry import traced, watch
 from ._types import Manifest, Record
 from .drivers.base import Embedder, PrimaryDriver, VectorDriver
 from .outbox.planner import Job, Planner
@@ -86,6 +87,8 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
         self._atomic = (
             config.consistency == "strict" and config.dual_write_enabled and shares_transactions(primary, vector)
         )
+        #: ``vector_writes="worker"``: writes stay pending in the outbox for outbox workers
+        self._deferred = config.vector_writes == "worker" and config.dual_write_enabled
         self._writer = OutboxWriter(primary)
         self._planner = Planner(
             enabled=config.dual_write_enabled,
@@ -119,6 +122,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
             lease_ms=self._planner.lease_ms,
             poll_ms=max(50, min(1000, config.vector_retry_delay_ms)),
         )
+        watch(self)  # its outbox backlog in the OpenTelemetry gauge (a no-op without the otel extra)
 
     def __repr__(self) -> str:
         c = self.config
@@ -204,7 +208,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
                 opened.append(store.reranker)
             store.vector_collection = manifest.vector_collection if manifest else None
             await _open.check_manifest(store, manifest)
-            if resolved.dual_write_enabled and background:
+            if resolved.dual_write_enabled and background and not store._deferred:
                 store._worker.start()  # resumes what a crashed or slow process left pending
         except BaseException:
             for driver in reversed(opened):
@@ -258,6 +262,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
 
     # -- writes ---------------------------------------------------------------------------
 
+    @traced("insert", items=1)
     async def insert(self, entry: Mapping[str, Any]) -> str:
         """Validate and store one ``entry`` (SPEC §4 write path) and return its id.
 
@@ -274,6 +279,7 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
 
     add_entry = insert
 
+    @traced("insert_many", items=1)
     async def insert_many(self, entries: Sequence[Mapping[str, Any]]) -> list[str]:
         """Store ``entries`` (a sequence of mappings, each as for ``insert``) in batches.
         Every entry is validated before anything is written; all-or-nothing in strict mode.
@@ -304,11 +310,15 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
         unique = list({r.id: r for r in records}.values())  # the last write of an id wins
         for record in unique:
             self._planner.start(record, now)
+            if self._deferred and record.vector_status == "pending":
+                record.vector_next_at = now  # not leased to this process: due for a worker at once
         if self._atomic:
             await self._strict.atomic(unique, now)
             return [r.id for r in records]
         previous = await self._writer.put(unique)
         jobs = [j for j in (self._planner.job(r, p) for r, p in zip(unique, previous)) if j is not None]
+        if self._deferred:  # embedding is the workers' (a vector delete needs no embedder)
+            jobs = [j for j in jobs if j.kind == "delete"]
         errors = await self._run_jobs(jobs)
         if self._manifest_pending:
             try:

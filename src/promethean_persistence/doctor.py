@@ -6,11 +6,12 @@ import importlib.metadata
 import platform
 import sqlite3
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from . import _registry
 from ._config import StoreConfig
 from ._errors import SemanticStoreError, redact
+from .drivers.base import OutboxStatsPrimary
 
 _VERSIONS = (
     "numpy",
@@ -42,9 +43,17 @@ def versions() -> str:
     return ", ".join(found)
 
 
-async def doctor(name: str, config: StoreConfig | dict[str, Any] | None = None) -> list[dict[str, Any]]:
+BACKLOG_WARN_MS = 300_000  #: the oldest pending entry's age that ``doctor`` warns about
+
+
+async def doctor(
+    name: str, config: StoreConfig | dict[str, Any] | None = None, *, backlog_warn_ms: int = BACKLOG_WARN_MS
+) -> list[dict[str, Any]]:
     """Checks of config, primary, vector and embedding drivers for collection ``name`` opened
-    with ``config``; each ``{component, ok, detail}``. Failures are reported, not raised.
+    with ``config``; each ``{component, ok, detail}``, and ``warning: True`` on a check that
+    passed with a warning: the ``outbox`` check warns when the oldest pending entry is older
+    than ``backlog_warn_ms`` (no worker is draining it, or too few). Failures are reported,
+    not raised.
     """
     checks = [_check("versions", True, versions())]
     try:
@@ -61,27 +70,69 @@ async def doctor(name: str, config: StoreConfig | dict[str, Any] | None = None) 
             f"home={cfg.home}",
         )
     )
-    checks.append(await _probe_store_driver("primary", cfg.primary_driver, cfg, collection))
+    primary = await _probe_store_driver("primary", cfg.primary_driver, cfg, collection)
+    checks.append(primary)
     checks.append(await _probe_store_driver("vector", cfg.vector_driver, cfg, collection))
     checks.append(await _probe_embedder(cfg))
-    return checks
+    backlog = _backlog(cfg, primary.get("outbox"), backlog_warn_ms)
+    return checks + ([backlog] if backlog else [])
 
 
 async def _probe_store_driver(
     kind: Literal["primary", "vector"], driver_name: str, cfg: StoreConfig, collection: str
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    outbox = None
     try:
         driver = _registry.build(kind, cfg, collection)
         await driver.open()
         try:
             count = await driver.count()
+            if kind == "primary" and driver.capabilities.outbox_stats:
+                outbox = await cast(OutboxStatsPrimary, driver).outbox_stats(int(time.time() * 1000))
+                outbox["checked_at"] = int(time.time() * 1000)
         finally:
             await driver.aclose()
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return _check(kind, False, f"{driver_name}: {redact(str(exc))}")
     ms = (time.perf_counter() - started) * 1000
-    return _check(kind, True, f"{driver_name} reachable, {count} entries in {collection!r} ({ms:.0f} ms)")
+    found = _check(kind, True, f"{driver_name} reachable, {count} entries in {collection!r} ({ms:.0f} ms)")
+    if outbox is not None:
+        oldest = outbox["oldest_pending_at"]
+        outbox["oldest_pending_ms"] = None if oldest is None else max(0, outbox["checked_at"] - oldest)
+        found["outbox"] = outbox
+        found["detail"] += f"; outbox: {_outbox_line(outbox)}"
+    return found
+
+
+def _outbox_line(outbox: dict[str, Any]) -> str:
+    age = outbox["oldest_pending_ms"]
+    return (
+        f"{outbox['pending']} pending"
+        + (f" (oldest {age / 1000:.0f} s)" if age is not None else "")
+        + f", {outbox['failed']} failed, {outbox['tombstones']} vector deletes, {len(outbox['workers'])} live workers"
+    )
+
+
+def _backlog(cfg: StoreConfig, outbox: dict[str, Any] | None, warn_ms: int) -> dict[str, Any] | None:
+    """A warning (``ok`` True, ``warning`` True) when the oldest pending entry of ``outbox``
+    (the primary check's figures) is older than ``warn_ms``; None otherwise."""
+    if outbox is None or outbox["oldest_pending_ms"] is None or outbox["oldest_pending_ms"] <= warn_ms:
+        return None
+    if cfg.vector_writes == "worker" and not outbox["workers"]:
+        hint = "no outbox worker is alive: start `semantic-store worker`"
+    elif cfg.vector_writes == "worker":
+        hint = "the workers do not keep up: start more"
+    else:
+        hint = "the writing processes leave it behind: run `semantic-store flush` or a worker"
+    found = _check(
+        "outbox",
+        True,
+        f"the oldest pending vector write waits for {outbox['oldest_pending_ms'] / 1000:.0f} s "
+        f"(over {warn_ms / 1000:.0f} s): {hint}; {_outbox_line(outbox)}",
+    )
+    found["warning"] = True
+    return found
 
 
 async def _probe_embedder(cfg: StoreConfig) -> dict[str, Any]:

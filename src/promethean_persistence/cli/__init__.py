@@ -5,7 +5,7 @@ success, 1 failure, 2 usage error (bad arguments, configuration or input), 130 i
 (the command says what it kept). Errors are one line unless ``--debug``.
 """
 
-from . import entries, health, loading, mcp, transfer  # noqa: F401  (each module registers its commands)
+from . import entries, health, loading, mcp, transfer, worker  # noqa: F401  (each module registers its commands)
 from ._common import cli
 
 __all__ = ["cli", "main"]

@@ -10,7 +10,7 @@ import click
 
 from .._errors import SemanticStoreError
 from .._store import SemanticStore
-from ._common import _config, _Ctx, _execute, _progress_bar, _run, _show_counts, _show_mapping, cli
+from ._common import _config, _Ctx, _execute, _progress_bar, _run, _show_counts, _show_mapping, _when, cli
 
 
 @cli.command()
@@ -86,26 +86,49 @@ def purge(ctx: click.Context) -> None:
 @cli.command()
 @click.pass_context
 def stats(ctx: click.Context) -> None:
-    """Print the vector write queue statistics."""
+    """Print this process's vector write queue statistics and, under ``outbox``, what the
+    stored outbox holds for every process (pending, failed, oldest pending age, workers)."""
 
     async def call(store: SemanticStore) -> dict[str, Any]:
-        return store.get_queue_stats()
+        return {**store.get_queue_stats(), "outbox": await store.get_outbox_stats()}
 
-    _run(ctx, call, _show_mapping)
+    def show(result: dict[str, Any]) -> None:
+        outbox = result.pop("outbox")
+        _show_mapping(result)
+        click.echo("outbox (stored, every process):")
+        for key, value in outbox.items():
+            if key == "worker_list":
+                for w in value:
+                    click.echo(
+                        f"  worker {w['id']} on {w['host']} pid {w['pid']}, last beat {_when(w['last_beat_at'])}"
+                    )
+            elif key != "checked_at":
+                click.echo(f"  {key}: {value}")
+
+    _run(ctx, call, show)
 
 
 @cli.command()
+@click.option(
+    "--backlog-warn-s",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="Warn when the oldest pending vector write is older than this.",
+)
 @click.pass_context
-def doctor(ctx: click.Context) -> None:
-    """Check configuration, connectivity and versions of every configured backend."""
+def doctor(ctx: click.Context, backlog_warn_s: int) -> None:
+    """Check configuration, connectivity and versions of every configured backend, and warn
+    about an outbox backlog that nothing drains."""
     from ..doctor import doctor as run_doctor
 
     o: _Ctx = ctx.obj
-    checks = _execute(o, lambda: run_doctor(o.store, _config(o)))
+    checks = _execute(o, lambda: run_doctor(o.store, _config(o), backlog_warn_ms=backlog_warn_s * 1000))
     if o.json:
         click.echo(json.dumps(checks, indent=2))
     else:
         for c in checks:
-            click.echo(f"{'ok  ' if c['ok'] else 'FAIL'} {c['component']}: {c['detail']}")
+            mark = "WARN" if c.get("warning") else "ok  " if c["ok"] else "FAIL"
+            click.echo(f"{mark} {c['component']}: {c['detail']}")
     if not all(c["ok"] for c in checks):
         sys.exit(1)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -84,12 +85,19 @@ class SQLiteConnection:
         self._busy_timeout_ms = busy_timeout_ms
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  #: read-only, of the thread in ``_reader_thread``
+        self._reader_thread: int | None = None
+        self._reader_uri: str | None = None  #: set by ``open``
+        # work handed to the thread: each counter has one writer, so none needs a lock
+        self._submitted = self._finished = self._skipped = 0
 
     async def open(self) -> None:
         """Start the connection's thread and connect (WAL mode); raises BackendUnavailable when the
         file cannot be opened.
         """
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.driver}-sqlite")
+        # the reader's address, fixed now: the same file even if the working directory changes
+        self._reader_uri = None if self.path == ":memory:" else Path(self.path).resolve().as_uri() + "?mode=ro"
         await self.run(self._connect)
 
     def _connect(self) -> None:
@@ -122,6 +130,7 @@ class SQLiteConnection:
         """Close the connection and stop its thread; closing twice does nothing."""
         if self._executor is None:
             return
+        self._close_reader()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -139,8 +148,18 @@ class SQLiteConnection:
             raise BackendUnavailable(
                 f"SQLite database {self.path!r} is closed", driver=self.driver, operation=operation
             )
+
+        def job() -> T:
+            try:
+                return fn(*args)
+            finally:
+                self._finished += 1  # only ever on the connection's one thread
+
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            future = self._executor.submit(job)
+            self._submitted += 1
+            future.add_done_callback(self._skipped_if_cancelled)
+            return await asyncio.wrap_future(future)
         except sqlite3.OperationalError as exc:
             # SQLite reports a statement beyond its limits as an "operational" error too
             permanent = any(p in str(exc).lower() for p in _PERMANENT)
@@ -151,6 +170,50 @@ class SQLiteConnection:
             raise BackendRejected(
                 f"SQLite {operation} failed on {self.path!r}: {exc}", driver=self.driver, operation=operation
             ) from exc
+
+    def _skipped_if_cancelled(self, future: Future[Any]) -> None:
+        if future.cancelled():  # cancelled before it started: ``job`` never runs (called where cancelled)
+            self._skipped += 1
+
+    @property
+    def idle(self) -> bool:
+        """Whether no work of ``run`` is queued or running on the connection's thread (ask on
+        the event loop's thread: nothing can start there until it yields)."""
+        return self._submitted == self._finished + self._skipped
+
+    def read_here(self, fn: Callable[[sqlite3.Connection], T]) -> T | None:
+        """What ``fn`` returns for a read-only connection of the calling thread, or None where that
+        cannot answer at once (an in-memory database, another thread's reader, a busy or
+        failing file): the caller then reads through ``run``, which maps the errors.
+
+        For small reads (a few rows by key): a hop to the connection's thread and back costs
+        more than they do. The reader never waits for a lock (WAL readers do not block), and
+        each call is its own snapshot of what was committed, as on the connection's thread.
+        """
+        if self._executor is None or self._reader_uri is None:
+            return None
+        reader = self._reader
+        if reader is None or self._reader_thread != threading.get_ident():
+            if reader is not None:
+                return None  # another thread's: one event loop reads here
+            try:
+                # read-only: a file removed meanwhile is not created anew
+                reader = sqlite3.connect(self._reader_uri, timeout=0, isolation_level=None, uri=True)
+            except (sqlite3.Error, OSError, ValueError):
+                return None
+            self._reader, self._reader_thread = reader, threading.get_ident()
+        try:
+            return fn(reader)
+        except (sqlite3.Error, OverflowError, UnicodeEncodeError):
+            return None
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.close()
+            except sqlite3.Error:  # created on another thread: the garbage collector closes it
+                pass
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -6,7 +6,9 @@ with the length of a list."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from .._filters import And, Cmp, Node, Or, narrow
@@ -21,17 +23,67 @@ def json_path(path: tuple[str, ...]) -> str:
     return "$" + "".join('."' + p.replace("\\", "\\\\") + '"' for p in path)
 
 
-def filter_sql(node: Node, column: str = "metadata", columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+def filter_sql(
+    node: Node,
+    column: str = "metadata",
+    columns: dict[str, str] | None = None,
+    indexed: Collection[tuple[str, ...]] = (),
+) -> tuple[str, list[Any]]:
     """Translate a parsed filter ``node`` to an SQL boolean over the JSON ``column``.
 
     ``columns`` maps single-segment keys to plain TEXT columns (e.g. vectorStatus).
     Every comparison is wrapped in COALESCE(..., 0) so NOT never meets NULL. Integer operands
     beyond 64 bits, which sqlite3 cannot bind, are narrowed to doubles without changing the
-    result (``_filters.narrow``). Returns the SQL and its parameters.
+    result (``_filters.narrow``). ``indexed``: key paths with an ``index_sql`` index; a top
+    level ``$eq``/``$in`` on one of them also gets the bare comparison that index serves (the
+    exact test still decides). Returns the SQL and its parameters.
     """
     params: list[Any] = []
-    sql = _node_sql(narrow(node), column, columns or {}, params)
-    return sql, params
+    node = narrow(node)
+    columns = columns or {}
+    hints = _hints(node, column, set(indexed) - {(k,) for k in columns}, params) if indexed else []
+    sql = _node_sql(node, column, columns, params)
+    return " AND ".join([*hints, sql]), params
+
+
+def index_sql(table: str, name: str, path: tuple[str, ...], column: str = "metadata", then: str = "") -> str:
+    """The DDL of the index ``name`` (quoted) on ``table`` (quoted) over the value at the key
+    ``path`` of the JSON ``column``, then the column ``then`` (e.g. ``timestamp``, for the
+    newest entries of a filter), in the form ``filter_sql`` hints at."""
+    extract = f"json_extract({column}, '{_sql_str(json_path(path))}')"
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({extract}{', ' + then if then else ''})"
+
+
+def metadata_paths(keys: Iterable[str]) -> list[tuple[str, ...]]:
+    """The key paths of the metadata ``keys`` (``"a.b"``: ``("a", "b")``), as filters split them."""
+    return [tuple(k.split(".")) for k in keys]
+
+
+def key_digest(path: tuple[str, ...]) -> str:
+    """A short stable name part for the key ``path`` (index names cannot hold every character)."""
+    return hashlib.sha1(json.dumps(path).encode()).hexdigest()[:12]
+
+
+def _hints(node: Node, column: str, indexed: set[tuple[str, ...]], params: list[Any]) -> list[str]:
+    hints = []
+    for cmp in node.items if isinstance(node, And) else (node,):
+        if not isinstance(cmp, Cmp) or cmp.path not in indexed:
+            continue
+        extract = f"json_extract({column}, '{_sql_str(json_path(cmp.path))}')"
+        values = cmp.value if cmp.op == "in" else (cmp.value,) if cmp.op == "eq" else ()
+        # one kind only: a bare comparison of mixed kinds could miss a match that the exact test keeps
+        if values and (all(isinstance(v, str) for v in values) or all(_number(v) for v in values)):
+            if cmp.op == "eq":
+                hints.append(f"{extract} = ?")
+                params.append(cmp.value)
+            else:
+                hints.append(f"{extract} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(list(values), ensure_ascii=False))
+    return hints
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _node_sql(node: Node, column: str, columns: dict[str, str], params: list[Any]) -> str:

@@ -4,7 +4,6 @@ every writer of the table (this driver, a user's SQL) updates it in the same tra
 
 from __future__ import annotations
 
-import heapq
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -94,7 +93,7 @@ class FtsIndex:
             common = self._common(conn, terms)
             rare = [t for t in terms if t not in common]
             if common and rare and limit <= _PRUNED_LIMIT:
-                hits = self._pruned(conn, _any(rare), match, limit, now)
+                hits = self._pruned(conn, _any(rare), _any(sorted(common)), limit, now)
                 if hits is not None:
                     return hits
             top = (
@@ -121,26 +120,24 @@ class FtsIndex:
         return conn.execute(sql, (*values, limit)).fetchall()
 
     def _pruned(
-        self, conn: sqlite3.Connection, rare: str, match: str, limit: int, now: int | None
+        self, conn: sqlite3.Connection, rare: str, common: str, limit: int, now: int | None
     ) -> list[tuple[str, float]] | None:
         """The search scoring only rows holding a rare word (the query's common words still
         count in their scores), or None when fewer than ``limit`` rows hold one or, with
         ``now`` (epoch ms), when one of the best has expired by then."""
-        score = f"SELECT rowid, -bm25({self.fts}) FROM {self.fts} WHERE {self.fts} MATCH ?"
-        of_rare = dict(conn.execute(score, (rare,)).fetchall())
-        if len(of_rare) < limit:
+        # bm25() sums over the expression's words, each once: rows holding a common word score
+        # exactly in the first ranking, the others in the second (rare words alone), and a
+        # common word only adds to a score, so each row's exact score is its larger one
+        sql = (
+            f"SELECT t.id, s.score, t.expires_at FROM (SELECT rowid, max(score) AS score FROM ("
+            f"SELECT rowid, -bm25({self.fts}) AS score FROM {self.fts} WHERE {self.fts} MATCH ? UNION ALL "
+            f"SELECT rowid, -bm25({self.fts}) FROM {self.fts} WHERE {self.fts} MATCH ?) "
+            f"GROUP BY rowid ORDER BY score DESC LIMIT ?) AS s JOIN {self.table} AS t ON t.rowid = s.rowid"
+        )
+        found = conn.execute(sql, (f"({rare}) AND ({common})", rare, 2 * limit + 10)).fetchall()
+        if len(found) < limit or _expired(now, (e for _, _, e in found)):
             return None
-        # bm25() sums over the expression's words, so here the rare ones count twice: take
-        # their own score off again, which leaves each row's exact score for the whole query
-        both = conn.execute(score, (f"({rare}) AND ({match})",)).fetchall()
-        best = heapq.nlargest(2 * limit + 10, ((s - of_rare[r], r) for r, s in both))
-        marks = ",".join("?" * len(best))
-        sql = f"SELECT rowid, id, expires_at FROM {self.table} WHERE rowid IN ({marks})"
-        found = conn.execute(sql, [r for _, r in best]).fetchall()
-        if _expired(now, (e for _, _, e in found)):
-            return None
-        ids = {r: i for r, i, _ in found}
-        ranked = sorted(((ids[r], round(s, 9)) for s, r in best if r in ids), key=lambda hit: (-hit[1], hit[0]))
+        ranked = sorted(((i, round(s, 9)) for i, s, _ in found), key=lambda hit: (-hit[1], hit[0]))
         return ranked[:limit]
 
     def _common(self, conn: sqlite3.Connection, terms: list[str]) -> set[str]:

@@ -45,6 +45,8 @@ class Capabilities:
             deleted with the record, for ``mode="lexical"``/``"hybrid"`` searches.
         expiry: ``ExpiringPrimary``: it stores ``Record.expires_at``, hides expired records
             from every read and purges them.
+        outbox_stats: ``OutboxStatsPrimary``: figures of the stored outbox from cheap
+            (indexed) queries, heartbeats of outbox workers, and the list of collections.
     Vector drivers:
         transactions: ``TransactionalVector`` (``upsert_in``, ``delete_in`` on a primary's
             transaction).
@@ -68,6 +70,7 @@ class Capabilities:
     vector_aliases: bool = False
     lexical: bool = False
     expiry: bool = False
+    outbox_stats: bool = False
     in_process: bool = False
     stores_documents: bool = False
     collection_switch: bool = False
@@ -440,6 +443,39 @@ class ExpiringPrimary(Protocol):
         ms), each leaving a tombstone at ``now`` (as ``delete(ids, tombstone_at=now)``: the
         outbox then deletes its vector), in one transaction. Returns their ids; raises
         ``BackendUnavailable`` or ``BackendRejected``."""
+
+
+class OutboxStatsPrimary(Protocol):
+    """``Capabilities.outbox_stats`` of a primary driver: what its stored outbox holds, read
+    with cheap queries (the outbox index: the cost grows with the backlog, not the store), and
+    the heartbeats of the outbox workers (``semantic-store worker``) that serve a collection."""
+
+    async def outbox_stats(self, now: int) -> dict[str, Any]:
+        """This collection's outbox at ``now`` (epoch ms), a dict of: ``pending`` (records
+        waiting for their vector) and ``leased`` (of those, leased to a writer or worker:
+        being worked on), ``failed`` (records whose last vector write failed) and
+        ``retrying`` (of those, with a retry time), ``tombstones`` (vector deletes
+        outstanding), ``oldest_pending_at`` (epoch ms of the oldest pending record's write,
+        None when none is pending), ``workers`` (the live workers of this collection, each
+        ``{id, host, pid, started_at, last_beat_at}``). Raises ``BackendUnavailable`` or
+        ``BackendRejected``."""
+
+    async def beat_worker(self, worker: Mapping[str, Any], now: int, dead_at: int) -> None:
+        """Record that ``worker`` (keys ``id``: str, ``host``: str, ``pid``: int,
+        ``started_at``: epoch ms) serves this collection and is alive at ``now`` (epoch ms);
+        from ``dead_at`` on without a newer beat it counts as dead. Workers dead for a day
+        are forgotten. Returns None; raises ``BackendUnavailable`` or ``BackendRejected``."""
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """Remove the heartbeat of the worker ``worker_id`` for this collection (it stopped).
+        Returns None; raises ``BackendUnavailable`` or ``BackendRejected``."""
+
+    @classmethod
+    async def list_collections(cls, config: StoreConfig) -> list[str] | None:
+        """The physical names (``{agent_name}_{name}``) of every collection that the primary
+        configured by ``config`` holds, sorted; None where the driver cannot tell (each
+        in-process store is its own database). Opens and closes its own connection, creates
+        nothing. Raises ``BackendUnavailable`` or ``BackendRejected``."""
 
 
 class ImageEmbedder(Protocol):

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from .._entries import now_ms
 from .._errors import SemanticStoreError
 
 T = TypeVar("T")
@@ -52,6 +53,17 @@ class Runner:
             return await make()
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(make), self.loop))
 
+    @classmethod
+    def opening(cls, make: Callable[[], Awaitable[T]]) -> tuple[Runner, T]:
+        """A runner with a private loop and what the coroutine ``make`` returns run on it (a
+        store it opens); the loop is stopped again if that raises."""
+        runner = cls()
+        try:
+            return runner, runner.call(make)
+        except BaseException:
+            runner.close()
+            raise
+
     def close(self) -> None:
         """Stop the private loop and its thread, if this runner started one."""
         if self._thread is not None and self.loop.is_running():
@@ -63,3 +75,17 @@ class Runner:
 
 async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
+
+
+class WriteClock:
+    """Strictly increasing write times (epoch ms) for an adapter's documents, so they read
+    back in the order they were written (reads order by time, then id)."""
+
+    def __init__(self) -> None:
+        """A clock that has not ticked yet."""
+        self.last = 0
+
+    def tick(self) -> int:
+        """The next write time: now, or 1 ms after the last one. Returns epoch ms."""
+        self.last = max(now_ms(), self.last + 1)
+        return self.last

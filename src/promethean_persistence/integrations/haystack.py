@@ -5,14 +5,17 @@ Documents keep their id, content, meta and, exactly as given, their embedding. A
 embedding is the document's vector (it must come from the store's embedding model: same
 size, checked); documents without one are embedded by the store, so text-only writes are
 searchable too. Haystack filters are translated to this package's filter language and run
-in the backends.
+in the backends. Documents come back in the order they were first written (a document
+overwritten keeps its place): each write stamps its documents with increasing times.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +26,7 @@ from .._entries import build_record
 from .._errors import ValidationError
 from .._store import SemanticStore
 from .._types import Record
-from ._bridge import Runner
+from ._bridge import Runner, WriteClock
 
 require("haystack", extra="haystack", driver="haystack")
 
@@ -31,11 +34,13 @@ from haystack import component, default_from_dict, default_to_dict  # noqa: E402
 from haystack.dataclasses import Document  # noqa: E402
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError  # noqa: E402
 from haystack.document_stores.types import DuplicatePolicy  # noqa: E402
-from haystack.errors import FilterError  # noqa: E402
+
+from ._haystack_filters import translate_filters, where  # noqa: E402
 
 __all__ = ["SemanticStoreDocumentStore", "SemanticStoreEmbeddingRetriever", "translate_filters"]
 
 _EXTRA = "haystack"  #: top-level stored field with what a Document has besides id, content, meta
+_BATCH = 500  #: documents deleted or updated per round
 
 
 class SemanticStoreDocumentStore:
@@ -55,12 +60,8 @@ class SemanticStoreDocumentStore:
         the timestamp. The store opens on a private event loop.
         """
         self.name, self.config, self.text_key, self.time_key = name, config, text_key, time_key
-        self._runner = Runner()
-        try:
-            self.store = self._runner.call(lambda: SemanticStore.create(name, text_key, time_key, config))
-        except BaseException:
-            self._runner.close()
-            raise
+        self._clock = WriteClock()
+        self._runner, self.store = Runner.opening(lambda: SemanticStore.create(name, text_key, time_key, config))
 
     def to_dict(self) -> dict[str, Any]:
         """Secrets are not serialised: give them by environment variables."""
@@ -149,24 +150,118 @@ class SemanticStoreDocumentStore:
             lambda: self._nearest(query_embedding, filters, top_k, scale_score, return_embedding)
         )
 
+    # -- Haystack's optional mixins: deletes, updates, counts and metadata by filter ----------
+
+    def delete_all_documents(self, recreate_index: bool = False) -> None:
+        """Delete every document. ``recreate_index``: drop and recreate the store's data in both
+        backends at once (fast) instead of deleting document by document."""
+        self._runner.call(lambda: self._delete_all(recreate_index))
+
+    async def delete_all_documents_async(self, recreate_index: bool = False) -> None:
+        """Async ``delete_all_documents``, ``recreate_index`` as there."""
+        await self._runner.acall(lambda: self._delete_all(recreate_index))
+
+    def delete_by_filter(self, filters: dict[str, Any]) -> int:
+        """Delete the documents matching the Haystack filter ``filters``; returns how many."""
+        return self._runner.call(lambda: self._delete_matching(filters))
+
+    async def delete_by_filter_async(self, filters: dict[str, Any]) -> int:
+        """Async ``delete_by_filter``: delete the documents matching ``filters``; returns how many."""
+        return await self._runner.acall(lambda: self._delete_matching(filters))
+
+    def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
+        """Merge ``meta`` into the meta of the documents matching ``filters`` (texts and
+        embeddings unchanged: nothing is embedded again); returns how many were updated."""
+        return self._runner.call(lambda: self._update(filters, meta))
+
+    async def update_by_filter_async(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
+        """Async ``update_by_filter``: merge ``meta`` into the documents matching ``filters``."""
+        return await self._runner.acall(lambda: self._update(filters, meta))
+
+    def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
+        """The number of documents matching ``filters``, counted by the primary store."""
+        return self._runner.call(lambda: self._count(filters))
+
+    async def count_documents_by_filter_async(self, filters: dict[str, Any]) -> int:
+        """Async ``count_documents_by_filter``: the number of documents matching ``filters``."""
+        return await self._runner.acall(lambda: self._count(filters))
+
+    def count_unique_metadata_by_filter(self, filters: dict[str, Any], metadata_fields: list[str]) -> dict[str, int]:
+        """For each of ``metadata_fields`` (with or without ``meta.``), how many distinct values
+        it has among the documents matching ``filters`` (1, 1.0, True and "1" are four)."""
+        return self._runner.call(lambda: self._unique_counts(filters, metadata_fields))
+
+    async def count_unique_metadata_by_filter_async(
+        self, filters: dict[str, Any], metadata_fields: list[str]
+    ) -> dict[str, int]:
+        """Async ``count_unique_metadata_by_filter`` of ``metadata_fields`` under ``filters``."""
+        return await self._runner.acall(lambda: self._unique_counts(filters, metadata_fields))
+
+    def get_metadata_fields_info(self) -> dict[str, dict[str, str]]:
+        """Every metadata field of the stored documents with its type (``boolean``, ``int``,
+        ``float``, ``keyword``; the last one written wins where documents differ)."""
+        return self._runner.call(self._fields_info)
+
+    async def get_metadata_fields_info_async(self) -> dict[str, dict[str, str]]:
+        """Async ``get_metadata_fields_info``."""
+        return await self._runner.acall(self._fields_info)
+
+    def get_metadata_field_min_max(self, metadata_field: str) -> dict[str, Any]:
+        """``{"min": ..., "max": ...}`` of the numbers (or, without numbers, the strings) of
+        ``metadata_field`` (with or without ``meta.``); None for both when it has none."""
+        return self._runner.call(lambda: self._min_max(metadata_field))
+
+    async def get_metadata_field_min_max_async(self, metadata_field: str) -> dict[str, Any]:
+        """Async ``get_metadata_field_min_max`` of ``metadata_field``."""
+        return await self._runner.acall(lambda: self._min_max(metadata_field))
+
+    def get_metadata_field_unique_values(
+        self,
+        metadata_field: str,
+        search_term: str | None = None,
+        from_: int = 0,
+        size: int = 10,
+        filters: dict[str, Any] | None = None,
+    ) -> tuple[list[Any], int]:
+        """The distinct values of ``metadata_field`` among the documents matching ``filters``
+        whose text form holds ``search_term`` (case-insensitive; None: all), sorted by text
+        form: ``size`` of them from ``from_``, and how many there are in all."""
+        return self._runner.call(lambda: self._unique_values(metadata_field, search_term, from_, size, filters))
+
+    async def get_metadata_field_unique_values_async(
+        self,
+        metadata_field: str,
+        search_term: str | None = None,
+        from_: int = 0,
+        size: int = 10,
+        filters: dict[str, Any] | None = None,
+    ) -> tuple[list[Any], int]:
+        """Async ``get_metadata_field_unique_values`` of ``metadata_field`` with ``search_term``,
+        ``from_``, ``size`` and ``filters`` as there."""
+        return await self._runner.acall(lambda: self._unique_values(metadata_field, search_term, from_, size, filters))
+
     # -- on the store's loop --------------------------------------------------------------
 
-    async def _filter(self, filters: dict[str, Any] | None) -> list[Document]:
-        where = _where(filters)
-        if where is False:
+    async def _matching(self, filters: dict[str, Any] | None, limit: int | None = None) -> list[Record]:
+        """The records matching ``filters``, in write order (at most ``limit``)."""
+        found = where(filters)
+        if found is False:
             return []
-        total = await self.store.count()  # also lands this store's buffered writes
+        total = limit or await self.store.count()  # count also lands this store's buffered writes
         if not total:
             return []
         # records, not entries: the Document's own fields live in the record's extra fields
-        records = await self.store.primary.most_recent(total, _filters.parse(where), order="asc", include_empty=True)
-        return [_document(r, embedding=True) for r in records]
+        node = _filters.parse(found)
+        return await self.store.primary.most_recent(total, node, order="asc", include_empty=True)
+
+    async def _filter(self, filters: dict[str, Any] | None) -> list[Document]:
+        return [_document(r, embedding=True) for r in await self._matching(filters)]
 
     async def _write(self, documents: list[Document], policy: DuplicatePolicy) -> int:
         unique = list({d.id: d for d in documents}.values())  # the last of an id wins
+        found = await self.store.get_many([d.id for d in unique])
+        existing = {d.id: e for d, e in zip(unique, found) if e is not None}
         if policy in (DuplicatePolicy.NONE, DuplicatePolicy.FAIL, DuplicatePolicy.SKIP):
-            found = await self.store.get_many([d.id for d in unique])
-            existing = {d.id for d, e in zip(unique, found) if e is not None}
             if existing and policy != DuplicatePolicy.SKIP:
                 raise DuplicateDocumentError(f"ID '{sorted(existing)[0]}' already exists in {self.store.name!r}")
             unique = [d for d in unique if d.id not in existing]
@@ -175,7 +270,8 @@ class SemanticStoreDocumentStore:
         records, vectors = [], {}
         dims = self.store.embedder.dimensions
         for doc in unique:
-            records.append(self._record(doc))
+            old = existing.get(doc.id)
+            records.append(self._record(doc, old["timestamp"] if old else self._clock.tick()))
             if doc.embedding is not None:
                 if dims is not None and len(doc.embedding) != dims:
                     raise ValueError(
@@ -189,20 +285,25 @@ class SemanticStoreDocumentStore:
             raise DocumentStoreError(f"{len(failed)} documents could not be written: {dict(list(failed.items())[:5])}")
         return len(unique)
 
-    def _record(self, doc: Document) -> Record:
+    def _entry(self, doc: Document, timestamp: int) -> dict[str, Any]:
         data = doc.to_dict(flatten=False)
         rest = {k: data[k] for k in ("blob", "embedding", "sparse_embedding") if data.get(k) is not None}
         if doc.content is None:
             rest["no_content"] = True
-        entry = {"id": doc.id, self.store.text_key: doc.content or "", "metadata": doc.meta}
+        entry = {"id": doc.id, self.store.text_key: doc.content or "", self.store.time_key: timestamp}
+        entry["metadata"] = doc.meta
         if rest:
             entry[_EXTRA] = rest
+        return entry
+
+    def _record(self, doc: Document, timestamp: int) -> Record:
         try:
             return build_record(
-                entry,
+                self._entry(doc, timestamp),
                 text_key=self.store.text_key,
                 time_key=self.store.time_key,
                 max_text_bytes=self.store.config.max_text_bytes,
+                ttl_ms=self.store.config.ttl_ms,
             )
         except ValidationError as exc:
             raise ValueError(f"Document {doc.id!r}: {exc}") from exc
@@ -211,13 +312,89 @@ class SemanticStoreDocumentStore:
         for id_ in ids:
             await self.store.delete(id_)
 
+    async def _delete_matching(self, filters: dict[str, Any] | None) -> int:
+        deleted = 0
+        while batch := await self._matching(filters, _BATCH):
+            found = await asyncio.gather(*(self.store.delete(r.id) for r in batch))
+            if not any(found):
+                break  # deleted meanwhile by another writer
+            deleted += sum(found)
+        return deleted
+
+    async def _delete_all(self, recreate: bool) -> None:
+        if recreate:
+            await self.store.drop()
+        else:
+            await self._delete_matching(None)
+
+    async def _update(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
+        if not isinstance(meta, dict):
+            raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+        records = await self._matching(filters)
+        for start in range(0, len(records), _BATCH):
+            entries = []
+            for r in records[start : start + _BATCH]:
+                doc = _document(r, embedding=True)
+                entry = self._entry(replace(doc, meta={**doc.meta, **meta}), r.timestamp)
+                if r.expires_at is not None:
+                    entry["expires_at"] = r.expires_at  # an update keeps the document's expiry
+                entries.append(entry)
+            # same texts: the store rewrites the vectors' metadata without embedding again
+            await self.store.insert_many(entries)
+        return len(records)
+
+    async def _count(self, filters: dict[str, Any] | None) -> int:
+        found = where(filters)
+        if found is False:
+            return 0
+        await self.store.settle()
+        return await self.store.primary.count(None if found is None else _filters.parse(found))
+
+    async def _unique_counts(self, filters: dict[str, Any] | None, fields: list[str]) -> dict[str, int]:
+        return {f.removeprefix("meta."): len(await self._values(filters, f)) for f in fields}
+
+    async def _fields_info(self) -> dict[str, dict[str, str]]:
+        kinds = {bool: "boolean", int: "int", float: "float"}
+        info: dict[str, dict[str, str]] = {}
+        for r in await self._matching(None):
+            for key, value in r.metadata.items():
+                if value is not None:
+                    info[key] = {"type": kinds.get(type(value), "keyword")}
+        return info
+
+    async def _min_max(self, field: str) -> dict[str, Any]:
+        values = list((await self._values(None, field)).values())
+        numbers: list[Any] = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        ordered = numbers or [v for v in values if isinstance(v, str)]
+        return {"min": min(ordered), "max": max(ordered)} if ordered else {"min": None, "max": None}
+
+    async def _unique_values(
+        self, field: str, term: str | None, start: int, size: int, filters: dict[str, Any] | None
+    ) -> tuple[list[Any], int]:
+        values = await self._values(filters, field)
+        if term:
+            values = {k: v for k, v in values.items() if term.lower() in str(v).lower()}
+        keys = sorted(values, key=lambda k: (str(values[k]), k[0]))
+        return [values[k] for k in keys[start : start + size]], len(keys)
+
+    async def _values(self, filters: dict[str, Any] | None, field: str) -> dict[tuple[str, str], Any]:
+        """The distinct values of the metadata ``field`` (with or without ``meta.``) among the
+        documents matching ``filters``, by their type and JSON form (1, 1.0, True and "1" stay apart)."""
+        key = field.removeprefix("meta.")
+        values: dict[tuple[str, str], Any] = {}
+        for r in await self._matching(filters):
+            value = r.metadata.get(key)
+            if value is not None:
+                values.setdefault((type(value).__name__, json.dumps(value, sort_keys=True, default=str)), value)
+        return values
+
     async def _nearest(
         self, query: list[float], filters: dict[str, Any] | None, top_k: int, scale: bool, with_embedding: bool
     ) -> list[Document]:
-        where = _where(filters)
-        if where is False:
+        found = where(filters)
+        if found is False:
             return []
-        hits = await self.store.search_by_vector(query, top_k, where)
+        hits = await self.store.search_by_vector(query, top_k, found)
         records = await self.store.primary.get([e["id"] for e in hits])
         return [
             _document(r, embedding=with_embedding, score=(e["score"] + 1) / 2 if scale else e["score"])
@@ -257,111 +434,6 @@ def _without_secrets(config: Any) -> Any:
             }
         )
     return config.model_dump(mode="json", exclude_unset=True)
-
-
-# -- filters ---------------------------------------------------------------------------------
-
-_COMPARE = {"==": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "in": "$in", "not in": "$nin"}
-_NEGATE = {"$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in"}
-_ORDER_NEGATE = {"$gt": "$lte", "$gte": "$lt", "$lt": "$gte", "$lte": "$gt"}
-
-
-def translate_filters(filters: dict[str, Any] | None) -> dict[str, Any] | bool:
-    """The Haystack filter ``filters`` in this package's filter language; True matches every
-    document and False none. Malformed filters raise Haystack's FilterError.
-    """
-    if not filters:
-        return True
-    return _translate(filters)
-
-
-def _translate(f: Any) -> dict[str, Any] | bool:
-    if not isinstance(f, dict):
-        raise FilterError(f"a filter must be a dict, got {type(f).__name__}")
-    if "field" in f:
-        return _comparison(f)
-    if "operator" not in f:
-        raise FilterError(f"'operator' key missing in {f}")
-    if "conditions" not in f or not isinstance(f["conditions"], list):
-        raise FilterError(f"'conditions' list missing in {f}")
-    parts = [_translate(c) for c in f["conditions"]]
-    op = f["operator"]
-    if op == "AND":
-        return _and(parts)
-    if op == "OR":
-        return _or(parts)
-    if op == "NOT":
-        return _not(_and(parts))
-    raise FilterError(f"unknown logical operator {op!r}; use AND, OR or NOT")
-
-
-def _comparison(f: dict[str, Any]) -> dict[str, Any] | bool:
-    for key in ("field", "operator", "value"):
-        if key not in f:
-            raise FilterError(f"{key!r} key missing in {f}")
-    field, op, value = f["field"], f["operator"], f["value"]
-    if not isinstance(field, str) or not field.startswith("meta.") or len(field) == 5:
-        raise FilterError(f"only meta fields can be filtered here ('meta.<name>'), got {field!r}")
-    if op not in _COMPARE:
-        raise FilterError(f"unknown comparison operator {op!r}")
-    ours = _COMPARE[op]
-    if ours in ("$in", "$nin") and not isinstance(value, list):
-        raise FilterError(f"{op!r} takes a list, got {type(value).__name__}")
-    if ours in _ORDER_NEGATE:
-        if value is None:
-            return False
-        if isinstance(value, (list, dict)):
-            raise FilterError(f"{op!r} cannot compare with a {type(value).__name__}")
-        if isinstance(value, str):
-            try:
-                datetime.fromisoformat(value)
-            except ValueError:
-                raise FilterError(f"{op!r} compares numbers or ISO dates, got the string {value!r}") from None
-    if isinstance(value, (list, tuple)) and ours in ("$eq", "$ne") or isinstance(value, dict):
-        raise FilterError(f"{op!r} cannot compare with a {type(value).__name__}")
-    return {field[5:]: {ours: value}}
-
-
-def _where(filters: dict[str, Any] | None) -> dict[str, Any] | None | Literal[False]:
-    """The filter in our language (None: everything, False: nothing), checked: values our
-    language cannot compare are a FilterError too."""
-    where = translate_filters(filters)
-    if isinstance(where, bool):
-        return None if where else False
-    try:
-        _filters.parse(where)
-    except ValidationError as exc:
-        raise FilterError(str(exc)) from None
-    return where
-
-
-def _and(parts: list[Any]) -> dict[str, Any] | bool:
-    if any(p is False for p in parts):
-        return False
-    parts = [p for p in parts if p is not True]
-    return True if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
-
-
-def _or(parts: list[Any]) -> dict[str, Any] | bool:
-    if any(p is True for p in parts):
-        return True
-    parts = [p for p in parts if p is not False]
-    return False if not parts else parts[0] if len(parts) == 1 else {"$or": parts}
-
-
-def _not(node: Any) -> dict[str, Any] | bool:
-    if isinstance(node, bool):
-        return not node
-    if "$and" in node:
-        return _or([_not(n) for n in node["$and"]])
-    if "$or" in node:
-        return _and([_not(n) for n in node["$or"]])
-    [(key, cmp)] = node.items()
-    [(op, value)] = cmp.items()
-    if op in _NEGATE:
-        return {key: {_NEGATE[op]: value}}
-    # not (x > v): x <= v, or x missing or null
-    return _or([{key: {_ORDER_NEGATE[op]: value}}, {key: {"$eq": None}}])
 
 
 # -- retriever -------------------------------------------------------------------------------

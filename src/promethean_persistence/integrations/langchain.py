@@ -187,12 +187,7 @@ class SemanticStoreVectorStore(VectorStore):
         ``SemanticStore.create``), ``embedding`` LangChain embeddings to embed with (default: the
         configured embedder); the other keywords are ``text_key``/``time_key``.
         """
-        runner = Runner()
-        try:
-            store = runner.call(lambda: _open(name, config, embedding, keys))
-        except BaseException:
-            runner.close()
-            raise
+        runner, store = Runner.opening(lambda: _open(name, config, embedding, keys))
         return cls(store, embedding=embedding, runner=runner)
 
     @classmethod

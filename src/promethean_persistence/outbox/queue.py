@@ -9,6 +9,7 @@ next batch (up to ``vector_batch_size``). A lone write never waits for a timer u
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from .._errors import (
     EmbeddingMismatchError,
     SemanticStoreError,
 )
+from .._telemetry import traced_batch
 from .._types import Record
 from ..drivers.base import Embedder, VectorDriver, Warmable
 from .planner import Job, Planner
@@ -93,7 +95,10 @@ class VectorWriteQueue:
 
     def _start(self) -> None:
         if self._jobs and (self._runner is None or self._runner.done()):
-            self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"vector-queue:{self.collection}")
+            # a fresh context: a batch serves many callers, its trace spans are no one caller's children
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name=f"vector-queue:{self.collection}", context=contextvars.Context()
+            )
         if self._renewal is None:
             self._renewal = asyncio.get_running_loop().call_later(self.planner.lease_ms / 3000, self._renew_leases)
 
@@ -227,6 +232,7 @@ class VectorWriteQueue:
             return len(self._jobs)
         return min(len(self._jobs), self.batch_size * WINDOW_BATCHES)
 
+    @traced_batch  # the root span of the batch's embedding and upserts
     async def _process(self, batch: list[Job]) -> None:
         started = time.perf_counter()
         latest: dict[str, Job] = {}

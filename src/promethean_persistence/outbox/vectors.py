@@ -7,10 +7,12 @@ import asyncio
 from typing import Any, cast
 
 from .._entries import fingerprint
+from .._telemetry import traced_embed, traced_upsert
 from .._types import FINGERPRINT_KEY, Record
 from ..drivers.base import DocumentVector, Embedder, ImageEmbedder, VectorDriver
 
 
+@traced_embed("document")
 async def embed_records(embedder: Embedder, records: list[Record], *, images: bool) -> Any:
     """One vector per record of ``records``, from ``embedder``: the texts through
     ``embed``, and with ``images`` the ``metadata.type == "image"`` ones (their text is a
@@ -33,6 +35,7 @@ def vector_metadata(record: Record, model: str | None) -> dict[str, Any]:
     return {**record.metadata, FINGERPRINT_KEY: fingerprint(record.text, model)}
 
 
+@traced_upsert
 async def upsert_records(vector: VectorDriver, records: list[Record], vectors: Any, model: str | None) -> None:
     """Upsert the vectors of ``records`` into ``vector``: ``vectors`` aligned with them
     (None: metadata only), metadata fingerprinted with ``model``, and the text and time for

@@ -8,6 +8,10 @@ holder died) makes the item claimable again.
 Where the primary keeps expiry (``Capabilities.expiry``), the worker also purges expired
 records when it starts and then every ``purge_every_ms``: each leaves a tombstone that is due
 at once, so the same round deletes its vector.
+
+A store opened with ``vector_writes="worker"`` does not start this loop; outbox worker
+processes (``_workers``: ``run_worker``, ``semantic-store worker``) call ``run_once`` and
+``purge_due`` of the stores they open instead.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ PRIMARY = {
     "vector_aliases": base.VectorAliases,
     "lexical": base.LexicalPrimary,
     "expiry": base.ExpiringPrimary,
+    "outbox_stats": base.OutboxStatsPrimary,
     "field_names": base.FieldNames,
 }
 VECTOR = {
@@ -54,6 +55,10 @@ def check_declared(driver: Any, kind: str) -> None:
                     "vector_collection",
                     "lexical_query",
                     "purge_expired",
+                    "outbox_stats",
+                    "beat_worker",
+                    "forget_worker",
+                    "list_collections",
                 ):
                     assert inspect.iscoroutinefunction(method), f"{driver!r}.{member} must be async"
     foreign = [f for f in base.Capabilities.__dataclass_fields__ if f not in _OWN[kind] and getattr(caps, f)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._filters import Node, evaluate
@@ -41,11 +41,12 @@ class MemoryPrimary:
         """``collection`` is the name the driver reports; records live in this object only.
         ``lexical`` keeps the lexical index of the texts (``Capabilities.lexical``)."""
         self.collection = collection
-        self.capabilities = Capabilities(lexical=lexical, expiry=True)
+        self.capabilities = Capabilities(lexical=lexical, expiry=True, outbox_stats=True)
         self._lexical = TextIndex() if lexical else None
         self._records: dict[str, Record] = {}
         self._tombstones: dict[str, Record] = {}
         self._manifest: Manifest | None = None
+        self._workers: dict[str, dict[str, Any]] = {}  #: heartbeats by worker id (with ``dead_at``)
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> MemoryPrimary:
@@ -226,3 +227,45 @@ class MemoryPrimary:
         self._manifest = None
         if self._lexical is not None:
             self._lexical.clear()
+
+    # -- outbox figures and worker heartbeats (Capabilities.outbox_stats) ---------------------
+
+    async def outbox_stats(self, now: int) -> dict[str, Any]:
+        """See ``OutboxStatsPrimary.outbox_stats`` (``now``)."""
+        pending = [r for r in self._records.values() if r.vector_status == "pending"]
+        failed = [r for r in self._records.values() if r.vector_status == "failed"]
+        live = sorted(
+            (w for w in self._workers.values() if w["dead_at"] > now), key=lambda w: (w["started_at"], w["id"])
+        )
+        return {
+            "pending": len(pending),
+            "leased": sum(1 for r in pending if r.vector_next_at is not None and r.vector_next_at > now),
+            "failed": len(failed),
+            "retrying": sum(1 for r in failed if r.vector_next_at is not None),
+            "tombstones": len(self._tombstones),
+            "oldest_pending_at": min((r.vector_updated_at or r.timestamp for r in pending), default=None),
+            "workers": [{k: w[k] for k in ("id", "host", "pid", "started_at", "last_beat_at")} for w in live],
+        }
+
+    async def beat_worker(self, worker: Mapping[str, Any], now: int, dead_at: int) -> None:
+        """See ``OutboxStatsPrimary.beat_worker`` (``worker``, ``now``, ``dead_at``)."""
+        for id_ in [i for i, w in self._workers.items() if w["dead_at"] < now - 86_400_000]:
+            del self._workers[id_]
+        self._workers[str(worker["id"])] = {
+            "id": str(worker["id"]),
+            "host": str(worker["host"]),
+            "pid": int(worker["pid"]),
+            "started_at": int(worker["started_at"]),
+            "last_beat_at": now,
+            "dead_at": dead_at,
+        }
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """See ``OutboxStatsPrimary.forget_worker`` (``worker_id``)."""
+        self._workers.pop(worker_id, None)
+
+    @classmethod
+    async def list_collections(cls, config: StoreConfig) -> list[str] | None:
+        """See ``OutboxStatsPrimary.list_collections`` (``config``): None, every instance is its
+        own database, invisible to other processes."""
+        return None

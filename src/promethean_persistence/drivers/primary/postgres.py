@@ -6,13 +6,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._lexical import query_terms
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorHit, VectorState
+from .._outbox_sql import (
+    FORGET_AFTER_MS,
+    WORKERS,
+    backlog_sql,
+    beat_params,
+    beat_sql,
+    create_workers,
+    forget_sql,
+    live_workers_sql,
+    prune_sql,
+    stats_of,
+)
 from .._postgres import PoolUser, conninfo, filter_sql, table_name
 from .._sql import due_records, due_tombstones, window
 from ..base import Capabilities, Order
@@ -95,7 +107,8 @@ class PostgresPrimary(PoolUser):
             + ", ".join(f"{c} = {v}" for c, v in zip(_WRITTEN[1:], values.split(", ")[1:]))
             + " WHERE id = %s"
         )
-        self.capabilities = Capabilities(transactions=True, lexical=lexical, expiry=True)
+        self.capabilities = Capabilities(transactions=True, lexical=lexical, expiry=True, outbox_stats=True)
+        self._workers_ready = False  #: the heartbeat table exists (made by the first beat)
         self._ts_config = text_search_config  #: its canonical name once open
 
     @classmethod
@@ -489,6 +502,52 @@ class PostgresPrimary(PoolUser):
             await conn.execute(f"DELETE FROM {self._t}")
             await conn.execute(f"DELETE FROM {self._tomb}")
             await conn.execute(f"UPDATE {CATALOG} SET manifest = NULL WHERE collection = %s", (self.collection,))
+
+    # -- outbox figures and worker heartbeats (Capabilities.outbox_stats) ---------------------
+
+    async def outbox_stats(self, now: int) -> dict[str, Any]:
+        """See ``OutboxStatsPrimary.outbox_stats`` (``now``)."""
+        async with self._mapped("outbox_stats"), self._pool.connection() as conn:
+            rows = await (await conn.execute(backlog_sql(self._t, "%s"), (now,))).fetchall()
+            tombstones = (await (await conn.execute(f"SELECT count(*) FROM {self._tomb}")).fetchone())[0]
+            workers = []
+            if (await (await conn.execute("SELECT to_regclass(%s)", (WORKERS,))).fetchone())[0] is not None:
+                cur = await conn.execute(live_workers_sql("%s"), (self.collection, now))
+                workers = await cur.fetchall()
+        return stats_of(rows, tombstones, workers)
+
+    async def _workers_table(self, conn: Any) -> None:
+        if not self._workers_ready:  # two first beats at once must not race on CREATE TABLE
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"semantic-store:{WORKERS}",))
+            await conn.execute(create_workers("bigint"))
+            self._workers_ready = True
+
+    async def beat_worker(self, worker: Mapping[str, Any], now: int, dead_at: int) -> None:
+        """See ``OutboxStatsPrimary.beat_worker`` (``worker``, ``now``, ``dead_at``)."""
+        async with self._mapped("beat_worker"), self._pool.connection() as conn, conn.transaction():
+            await self._workers_table(conn)
+            await conn.execute(beat_sql("%s"), beat_params(self.collection, worker, now, dead_at))
+            await conn.execute(prune_sql("%s"), (now - FORGET_AFTER_MS,))
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """See ``OutboxStatsPrimary.forget_worker`` (``worker_id``)."""
+        async with self._mapped("forget_worker"), self._pool.connection() as conn, conn.transaction():
+            await self._workers_table(conn)
+            await conn.execute(forget_sql("%s"), (self.collection, worker_id))
+
+    @classmethod
+    async def list_collections(cls, config: StoreConfig) -> list[str] | None:
+        """See ``OutboxStatsPrimary.list_collections`` (``config``): the collections in the
+        database's catalog."""
+        probe = cls.from_config(config, "catalog")
+        await probe._acquire()
+        try:
+            if (await probe._fetch("SELECT to_regclass(%s)", (CATALOG,), "list_collections"))[0][0] is None:
+                return []
+            rows = await probe._fetch(f"SELECT collection FROM {CATALOG} ORDER BY collection", (), "list_collections")
+            return [str(r[0]) for r in rows]
+        finally:
+            await probe.aclose()
 
 
 class _Transaction:

@@ -6,15 +6,28 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._errors import BackendRejected
 from ..._filters import Node
 from ..._lexical import query_terms
 from ..._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorHit, VectorState
+from .._outbox_sql import (
+    FORGET_AFTER_MS,
+    WORKERS,
+    backlog_sql,
+    beat_params,
+    beat_sql,
+    create_workers,
+    forget_sql,
+    live_workers_sql,
+    prune_sql,
+    stats_of,
+)
 from .._sql import due_records, due_tombstones, window
 from .._sqlite import SQLiteConnection, filter_sql, quote, table_base
+from .._sqlite_filter import index_sql, key_digest, metadata_paths
 from .._sqlite_lexical import SUFFIXES, FtsIndex
 from ..base import Capabilities, Order
 
@@ -33,6 +46,7 @@ _UPDATES = (
     ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.split(", ") if c != "id") + ", is_empty = excluded.is_empty"
 )
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"  #: a record not expired at the parameter (epoch ms)
+_READ_HERE = 64  #: ``get`` of at most this many ids reads on the caller's thread (``SQLiteConnection.read_here``)
 
 
 def _now_ms() -> int:
@@ -91,15 +105,18 @@ class SQLitePrimary:
         synchronous: str = "FULL",
         busy_timeout_ms: int = 30_000,
         lexical: bool = True,
+        metadata_indexes: Sequence[str] = (),
     ):
         """``path`` is the database file (created on ``open``); ``collection`` names the table;
         ``synchronous`` is SQLite's ``PRAGMA synchronous`` for durable commits; ``busy_timeout_ms``
         how long a write waits for another process's lock before failing; ``lexical`` keeps the
-        full-text index (FTS5) of the texts.
+        full-text index (FTS5) of the texts; ``metadata_indexes`` are metadata keys (dotted:
+        nested) to index for filters.
         """
         self.path = path
+        self._indexed = tuple(metadata_paths(metadata_indexes))
         self.collection = collection
-        self.capabilities = Capabilities(lexical=lexical, expiry=True)
+        self.capabilities = Capabilities(lexical=lexical, expiry=True, outbox_stats=True)
         self._table = quote(collection)
         self._tombstones = quote(f"{collection}__tombstones")
         self._fts: FtsIndex | None = None
@@ -115,6 +132,7 @@ class SQLitePrimary:
             synchronous=s.synchronous,
             busy_timeout_ms=s.busy_timeout_ms,
             lexical=config.lexical_index,
+            metadata_indexes=config.metadata_indexes,
         )
 
     def __repr__(self) -> str:
@@ -184,6 +202,8 @@ class SQLitePrimary:
         )
         idx = quote(f"{base}__expires")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) WHERE expires_at IS NOT NULL")
+        for path in self._indexed:  # the newest entries of a filter, too, come from these
+            conn.execute(index_sql(t, quote(f"{base}__meta_{key_digest(path)}"), path, then="timestamp"))
         if self.capabilities.lexical:
             self._fts = FtsIndex(base)
             self._fts.create(conn)
@@ -237,7 +257,10 @@ class SQLitePrimary:
         """See ``PrimaryDriver.get``."""
         ids = list(ids)
         now = _now_ms()
-        found = await self._db.run(lambda: self._fetch(self._db.conn, ids, now), operation="get") if ids else {}
+        # a few rows by key (a search's hits) read here: cheaper than a hop to the connection's thread
+        found = self._db.read_here(lambda conn: self._fetch(conn, ids, now)) if 0 < len(ids) <= _READ_HERE else None
+        if found is None:
+            found = await self._db.run(lambda: self._fetch(self._db.conn, ids, now), operation="get") if ids else {}
         return [found.get(i) for i in ids]
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
@@ -263,7 +286,7 @@ class SQLitePrimary:
 
     def _where(self, where: Node | None, clauses: list[str], params: list[Any]) -> None:
         if where is not None:
-            sql, p = filter_sql(where, columns=_FILTER_COLUMNS)
+            sql, p = filter_sql(where, columns=_FILTER_COLUMNS, indexed=self._indexed)
             clauses.append(sql)
             params.extend(p)
 
@@ -469,3 +492,60 @@ class SQLitePrimary:
             conn.execute(f"UPDATE {CATALOG} SET manifest = NULL WHERE collection = ?", (self.collection,))
 
         await self._db.run(self._db.transaction, drop, operation="drop")
+
+    # -- outbox figures and worker heartbeats (Capabilities.outbox_stats) ---------------------
+
+    async def outbox_stats(self, now: int) -> dict[str, Any]:
+        """See ``OutboxStatsPrimary.outbox_stats`` (``now``)."""
+
+        def read() -> dict[str, Any]:
+            conn = self._db.conn
+            rows = conn.execute(backlog_sql(self._table, "?"), (now,)).fetchall()
+            tombstones = conn.execute(f"SELECT COUNT(*) FROM {self._tombstones}").fetchone()[0]
+            workers = []
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (WORKERS,)).fetchone():
+                workers = conn.execute(live_workers_sql("?"), (self.collection, now)).fetchall()
+            return stats_of(rows, tombstones, workers)
+
+        return await self._db.run(read, operation="outbox_stats")
+
+    async def beat_worker(self, worker: Mapping[str, Any], now: int, dead_at: int) -> None:
+        """See ``OutboxStatsPrimary.beat_worker`` (``worker``, ``now``, ``dead_at``)."""
+
+        def beat(conn: sqlite3.Connection) -> None:
+            conn.execute(create_workers())
+            conn.execute(beat_sql("?"), beat_params(self.collection, worker, now, dead_at))
+            conn.execute(prune_sql("?"), (now - FORGET_AFTER_MS,))
+
+        await self._db.run(self._db.quick_transaction, beat, operation="beat_worker")
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """See ``OutboxStatsPrimary.forget_worker`` (``worker_id``)."""
+
+        def forget(conn: sqlite3.Connection) -> None:
+            conn.execute(create_workers())
+            conn.execute(forget_sql("?"), (self.collection, worker_id))
+
+        await self._db.run(self._db.quick_transaction, forget, operation="forget_worker")
+
+    @classmethod
+    async def list_collections(cls, config: StoreConfig) -> list[str] | None:
+        """See ``OutboxStatsPrimary.list_collections`` (``config``): the collections listed in the
+        file's catalog (none when the file does not exist yet)."""
+        from pathlib import Path
+
+        path = config.sqlite_path
+        if path == ":memory:" or not Path(path).expanduser().exists():
+            return [] if path != ":memory:" else None
+        db = SQLiteConnection(path, driver=cls.name, busy_timeout_ms=config.sqlite.busy_timeout_ms)
+        await db.open()
+        try:
+
+            def names() -> list[str]:
+                if not db.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (CATALOG,)).fetchone():
+                    return []
+                return [r[0] for r in db.conn.execute(f"SELECT collection FROM {CATALOG} ORDER BY collection")]
+
+            return await db.run(names, operation="list_collections")
+        finally:
+            await db.close()

@@ -4,6 +4,8 @@ SQL, and iterative index scans so a filter never silently shortens the result.""
 from __future__ import annotations
 
 import json
+import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -14,16 +16,43 @@ from ..._filters import Node
 from ..._types import FINGERPRINT_KEY, VectorHit
 from .._postgres import PoolUser, conninfo, filter_sql
 from ..base import Capabilities
+from ._ef import MAX_EF, ef_for
 from ._exact import as_matrix
 
 if TYPE_CHECKING:
     from ..._config import StoreConfig
 
-_MAX_EF_SEARCH = 1000  #: the largest hnsw.ef_search pgvector accepts
+_MAX_EF_SEARCH = MAX_EF  #: the largest hnsw.ef_search pgvector accepts
+
+
+_FORMATS: dict[int, str] = {}  #: a vector literal's format by dimension
 
 
 def _literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+    # 9 significant digits give every float32 back exactly; one % is three times faster than a join
+    fmt = _FORMATS.get(len(vector))
+    if fmt is None:
+        fmt = _FORMATS[len(vector)] = "[" + ",".join(["%.9g"] * len(vector)) + "]"
+    return fmt % tuple(vector.tolist())
+
+
+#: the search settings last set on each pooled connection (by any driver of this process): a
+#: query sets them only where they differ, instead of a transaction with ``SET LOCAL`` each time
+_SESSIONS: weakref.WeakKeyDictionary[Any, tuple[int, str | None]] = weakref.WeakKeyDictionary()
+#: tables this small are searched exactly: a scan costs about a graph search, and pgvector's
+#: graph can leave a row unreachable (near-duplicate vectors), which no ``ef_search`` finds
+EXACT_ROWS = 1000
+_SIZE_TTL = 30.0  #: seconds a collection's size estimate (for ``ef_search``) is reused
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"0.8.1"`` as ``(0, 8, 1)`` (a part that is not a number ends it)."""
+    parts: list[int] = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
 
 
 class PgvectorVector(PoolUser):
@@ -45,12 +74,13 @@ class PgvectorVector(PoolUser):
         *,
         m: int = 16,
         ef_construction: int = 64,
-        ef_search: int = 40,
+        ef_search: int | None = None,
         pool: Any = None,
     ) -> None:
         """``info``: the libpq connection string. ``shown``: the server as messages name it
         (no secrets). ``secrets``: strings redacted from messages. ``collection``: the
-        table prefix. ``m``, ``ef_construction`` and ``ef_search``: the HNSW settings.
+        table prefix. ``m``, ``ef_construction`` and ``ef_search``: the HNSW settings (``ef_search``
+        None: from the limit and the table's size, ``_ef.auto_ef``).
         ``pool``: the pool settings (sizes, idle timeout; None: defaults). Raises nothing."""
         super().__init__(info, shown, secrets, collection, pool)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
@@ -58,6 +88,8 @@ class PgvectorVector(PoolUser):
         self.dims: int | None = None
         self._t = self._ident("__vectors")
         self._idx = self._ident("__vectors_hnsw")
+        self._iterative: str | None = None  #: ``hnsw.iterative_scan`` mode (pgvector 0.8+), set by ``open``
+        self._size: tuple[float, int] | None = None  #: (when, rows) the table's size estimate
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> PgvectorVector:
@@ -86,6 +118,12 @@ class PgvectorVector(PoolUser):
             async with self._mapped("open"), self._pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext('semantic-store:pgvector-extension'))")
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                row = await (
+                    await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                ).fetchone()
+            # iterative index scans (0.8+): a filter never shortens the result; relaxed order finds
+            # more of the true nearest than strict order (hits are sorted here anyway)
+            self._iterative = "relaxed_order" if row and _version(row[0]) >= (0, 8) else None
             await self._load_dims()
         except BaseException:
             await self.aclose()
@@ -169,6 +207,7 @@ class PgvectorVector(PoolUser):
                 "ON CONFLICT (id) DO UPDATE SET embedding = excluded.embedding, metadata = excluded.metadata",
                 [(i, _literal(v), m) for i, v, m in zip(ids, matrix, metas)],
             )
+        self._grew(len(ids))
 
     async def delete_in(self, conn: Any, ids: Sequence[str]) -> None:
         """See ``TransactionalVector.delete_in``."""
@@ -177,7 +216,10 @@ class PgvectorVector(PoolUser):
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
         """See ``VectorDriver.query``: the filter runs in SQL, with iterative index scans so
-        it never shortens the result."""
+        it never shortens the result (pgvector 0.8+). One statement: the search settings stay
+        on the pooled connection. A table of at most ``EXACT_ROWS`` rows, a ``limit`` beyond
+        what a graph search promises, or a graph search that came back short is answered
+        by an exact scan."""
         query = as_matrix(vector, await self._load_dims(), self.name)
         if self.dims is None:
             return []
@@ -186,21 +228,62 @@ class PgvectorVector(PoolUser):
         if where is not None:
             sql, params = filter_sql(where)
             clause = f"WHERE {sql}"
-        literal = _literal(query[0])
-        async with self._mapped("query"), self._pool.connection() as conn, conn.transaction():
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {min(int(max(self.ef_search, limit)), _MAX_EF_SEARCH)}")
-            if limit > _MAX_EF_SEARCH:  # more than a graph search promises to find: scan them all, exactly
-                await conn.execute("SET LOCAL enable_indexscan = off")
-            # keep scanning the graph until the filter has let ``limit`` rows through
-            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            rows = await (
-                await conn.execute(
-                    f"SELECT id, 1 - (embedding <=> %s::vector) FROM {self._t} {clause} "
-                    "ORDER BY embedding <=> %s::vector LIMIT %s",
-                    [literal, *params, literal, limit],
-                )
-            ).fetchall()
-        return [VectorHit(row[0], float(row[1])) for row in rows]
+        size = await self._rows()
+        ef = min(ef_for(self.ef_search, limit, size), _MAX_EF_SEARCH)
+        exact = limit > _MAX_EF_SEARCH or size <= EXACT_ROWS
+        args = [_literal(query[0]), *params, limit]
+        async with self._mapped("query"), self._pool.connection() as conn:
+            if _SESSIONS.get(conn) != (ef, self._iterative):
+                await self._settings(conn, ef)
+            rows = await (await conn.execute(self._statement(clause, exact), args)).fetchall()
+            if len(rows) < limit and not exact:
+                # short: fewer matches than ``limit``, or an iterative scan that gave up
+                # (``hnsw.max_scan_tuples``) or a row the graph cannot reach; only a scan can tell
+                exact = True
+                rows = await (await conn.execute(self._statement(clause, exact), args)).fetchall()
+        hits = [VectorHit(row[0], 1.0 - row[1]) for row in rows]
+        if self._iterative == "relaxed_order" and not exact:
+            hits.sort(key=lambda h: -h.score)  # relaxed: nearly in order
+        return hits
+
+    def _statement(self, clause: str, exact: bool) -> str:
+        # ``+ 0``: an order the index cannot give, so PostgreSQL scans every row exactly
+        distance = "(embedding <=> %s::vector) + 0" if exact else "embedding <=> %s::vector"
+        return f"SELECT id, {distance} AS d FROM {self._t} {clause} ORDER BY d LIMIT %s"
+
+    async def _settings(self, conn: Any, ef: int) -> None:
+        """Set this driver's search settings on pooled connection ``conn`` (for its session:
+        ``hnsw.*`` only steer pgvector's index scans, which only this driver runs)."""
+        if self._iterative is None:
+            await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", [str(ef)])
+        else:
+            await conn.execute(
+                "SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', %s, false)",
+                [str(ef), self._iterative],
+            )
+        _SESSIONS[conn] = (ef, self._iterative)
+
+    async def _rows(self) -> int:
+        """An estimate of the table's rows (PostgreSQL's statistics, else a count), asked
+        again after ``_SIZE_TTL`` seconds; this driver's writes keep it up to date meanwhile."""
+        now = time.monotonic()
+        if self._size is not None and now - self._size[0] < _SIZE_TTL:
+            return self._size[1]
+        async with self._mapped("query"), self._pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", (self._t,))
+            ).fetchone()
+            rows = int(row[0]) if row and row[0] is not None else 0
+            if rows < 0 or rows < 10_000:  # never analysed, or small: counting is cheap and exact
+                rows = (await (await conn.execute(f"SELECT count(*) FROM {self._t}")).fetchone())[0]
+        self._size = (now, rows)
+        return rows
+
+    def _grew(self, rows: int) -> None:
+        """Count up to ``rows`` written; a small table is counted again (exactly: it decides
+        between an exact and a graph search)."""
+        if self._size is not None:
+            self._size = None if self._size[1] < 10_000 else (self._size[0], self._size[1] + rows)
 
     async def _existing(self, conn: Any, ids: Sequence[str]) -> set[str]:
         rows = await (await conn.execute(f"SELECT id FROM {self._t} WHERE id = ANY(%s)", (list(ids),))).fetchall()
@@ -273,3 +356,4 @@ class PgvectorVector(PoolUser):
             return
         async with self._mapped("drop"), self._pool.connection() as conn:
             await conn.execute(f"DELETE FROM {self._t}")
+        self._size = None

@@ -7,14 +7,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from ...._deps import require
 from ...._types import SCHEMA_VERSION, TOMBSTONE_VERSION, Manifest, Record, VectorState
-from ._layout import EXTRA, STATE
+from ._layout import EXTRA, MANIFESTS, STATE
 from ._legacy import _write_view
 
+if TYPE_CHECKING:
+    from ...._config import StoreConfig
+
 _T = TypeVar("_T")
+WORKERS = "semantic_store_workers"  #: worker heartbeats: one document per (collection, worker)
+FORGET_AFTER_MS = 86_400_000  #: a worker dead this long is removed at the next beat
 #: a place ``claim`` looks for work (its comment there names the fields)
 _Source = tuple[
     Any, dict[str, Any], list[tuple[str, int]], dict[str, int] | None, str, Callable[[Any], tuple[Any, ...]]
@@ -183,3 +188,78 @@ class Outbox:
         """The original's alias lookup: ``collection_aliases[{agent}_{name}].target``."""
         target = (self._alias or {}).get("target")
         return str(target) if target else None
+
+    # -- outbox figures and worker heartbeats (Capabilities.outbox_stats) ---------------------
+
+    async def outbox_stats(self, now: int) -> dict[str, Any]:
+        """See ``OutboxStatsPrimary.outbox_stats`` (``now``): counts on the outbox index
+        (status, next) and the tombstones' (collection, next)."""
+        status = f"{STATE}.status"
+        count = self._col.count_documents
+        async with self._mapped("outbox_stats"):
+            pending = await count({status: "pending"})
+            leased = await count({status: "pending", f"{STATE}.next": {"$gt": now}}) if pending else 0
+            failed = await count({status: "failed"})
+            retrying = await count({status: "failed", f"{STATE}.next": {"$ne": None}}) if failed else 0
+            tombstones = await self._tomb.count_documents({"collection": self.collection})
+            oldest = None
+            if pending:
+                projection = {f"{STATE}.updated": 1, self.time_key: 1}
+                async for d in self._col.find({status: "pending"}, projection).sort(f"{STATE}.updated", 1).limit(1):
+                    oldest = (d.get(STATE) or {}).get("updated") or d.get(self.time_key)
+            cursor = self._col.database[WORKERS].find({"collection": self.collection, "dead_at": {"$gt": now}})
+            workers = [
+                {
+                    "id": str(w["worker_id"]),
+                    "host": str(w["host"]),
+                    "pid": int(w["pid"]),
+                    "started_at": int(w["started_at"]),
+                    "last_beat_at": int(w["beat_at"]),
+                }
+                async for w in cursor.sort([("started_at", 1), ("worker_id", 1)])
+            ]
+        return {
+            "pending": pending,
+            "leased": leased,
+            "failed": failed,
+            "retrying": retrying,
+            "tombstones": tombstones,
+            "oldest_pending_at": int(oldest) if isinstance(oldest, (int, float)) else None,
+            "workers": workers,
+        }
+
+    async def beat_worker(self, worker: Mapping[str, Any], now: int, dead_at: int) -> None:
+        """See ``OutboxStatsPrimary.beat_worker`` (``worker``, ``now``, ``dead_at``)."""
+        beats = self._col.database[WORKERS]
+        doc = {
+            "collection": self.collection,
+            "worker_id": str(worker["id"]),
+            "host": str(worker["host"]),
+            "pid": int(worker["pid"]),
+            "started_at": int(worker["started_at"]),
+            "beat_at": now,
+            "dead_at": dead_at,
+        }
+        async with self._mapped("beat_worker"):
+            await beats.replace_one({"_id": f"{self.collection}\x00{worker['id']}"}, doc, upsert=True)
+            await beats.delete_many({"dead_at": {"$lt": now - FORGET_AFTER_MS}})
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """See ``OutboxStatsPrimary.forget_worker`` (``worker_id``)."""
+        async with self._mapped("forget_worker"):
+            await self._col.database[WORKERS].delete_one({"_id": f"{self.collection}\x00{worker_id}"})
+
+    @classmethod
+    async def list_collections(cls, config: StoreConfig) -> list[str] | None:
+        """See ``OutboxStatsPrimary.list_collections`` (``config``): the collections with a
+        manifest in the configured database (every store opened by this package has one)."""
+        pymongo = require("pymongo", extra=EXTRA, driver=cls.name)
+        probe = cast(Any, cls).from_config(config, "catalog")
+        options = {"serverSelectionTimeoutMS": 10_000, "connectTimeoutMS": 10_000, **probe.options}
+        client = pymongo.AsyncMongoClient(probe._uri, **options)
+        try:
+            async with probe._mapped("list_collections"):
+                names = await client[probe.database][MANIFESTS].distinct("_id")
+        finally:
+            await client.close()
+        return sorted(str(n) for n in names)

@@ -84,7 +84,7 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
         self.collection = collection
         # its own transactions (replica sets) never include a vector store's writes
         self.capabilities = Capabilities(
-            dedupe=True, vector_aliases=True, field_names=True, lexical=lexical, expiry=True
+            dedupe=True, vector_aliases=True, field_names=True, lexical=lexical, expiry=True, outbox_stats=True
         )
         self.options = dict(options or {})
         self.text_key, self.time_key = text_key, time_key

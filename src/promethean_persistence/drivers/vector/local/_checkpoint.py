@@ -24,7 +24,7 @@ class _Checkpoint:
 
     if TYPE_CHECKING:  # set by LocalVector.__init__ / _reset, or defined by the other mixins
         collection: str
-        ef_search: int
+        ef_search: int | None
         dims: int | None
         _index_base: Path
         _hnswlib: Any
@@ -65,7 +65,6 @@ class _Checkpoint:
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint only costs a rebuild
             log.warning("ignoring the HNSW checkpoint of %s (%s); rebuilding from SQLite", self.collection, exc)
             return
-        graph.set_ef(self.ef_search)
         self._graph, self.dims = graph, int(meta["dims"])
         self._checkpoint_seq = self._seq = int(meta["seq"])
         in_graph = set(labels)

@@ -22,7 +22,7 @@ class _Indexing:
     if TYPE_CHECKING:  # set by LocalVector.__init__ / _reset
         m: int
         ef_construction: int
-        ef_search: int
+        ef_search: int | None
         exact_threshold: int
         dims: int | None
         _hnswlib: Any
@@ -62,7 +62,6 @@ class _Indexing:
                 M=self.m,
                 allow_replace_deleted=True,
             )
-            self._graph.set_ef(self.ef_search)
         graph = self._graph
         needed = graph.element_count + len(labels)
         if needed > graph.max_elements:

@@ -14,6 +14,7 @@ import numpy as np
 from ...._errors import ValidationError
 from ...._types import FINGERPRINT_KEY
 from ..._sqlite import quote, table_base
+from ..._sqlite_filter import index_sql, key_digest
 from .._exact import as_matrix
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class _Storage:
         _indexing: asyncio.Task[None] | None
         _checkpoint_seq: int
         _graph_changed: bool
+        _indexed: tuple[tuple[str, ...], ...]
 
         def _reset(self) -> None: ...
         def _meta_path(self) -> Path: ...
@@ -66,6 +68,8 @@ class _Storage:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__vectors_seq')} ON {self._table} (seq)")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self._dropped} (label INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__drops_seq')} ON {self._dropped} (seq)")
+        for path in self._indexed:
+            conn.execute(index_sql(self._table, quote(f"{base}__vectors_meta_{key_digest(path)}"), path))
         conn.execute(f"INSERT OR IGNORE INTO {GENERATIONS} VALUES (?, 0)", (self.collection,))
 
     # -- replay ---------------------------------------------------------------------------

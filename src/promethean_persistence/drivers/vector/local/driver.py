@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from ..._names import file_name
 from ..._sqlite import SQLiteConnection, quote
+from ..._sqlite_filter import metadata_paths
 from ...base import Capabilities
 from ._checkpoint import _Checkpoint
 from ._indexing import _Indexing
@@ -41,17 +43,21 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         busy_timeout_ms: int = 30_000,
         m: int = 16,
         ef_construction: int = 100,
-        ef_search: int = 128,
+        ef_search: int | None = None,
         exact_threshold: int = 5_000,
         index_dir: str | None = None,
+        metadata_indexes: Sequence[str] = (),
     ) -> None:
         """``path``: the SQLite file. ``collection``: the table prefix. ``synchronous`` and
         ``busy_timeout_ms``: SQLite's durability level and lock wait. ``m``,
-        ``ef_construction`` and ``ef_search``: the HNSW settings. ``exact_threshold``:
+        ``ef_construction`` and ``ef_search``: the HNSW settings (``ef_search`` None: from the
+        limit and the collection's size, ``_ef.auto_ef``). ``exact_threshold``:
         collections this small stay exact. ``index_dir``: where the HNSW checkpoint goes
-        (default: beside the file). Raises ``ValidationError`` for a collection name SQLite
-        cannot quote."""
+        (default: beside the file). ``metadata_indexes``: metadata keys (dotted: nested) to
+        index for filters. Raises ``ValidationError`` for a collection name SQLite cannot
+        quote."""
         self.path = path
+        self._indexed = tuple(metadata_paths(metadata_indexes))
         self.collection = collection
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
         self.exact_threshold = exact_threshold
@@ -90,6 +96,7 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
             ef_construction=local.hnsw.ef_construction,
             ef_search=local.hnsw.ef_search,
             exact_threshold=local.exact_threshold,
+            metadata_indexes=config.metadata_indexes,
         )
 
     for_collection = from_config

@@ -1,0 +1,186 @@
+"""Scale benchmark of the embedded default (SQLite primary + local HNSW vectors) at ``--n``
+entries (100k, 300k, 1M), with the hashing embedder (384 dimensions) so the model is not what
+is timed, and the store's defaults otherwise.
+
+Prints one JSON object per size:
+
+* ``insert``: entries/s through ``insert_many`` (batches of 1,000) until acknowledged and
+  until the HNSW graph holds every vector.
+* ``query``: p50/p99 ms of ``get_most_relevant(q, 10)`` unfiltered, with a 1% filter on a
+  key declared in ``metadata_indexes`` (``tenant``) and with the same 1% filter on an
+  undeclared key of the same distribution (``group``: a scan), over ``--queries`` queries;
+  ``recall_at_10``: unfiltered hits against exact search over the stored vectors.
+* ``disk_mb``: the SQLite file and the HNSW checkpoint; ``reopen``: in a fresh process, the
+  seconds to open the store, to answer a first query and the RSS (MB) after it, after a clean
+  close; ``after_kill``: the same after ``--kill-tail`` more entries were written by a process
+  that was then SIGKILLed before closing (its graph changes never saved).
+
+    python bench/scale.py [--n 100000 [300000 1000000]] [--queries 200] [--kill-tail 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIMS = 384
+BATCH = 1_000
+_CHILD = r"""
+import asyncio, json, os, sys, time
+from promethean_persistence import SemanticStore
+config, mode, tail = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+async def main():
+    started = time.perf_counter()
+    store = await SemanticStore.create("scale", config=config)
+    opened = time.perf_counter() - started
+    if mode == "write-then-die":
+        for start in range(0, tail, 1000):
+            await store.insert_many([{"text": f"late entry {i} about tenant {i % 100}", "metadata": {}}
+                                     for i in range(start, min(tail, start + 1000))])
+        await store.flush()
+        print("written", flush=True)
+        await asyncio.sleep(3600)  # killed here, graph changes unsaved
+    await store.get_most_relevant("entry about tenant 7", 10)
+    first = time.perf_counter() - started
+    t = time.perf_counter()
+    for i in range(20):
+        await store.get_most_relevant(f"entry {i} about tenant {i}", 10)
+    fast = (time.perf_counter() - t) / 20
+    rss = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+    print(json.dumps({"open_s": round(opened, 2), "first_query_s": round(first, 2),
+                      "then_query_ms": round(fast * 1000, 2), "rss_mb": round(rss, 1)}))
+    await store.close()
+asyncio.run(main())
+"""
+
+
+def config(home: str) -> dict:
+    return {
+        "home": home,
+        "embedding_driver": "hashing",
+        "hashing": {"dimensions": DIMS},
+        "metadata_indexes": ["tenant"],
+    }
+
+
+def entries(start: int, stop: int) -> list[dict]:
+    return [
+        {
+            "id": f"e{i}",
+            "text": f"entry {i} about tenant {i % 100} and topic {i % 997}",
+            "metadata": {"tenant": f"t{i % 100}", "group": f"g{i % 100}"},
+        }
+        for i in range(start, stop)
+    ]
+
+
+def percentiles(times: list[float]) -> dict:
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
+        "p99_ms": round(float(np.percentile(times, 99)) * 1000, 3),
+    }
+
+
+def child(cfg: dict, mode: str, tail: int = 0) -> dict:
+    args = [sys.executable, "-c", _CHILD, json.dumps(cfg), mode, str(tail)]
+    if mode != "write-then-die":
+        return json.loads(
+            subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        )
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return {}
+
+
+async def measure(n: int, queries: int, tail: int, home: str) -> dict:
+    from promethean_persistence import SemanticStore
+
+    store = await SemanticStore.create("scale", config=config(home))
+    started = time.perf_counter()
+    for start in range(0, n, BATCH):
+        await store.insert_many(entries(start, min(n, start + BATCH)))
+    acknowledged = time.perf_counter() - started
+    await store.flush()
+    await store.vector.wait_indexed()
+    indexed = time.perf_counter() - started
+
+    rng = np.random.default_rng(7)
+    qs = [f"entry {int(i)} about topic {int(i) % 997}" for i in rng.integers(0, n, size=queries)]
+    for q in qs[:5]:
+        await store.get_most_relevant(q, 10)
+    times: dict[str, list[float]] = {"unfiltered": [], "indexed_1pct": [], "scan_1pct": []}
+    found: list[list[str]] = []
+    for n_q, q in enumerate(qs):
+        for kind, where in (
+            ("unfiltered", None),
+            ("indexed_1pct", {"tenant": f"t{n_q % 100}"}),
+            ("scan_1pct", {"group": f"g{n_q % 100}"}),
+        ):
+            t = time.perf_counter()
+            hits = await store.get_most_relevant(q, 10, where)
+            times[kind].append(time.perf_counter() - t)
+            if kind == "unfiltered":
+                found.append([h["id"] for h in hits])
+    # exact search over every stored vector, for recall
+    labels: list[str] = []
+    chunks: list[np.ndarray] = []
+    async for ids in store.vector.iter_ids(5_000):
+        stored = await store.vector.fetch(ids)
+        labels += list(stored)
+        chunks.append(np.asarray(list(stored.values()), dtype=np.float32))
+    matrix = np.concatenate(chunks)
+    vectors = await store.embedder.embed(qs)
+    agree = sum(len({labels[i] for i in np.argsort(-(matrix @ v))[:10]} & set(got)) for got, v in zip(found, vectors))
+    recall = round(agree / (10 * len(qs)), 4)
+    await store.close()
+    disk = sum(p.stat().st_size for p in Path(home).rglob("*") if p.is_file()) / 2**20
+    reopen = child(config(home), "reopen")
+    child(config(home), "write-then-die", tail)
+    after_kill = child(config(home), "reopen")
+    return {
+        "entries": n,
+        "insert": {
+            "acknowledged_per_s": round(n / acknowledged, 1),
+            "indexed_per_s": round(n / indexed, 1),
+        },
+        "query": {k: percentiles(v) for k, v in times.items()} | {"queries": queries, "recall_at_10": recall},
+        "disk_mb": round(disk, 1),
+        "reopen": reopen,
+        "after_kill": {"tail_entries": tail, **after_kill},
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--kill-tail", type=int, default=10_000, help="entries written by the process that is killed")
+    args = parser.parse_args(argv)
+    out = []
+    for n in args.n:
+        with tempfile.TemporaryDirectory() as home:
+            result = {
+                "benchmark": "scale",
+                "embedder": f"hashing ({DIMS} dimensions)",
+                **asyncio.run(measure(n, args.queries, args.kill_tail, home)),
+            }
+        print(json.dumps(result), flush=True)
+        out.append(result)
+    return out
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
