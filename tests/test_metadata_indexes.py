@@ -115,5 +115,12 @@ async def test_the_local_vector_driver_filters_through_the_same_indexes(tmp_path
         finally:
             conn.close()
         assert "USING INDEX" in plan and "__vectors_meta_" in plan, plan
+        # the exact search over the filter's matches then reads their vectors by label, by index
+        conn = sqlite3.connect(tmp_path / "store.db")
+        try:
+            by_label = f"EXPLAIN QUERY PLAN SELECT label, vector FROM {vector._table} WHERE label IN (1, 2)"
+            assert "__vectors_label" in " ".join(row[-1] for row in conn.execute(by_label))
+        finally:
+            conn.close()
     finally:
         await store.cleanup()

@@ -66,6 +66,8 @@ class _Storage:
             "vector BLOB NOT NULL, metadata TEXT NOT NULL, seq INTEGER NOT NULL)"
         )
         conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__vectors_seq')} ON {self._table} (seq)")
+        # exact searches read the vectors of filtered or not yet indexed labels by label
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__vectors_label')} ON {self._table} (label)")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self._dropped} (label INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__drops_seq')} ON {self._dropped} (seq)")
         for path in self._indexed:
