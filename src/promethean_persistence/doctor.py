@@ -23,8 +23,12 @@ _VERSIONS = (
     "qdrant-client",
     "qdrant-edge-py",
     "pinecone",
+    "pymilvus",
+    "milvus-lite",
     "pymongo",
     "psycopg",
+    "onnxruntime",
+    "tantivy",
 )
 
 
