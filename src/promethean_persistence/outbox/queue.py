@@ -325,6 +325,8 @@ class VectorWriteQueue:
         for job, now in moved:
             if now is not None and queued.get(now.id, -1) >= now.version:
                 continue  # the newer version's own write is queued here already
+            if now is not None and self.writer.written.get(now.id, -1) >= now.version:
+                continue  # put by this process: its own write comes after ours (one queue, in order)
             if now is None or now.vector_status == "skipped":
                 follow.append(self.planner.remove(job.id))
             else:

@@ -23,6 +23,9 @@ log = logging.getLogger("promethean_persistence.queue")
 _Put = asyncio.Future[list[Record | None]]
 
 
+REMEMBERED = 10_000  #: ids whose last put version the writer keeps (``written``)
+
+
 class OutboxWriter:
     """Group commit of records and vector states to one primary store."""
 
@@ -37,12 +40,23 @@ class OutboxWriter:
         self._busy = False
         self._idle = asyncio.Event()
         self._idle.set()
+        #: the latest version of each id this writer put (the most recent ``REMEMBERED`` ids)
+        self.written: dict[str, int] = {}
 
     async def put(self, records: Sequence[Record]) -> list[Record | None]:
         """Write ``records`` atomically (merged with concurrent callers) with the buffered
         vector states. Returns what they replaced, aligned (None where new); raises what
         ``PrimaryDriver.put`` raises (a merged write that fails is retried per caller, so
         one bad batch fails only its own caller)."""
+        replaced = await self._put(records)
+        for r in records:
+            self.written.pop(r.id, None)  # most recent last
+            self.written[r.id] = r.version
+        while len(self.written) > REMEMBERED:
+            del self.written[next(iter(self.written))]
+        return replaced
+
+    async def _put(self, records: Sequence[Record]) -> list[Record | None]:
         if self._busy:
             future: _Put = asyncio.get_running_loop().create_future()
             self._waiting.append((list(records), future))
