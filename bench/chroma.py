@@ -21,38 +21,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from promethean_persistence import SemanticStore
+from _compare import compare
+
 from promethean_persistence.drivers.embedding.hashing import HashingEmbedder
 from promethean_persistence.drivers.vector.chroma import to_chroma_metadata
 from promethean_persistence.testing import engines
-
-WORDS = (
-    "duck pond river stone cloud market lantern harbor violet engine garden winter signal "
-    "copper meadow thunder orchard canyon silver marble forest candle rocket anchor"
-).split()
-
-
-def text(i: int) -> str:
-    return " ".join(WORDS[(i * k + k * k) % len(WORDS)] for k in range(1, 9)) + f" entry {i}"
-
-
-def entries(n: int) -> list[dict]:
-    return [
-        {
-            "id": f"e{i:07d}",
-            "text": text(i),
-            "createdAt": 1_700_000_000_000 + i,
-            "metadata": {"kind": ("note", "chat", "doc")[i % 3], "n": i},
-        }
-        for i in range(n)
-    ]
 
 
 def _caller(client):
@@ -66,17 +44,10 @@ def _caller(client):
     return call
 
 
-def spread(values: list[float]) -> dict:
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
-
-
 async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, url: str | None, rounds: int) -> dict:
-    """``rounds`` interleaved rounds (the side that goes first alternates): each writes the
-    entries into a fresh collection on both sides, then times every query on both sides."""
+    """``compare`` our store with Chroma's client, embedded or against the server at ``url``."""
     import chromadb
 
-    data = entries(n)
-    queries = [text(i * 7919 % n) for i in range(n_queries)]
     home = tmp / f"{mode}-{n}"
     chroma = {"url": url} if mode == "server" else {"path": str(home / "chroma")}
     config = {
@@ -97,19 +68,9 @@ async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, u
     call = _caller(client)
     embedder = HashingEmbedder()
 
-    async def ours_insert(r: int):
-        store = await SemanticStore.create(f"bench{r}", config=config)
-        await store.drop()
-        start = time.perf_counter()
-        for s in range(0, len(data), batch):
-            await store.insert_many(data[s : s + batch])
-        await store.flush()
-        seconds = time.perf_counter() - start
-        assert await store.vector.count() == len(data)
-        return store, seconds
-
-    async def raw_insert(r: int):
-        # Chroma's client, embedding and upserting the same payload our driver sends
+    async def raw_insert(r: int, data: list[dict]):
+        # Chroma's client, embedding and upserting the same payload our driver sends (Chroma
+        # keeps the documents itself)
         col = await call(
             client.get_or_create_collection,
             f"raw_bench_{n}_{r}",
@@ -127,62 +88,26 @@ async def bench_mode(mode: str, n: int, batch: int, n_queries: int, tmp: Path, u
                 documents=[e["text"] for e in part],
                 metadatas=[{**to_chroma_metadata(e["metadata"]), "createdAt": e["createdAt"]} for e in part],
             )
-        return col, time.perf_counter() - start
+        return col, time.perf_counter() - start, 0.0
 
-    ours_ins, raw_ins, ours_q, raw_q, ours_lat, raw_lat = [], [], [], [], [], []
-    for r in range(rounds):
-        if r % 2 == 0:
-            store, ours_s = await ours_insert(r)
-            col, raw_s = await raw_insert(r)
-        else:
-            col, raw_s = await raw_insert(r)
-            store, ours_s = await ours_insert(r)
-        ours_ins.append(ours_s)
-        raw_ins.append(raw_s)
-        conn = sqlite3.connect(home / "store.db")
-        table = store.primary._table
+    async def raw_query(col, q: str) -> list[str]:
+        vector = await embedder.embed([q])
+        result = await call(col.query, query_embeddings=vector, n_results=10, include=["distances"])
+        return result["ids"][0]
 
-        async def ours_query(q: str, store=store) -> None:
-            assert await store.get_most_relevant(q, 10)
+    async def raw_drop(col) -> None:
+        await call(client.delete_collection, col.name)
 
-        async def raw_query(q: str, col=col, conn=conn, table=table) -> None:
-            # embed the text, a direct ``collection.query``, the returned ids' rows from SQLite
-            vector = await embedder.embed([q])
-            result = await call(col.query, query_embeddings=vector, n_results=10, include=["distances"])
-            ids = result["ids"][0]
-            marks = ",".join("?" * len(ids))
-            conn.execute(f"SELECT id, text, timestamp, metadata FROM {table} WHERE id IN ({marks})", ids).fetchall()
-
-        sides = [(ours_query, ours_q, ours_lat), (raw_query, raw_q, raw_lat)]
-        for fn, totals, lat in sides if r % 2 == 0 else sides[::-1]:
-            total = 0.0
-            for q in queries:
-                t = time.perf_counter()
-                await fn(q)
-                elapsed = time.perf_counter() - t
-                total += elapsed
-                lat.append(elapsed * 1000)
-            totals.append(total)
-        conn.close()
-        await store.cleanup()
-        await call(client.delete_collection, f"raw_bench_{n}_{r}")
-    insert_ratios = [b / a for a, b in zip(ours_ins, raw_ins)]  # throughput: ours / raw
-    query_ratios = [a / b for a, b in zip(ours_q, raw_q)]  # time: ours / raw
-    return {
-        "rounds": rounds,
-        "insert": {
-            "ours_per_s": round(n / statistics.median(ours_ins), 1),
-            "raw_per_s": round(n / statistics.median(raw_ins), 1),
-            "ratio": round(statistics.median(insert_ratios), 3),
-            "ratio_spread": spread(insert_ratios),
-        },
-        "query": {
-            "ours_p50_ms": round(statistics.median(ours_lat), 3),
-            "raw_p50_ms": round(statistics.median(raw_lat), 3),
-            "ratio": round(statistics.median(query_ratios), 3),
-            "ratio_spread": spread(query_ratios),
-        },
-    }
+    return await compare(
+        n=n,
+        batch=batch,
+        n_queries=n_queries,
+        rounds=rounds,
+        config=config,
+        raw_insert=raw_insert,
+        raw_query=raw_query,
+        raw_drop=raw_drop,
+    )
 
 
 async def main() -> None:

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _compare import spread
 
 from promethean_persistence import SemanticStore, StoreConfig
 from promethean_persistence.drivers.base import Capabilities
@@ -78,15 +79,6 @@ class LookupEmbedder:
 
     async def aclose(self) -> None:
         pass
-
-
-def spread(values: list[float], digits: int = 3) -> dict:
-    """min/median/max of per-round ratios."""
-    return {
-        "min": round(min(values), digits),
-        "median": round(statistics.median(values), digits),
-        "max": round(max(values), digits),
-    }
 
 
 class RawSearch:

@@ -30,6 +30,8 @@ import multiprocessing
 import statistics
 import time
 
+from _compare import spread, text
+
 from promethean_persistence.drivers.embedding.ollama import OllamaEmbedder
 from promethean_persistence.drivers.embedding.openai import OpenAIEmbedder
 from promethean_persistence.testing.embedding_server import (
@@ -38,15 +40,11 @@ from promethean_persistence.testing.embedding_server import (
     local_encoder,
 )
 
-WORDS = (
-    "duck pond river stone cloud market lantern harbor violet engine garden winter signal "
-    "copper meadow thunder orchard canyon silver marble forest candle rocket anchor"
-).split()
 MODEL = "all-minilm"
 
 
 def texts(n: int) -> list[str]:
-    return [" ".join(WORDS[(i * k + k * k) % len(WORDS)] for k in range(1, 9)) + f" entry {i}" for i in range(n)]
+    return [text(i) for i in range(n)]
 
 
 def build(driver: str, url: str, batch: int, concurrency: int):
@@ -69,10 +67,6 @@ def serve(encoder_name: str, conn) -> None:
     conn.recv()
     current.stop()
     old.stop()
-
-
-def spread(values: list[float]) -> dict:
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
 async def main(n: int, runs: int, encoder_name: str) -> dict:

@@ -18,6 +18,10 @@ worker counts (1, 2, 4, 1, 2, 4, ...); every store is fresh. Prints one JSON obj
 * ``batch_ms``: one worker's median time per claimed batch (``--delay`` plus the claim, the
   vector upsert and the state write: what workers cannot overlap).
 
+A worker beats once its embedder is warm, but an HTTP embedder still builds its client at its
+first request (measured 0.2 s alone, 0.65-0.9 s when 4 workers start together on 2 busy
+cores): that start-up still falls in the timed first batch of each worker.
+
     TEST_POSTGRES_DSN=postgresql://... python bench/workers.py [--n 1280] [--delay 0.25] [--rounds 3]
 """
 

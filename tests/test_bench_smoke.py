@@ -140,6 +140,30 @@ def test_chroma_benchmark_smoke():
     )
 
 
+def test_milvus_benchmark_smoke():
+    result = run_bench("milvus.py", "--sizes", "300", "--queries", "20", "--batch", "100", "--rounds", "2")
+    side = {
+        "insert": {"ours_per_s": NUMBER, "raw_per_s": NUMBER, "ratio": NUMBER, "ratio_vectors_only": NUMBER},
+        "query": {"ours_p50_ms": NUMBER, "raw_p50_ms": NUMBER, "ratio": NUMBER},
+    }
+    assert_shape(result, {"batch": int, "queries": int, "rounds": int, "lite_300": side})
+    assert (result["batch"], result["queries"], result["rounds"]) == (100, 20, 2)
+    assert_ratios(
+        result,
+        {"result.lite_300.insert.ratio", "result.lite_300.insert.ratio_vectors_only", "result.lite_300.query.ratio"},
+    )
+
+
+def test_workers_benchmark_smoke():
+    from conftest import require_postgres
+
+    result = run_bench("workers.py", "--n", "64", "--delay", "0.02", "--rounds", "1", "--dsn", require_postgres())
+    assert_shape(result, {"per_s": {"1": {"median": NUMBER}, "4": {"median": NUMBER}}, "embedded_twice": int})
+    assert result["embedded_twice"] == 0
+    assert {run["entries"] for run in result["runs"]} == {64}
+    assert_ratios(result, {"result.speedup.2", "result.speedup.4"})
+
+
 def test_embeddings_benchmark_smoke():
     result = run_bench("embeddings.py", "--n", "64", "--runs", "1", "--encoder", "hashing")
     batches = {f"batch_{b}": {"texts_per_s": NUMBER, "ratio_to_raw": NUMBER} for b in (1, 16, 64)}

@@ -405,3 +405,16 @@ async def test_store_opens_on_a_registered_driver_with_its_section(tmp_path, thi
         assert isinstance(store.vector, TinyVector)
         assert store.vector.settings["api_key"].get_secret_value() == "s3cret"
         await store.insert({"text": "third-party drivers get their settings"})
+
+
+def test_vector_dtype_from_config_and_environment():
+    assert StoreConfig().vector_dtype == "float32"
+    assert StoreConfig(vectorDtype="float16").vector_dtype == "float16"
+    assert StoreConfig.resolve(None, env={"VECTOR_DTYPE": " FLOAT16 "}).vector_dtype == "float16"
+    assert StoreConfig.resolve({"vector_dtype": "float32"}, env={"VECTOR_DTYPE": "float16"}).vector_dtype == "float32"
+    for bad in ({"vector_dtype": "int8"}, {"vector_dtype": 16}):
+        with pytest.raises(ConfigurationError) as info:
+            StoreConfig(**bad)
+        assert all(word in str(info.value) for word in ("vector_dtype", "float32", "float16"))
+    with pytest.raises(ConfigurationError, match="vector_dtype"):
+        StoreConfig.resolve(None, env={"VECTOR_DTYPE": "double"})

@@ -20,6 +20,7 @@ from promethean_persistence.drivers.primary.memory import MemoryPrimary
 from promethean_persistence.drivers.primary.sqlite import SQLitePrimary
 from promethean_persistence.drivers.vector.local import LocalVector
 from promethean_persistence.drivers.vector.memory import MemoryVector
+from promethean_persistence.testing.filter_strategies import filters, metadata
 
 from conftest import MONGO_URI, PG_DSN
 
@@ -82,51 +83,6 @@ def test_reference_semantics(spec, meta, expected):
 
 
 # -- property: every driver returns what the reference evaluator returns ---------------------
-
-KEYS = ["a", "b", "c.d"]
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-3, 3),
-    st.sampled_from([-1.5, 0.0, 2.5]),
-    st.sampled_from(["", "x", "y", "xy", "é"]),
-)
-
-
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        head, _, tail = key.partition(".")
-        if tail:
-            out.setdefault(head, {})[tail] = value
-        else:
-            out[key] = value
-    return out
-
-
-metadata = st.dictionaries(st.sampled_from(KEYS), scalars, max_size=3).map(_nest)
-ordered = st.one_of(st.integers(-3, 3), st.sampled_from([-1.5, 2.5]), st.sampled_from(["", "x", "xy", "y"]))
-comparison = st.one_of(
-    scalars,
-    st.fixed_dictionaries({"$eq": scalars}),
-    st.fixed_dictionaries({"$ne": scalars}),
-    st.fixed_dictionaries({"$gt": ordered}),
-    st.fixed_dictionaries({"$gte": ordered}),
-    st.fixed_dictionaries({"$lt": ordered}),
-    st.fixed_dictionaries({"$lte": ordered}),
-    st.fixed_dictionaries({"$in": st.lists(scalars, max_size=3)}),
-    st.fixed_dictionaries({"$nin": st.lists(scalars, max_size=3)}),
-    st.fixed_dictionaries({"$exists": st.booleans()}),
-)
-leaf = st.dictionaries(st.sampled_from(KEYS), comparison, min_size=1, max_size=2)
-filters = st.recursive(
-    leaf,
-    lambda inner: st.one_of(
-        st.fixed_dictionaries({"$and": st.lists(inner, min_size=1, max_size=3)}),
-        st.fixed_dictionaries({"$or": st.lists(inner, min_size=1, max_size=3)}),
-    ),
-    max_leaves=6,
-)
 
 
 def _engine(found, what: str) -> bool:

@@ -16,7 +16,7 @@ import pytest
 
 from promethean_persistence import EmbeddingError, SemanticStore
 
-from conftest import base_config, require_extra
+from conftest import PG, base_config, require_extra
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +57,11 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
-def clip_config(tmp_path, tiny_clip, **overrides):
+def clip_config(tmp_path, tiny_clip, primary="sqlite", vector="local", **overrides):
     return base_config(
         tmp_path,
-        "sqlite",
-        "local",
+        primary,
+        vector,
         embedding_driver="sentence-transformers",
         embedding_function=tiny_clip,
         sentence_transformers={"device": "cpu"},
@@ -102,6 +102,23 @@ async def test_store_embeds_image_entries_as_images(tmp_path, tiny_clip, picture
         [hit] = await store.vector.query(image_vector, 1)
         assert hit.id == ids[0] and hit.score > 0.999  # its vector is the picture's, not its path's
         assert {e["id"] for e in await store.get_most_relevant("red", 10)} == set(ids[:3])
+
+
+@pytest.mark.parametrize("drivers", [pytest.param(("postgresql", "pgvector"), marks=PG, id="postgresql+pgvector")])
+async def test_strict_atomic_writes_embed_image_entries_as_images(tmp_path, tiny_clip, pictures, drivers):
+    # record and vector commit together here (``outbox.strict``), embedded before the commit
+    config = clip_config(tmp_path, tiny_clip, *drivers, consistency="strict")
+    async with await SemanticStore.create("strict_gallery", config=config) as store:
+        try:
+            red, caption = await store.insert_many(
+                [{"text": pictures["red"], "metadata": {"type": "image"}}, {"text": "a caption about a red square"}]
+            )
+            image_vector = np.asarray(await store.embedder.embed_images([pictures["red"]]))[0]
+            [hit] = await store.vector.query(image_vector, 1)
+            assert hit.id == red and hit.score > 0.999  # the picture's vector, not its path's
+            assert (await store.get(caption))["metadata"]["vectorStatus"] == "synced"
+        finally:
+            await store.drop()
 
 
 async def test_image_entries_are_skipped_by_a_text_model(tmp_path, pictures):

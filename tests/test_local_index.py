@@ -17,6 +17,14 @@ from promethean_persistence._filters import parse
 from promethean_persistence.drivers.vector.local import LocalVector
 
 DIMS = 32
+CHECKPOINT = "promethean_persistence.drivers.vector.local._checkpoint"
+
+
+@pytest.fixture
+def every_close_checkpoints(monkeypatch):
+    """A checkpoint on every close after a change: these tests are about loading one."""
+    monkeypatch.setattr(f"{CHECKPOINT}.CHECKPOINT_MIN", 1)
+    monkeypatch.setattr(f"{CHECKPOINT}.CHECKPOINT_SHARE", 0.0)
 
 
 def low_rank(n: int, seed: int = 0, rank: int = 6) -> np.ndarray:
@@ -83,7 +91,7 @@ async def test_graph_recall_and_filters(tmp_path):
     await driver.aclose()
 
 
-async def test_checkpoint_is_reused_and_changes_replayed(tmp_path):
+async def test_checkpoint_is_reused_and_changes_replayed(tmp_path, every_close_checkpoints):
     x = low_rank(3000)
     driver = await open_local(tmp_path)
     await fill(driver, x)
@@ -109,8 +117,8 @@ async def test_checkpoint_is_reused_and_changes_replayed(tmp_path):
     await reopened.aclose()
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "missing", "stale-meta"])
-async def test_bad_index_files_are_rebuilt_from_sqlite(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["corrupt", "missing", "stale-meta", "ids-corrupt", "ids-missing"])
+async def test_bad_index_files_are_rebuilt_from_sqlite(tmp_path, damage, every_close_checkpoints):
     x = low_rank(2500)
     driver = await open_local(tmp_path)
     ids = await fill(driver, x)
@@ -121,12 +129,18 @@ async def test_bad_index_files_are_rebuilt_from_sqlite(tmp_path, damage):
     index_file = tmp_path / meta["file"]
     if damage == "corrupt":
         index_file.write_bytes(b"\x00garbage" * 100)
+    elif damage == "ids-corrupt":  # the graph is used, the ids read from SQLite
+        (tmp_path / meta["ids"]).write_text('{"labels": [1, 2], "ids": ["a", "b"]}')
+    elif damage == "ids-missing":
+        (tmp_path / meta["ids"]).unlink()
     elif damage == "missing":
         index_file.unlink()
     else:
         meta["labels"] = 17
         meta_path.write_text(json.dumps(meta))
     reopened = await open_local(tmp_path)
+    if damage.startswith("ids"):
+        assert reopened._graph is not None and not reopened._delta
     assert await reopened.count() == 2500
     q = x[1234]
     assert (await reopened.query(q, 1))[0].id == ids[1234]
@@ -183,12 +197,20 @@ def unit(rng, n: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("saved_ids", [True, False], ids=["saved-ids", "ids-from-sqlite"])
+async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog, saved_ids):
     """Ten opens and closes above the threshold, with writes (new vectors, replaced vectors,
     metadata-only updates, deletes, another writer that dies) between some of them: every
     reopen loads the checkpoint, none rebuilds. Small index steps make a close land while
-    the graph holds only part of the latest writes."""
+    the graph holds only part of the latest writes; a checkpoint threshold of 150 changes
+    makes some closes write none, so later opens replay several sessions' tails. The ids of
+    the graph's labels come from the checkpoint or, as for older checkpoints, from SQLite."""
+    if not saved_ids:
+        monkeypatch.setattr(f"{CHECKPOINT}._saved_ids", lambda folder, meta: None)
     monkeypatch.setattr("promethean_persistence.drivers.vector.local._indexing.INDEX_CHUNK", 40)
+    monkeypatch.setattr(f"{CHECKPOINT}.CHECKPOINT_MIN", 150)
+    saves = []
+    monkeypatch.setattr(f"{CHECKPOINT}._write_files", _counting(saves))
     caplog.set_level("WARNING", logger="promethean_persistence.local")
     rng = np.random.default_rng(3)
     truth: dict[str, np.ndarray] = {}
@@ -238,6 +260,7 @@ async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog):
 
     rebuilds = [rec.getMessage() for rec in caplog.records if "ignoring the HNSW checkpoint" in rec.getMessage()]
     assert rebuilds == []
+    assert 2 <= len(saves) < 10  # some closes wrote a checkpoint, some left the tail to the next open
     driver = await opened()
     assert driver._graph is not None
     await driver.wait_indexed()
@@ -256,3 +279,15 @@ async def test_reopening_reuses_the_checkpoint(tmp_path, monkeypatch, caplog):
     )
     assert {i: json.loads(stored[i]) for i in some} == {i: meta[i] for i in some}
     await driver.aclose()
+
+
+def _counting(saves: list):
+    from promethean_persistence.drivers.vector.local import _checkpoint
+
+    write = _checkpoint._write_files
+
+    def counted(graph, ids, path):
+        saves.append(path)
+        return write(graph, ids, path)
+
+    return counted

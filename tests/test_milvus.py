@@ -27,6 +27,7 @@ from promethean_persistence.drivers.vector import _milvus_expr as expr
 from promethean_persistence.drivers.vector import milvus as milvus_module
 from promethean_persistence.drivers.vector.milvus import MilvusVector
 from promethean_persistence.drivers.vector.qdrant import point_id
+from promethean_persistence.testing.filter_strategies import filters, metadata
 
 from conftest import REAL_MILVUS, require_extra
 
@@ -53,53 +54,7 @@ async def milvus(request, tmp_path_factory):
     await driver.aclose()
 
 
-# -- the filter property test: test_filters.py's strategies (copied: importing that module
-# starts its PostgreSQL and MongoDB engines) against the reference evaluator ----------------
-
-KEYS = ["a", "b", "c.d"]
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-3, 3),
-    st.sampled_from([-1.5, 0.0, 2.5]),
-    st.sampled_from(["", "x", "y", "xy", "é"]),
-)
-
-
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        head, _, tail = key.partition(".")
-        if tail:
-            out.setdefault(head, {})[tail] = value
-        else:
-            out[key] = value
-    return out
-
-
-metadata = st.dictionaries(st.sampled_from(KEYS), scalars, max_size=3).map(_nest)
-ordered = st.one_of(st.integers(-3, 3), st.sampled_from([-1.5, 2.5]), st.sampled_from(["", "x", "xy", "y"]))
-comparison = st.one_of(
-    scalars,
-    st.fixed_dictionaries({"$eq": scalars}),
-    st.fixed_dictionaries({"$ne": scalars}),
-    st.fixed_dictionaries({"$gt": ordered}),
-    st.fixed_dictionaries({"$gte": ordered}),
-    st.fixed_dictionaries({"$lt": ordered}),
-    st.fixed_dictionaries({"$lte": ordered}),
-    st.fixed_dictionaries({"$in": st.lists(scalars, max_size=3)}),
-    st.fixed_dictionaries({"$nin": st.lists(scalars, max_size=3)}),
-    st.fixed_dictionaries({"$exists": st.booleans()}),
-)
-leaf = st.dictionaries(st.sampled_from(KEYS), comparison, min_size=1, max_size=2)
-filters = st.recursive(
-    leaf,
-    lambda inner: st.one_of(
-        st.fixed_dictionaries({"$and": st.lists(inner, min_size=1, max_size=3)}),
-        st.fixed_dictionaries({"$or": st.lists(inner, min_size=1, max_size=3)}),
-    ),
-    max_leaves=6,
-)
+# -- the filter property test: the shared strategies against the reference evaluator ---------
 
 
 class _Loop:

@@ -296,6 +296,48 @@ async def test_a_dsn_password_is_never_recorded(tmp_path, telemetry, postgres_ds
     assert secret not in recorded and "/tmp" not in recorded and TEXTS[0] not in recorded
 
 
+def _vector_spans(telemetry, collection: str) -> tuple[list, list]:
+    """The document embedding spans and the upsert spans of ``collection``, whatever wrote them."""
+    documents = [
+        s
+        for s in telemetry.spans("embeddings")
+        if s.attributes["promethean_persistence.embedding.purpose"] == "document"
+    ]
+    return documents, telemetry.spans(f"upsert {collection}")
+
+
+@PG
+async def test_a_strict_atomic_insert_traces_its_embedding_and_upsert_as_the_queue_does(tmp_path, telemetry):
+    from promethean_persistence.outbox.strict import shares_transactions
+
+    async with await SemanticStore.create("queued", config=base_config(tmp_path, "postgresql", "pgvector")) as store:
+        await store.insert_many([{"text": t} for t in TEXTS[:2]])
+        await store.flush()
+        queued_collection = store.vector.collection
+        await store.drop()
+    queued_embeds, queued_upserts = _vector_spans(telemetry, queued_collection)
+    assert len(queued_embeds) == 1 and len(queued_upserts) == 1
+    telemetry.spans_out.clear()
+
+    config = base_config(tmp_path, "postgresql", "pgvector", consistency="strict")
+    async with await SemanticStore.create("atomic", config=config) as store:
+        assert shares_transactions(store.primary, store.vector)  # the one-transaction path
+        await store.insert_many([{"text": t} for t in TEXTS[:2]])
+        collection = store.vector.collection
+        await store.drop()
+    assert not telemetry.spans(f"vector_batch {store.name}")  # written by the insert itself, not the queue
+    [embed], [upsert] = _vector_spans(telemetry, collection)
+    batch = telemetry.one(f"insert_many {store.name}")
+    for span, queued in ((embed, queued_embeds[0]), (upsert, queued_upserts[0])):
+        assert span.name == queued.name.replace(queued_collection, collection)
+        assert span.kind == SpanKind.CLIENT and span.status.status_code == StatusCode.UNSET
+        assert {**span.attributes, "db.collection.name": None} == {**queued.attributes, "db.collection.name": None}
+        assert span.parent is not None and span.parent.span_id == batch.context.span_id  # inside the insert
+    assert upsert.attributes["db.system.name"] == "postgresql" and upsert.attributes["db.operation.batch.size"] == 2
+    assert embed.attributes["promethean_persistence.embedding.texts"] == 2
+    assert TEXTS[0] not in telemetry.recorded()
+
+
 async def test_migrate_span_and_its_vector_copies(tmp_path, telemetry):
     source = await SemanticStore.create("from", config=base_config(tmp_path / "a", "memory", "memory"))
     target = await SemanticStore.create("to", config=base_config(tmp_path / "b", "sqlite", "local"))

@@ -136,3 +136,49 @@ async def test_large_indexes_rank_rows_with_a_rare_word_first_with_exact_scores(
     monkeypatch.setattr(_sqlite_lexical, "PRUNE_FROM_ROWS", 10**9)
     assert [h.id for h in await driver.lexical_query("heron water", 10)] == by_bm25[:10]
     await driver.aclose()
+
+
+async def test_bulk_puts_index_their_rows_in_one_statement(tmp_path):
+    path, name = tmp_path / "s.db", "bulk"
+    driver = await _open(path, name)
+    await driver.put([rec("kept", 1, "an old grebe")])
+    batch = [rec(f"b{i:03d}", 10 + i, f"bulk row {i} of grebes") for i in range(600)]  # past one chunk
+    # a repeated id (changed, then unchanged text) and a replaced row in the same put
+    batch += [rec("b007", 700, "now about puffins"), rec("b008", 701, "bulk row 8 of grebes")]
+    batch += [rec("kept", 702, "a new puffin")]
+    await driver.put(batch)
+    assert len(await driver.lexical_query("grebes", 1000)) == 599 and sorted(await _ids(driver, "puffins")) == [
+        "b007",
+        "kept",
+    ]
+    conn = sqlite3.connect(path)
+    assert conn.execute('SELECT COUNT(*) FROM "bulk__lexical_bulk"').fetchone() == (0,)  # no mark left behind
+    conn.close()
+    await driver.aclose()
+    _check(path, name)
+
+
+async def test_an_earlier_versions_insert_trigger_is_replaced(tmp_path):
+    # it indexed row by row; the store still opens, upgrades it, and keeps every row indexed
+    path, name = tmp_path / "s.db", "older"
+    driver = await _open(path, name)
+    await driver.put([rec("a", 1, "a loon")])
+    await driver.aclose()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute('DROP TRIGGER "older__lexical_ai"')
+        conn.execute('DROP TABLE "older__lexical_bulk"')
+        conn.execute(
+            'CREATE TRIGGER "older__lexical_ai" AFTER INSERT ON "older" BEGIN '
+            'INSERT INTO "older__lexical" (rowid, text) VALUES (new.rowid, new.text); END'
+        )
+    conn.close()
+    driver = await _open(path, name)
+    await driver.put([rec(f"n{i}", 2 + i, f"loon number {i}") for i in range(50)])
+    assert len(await _ids(driver, "loon")) == 51
+    await driver.aclose()
+    conn = sqlite3.connect(path)
+    [sql] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'older__lexical_ai'").fetchone()
+    conn.close()
+    assert "WHEN NOT EXISTS" in sql
+    _check(path, name)

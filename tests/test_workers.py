@@ -5,6 +5,7 @@ twice, survive SIGKILL without losing anything and stop cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from promethean_persistence import ConfigurationError, SemanticStore, run_worker
+from promethean_persistence import ConfigurationError, EmbeddingError, SemanticStore, run_worker
 from promethean_persistence.drivers.embedding.hashing import HashingEmbedder
 from promethean_persistence.testing.embedding_server import EmbeddingServer, hashing_encoder
 
@@ -102,6 +103,94 @@ async def test_worker_mode_never_embeds_and_a_worker_drains_it(primary, tmp_path
         assert hits[0]["id"] == "n7"
         assert (await store.get_outbox_stats())["pending"] == 0
     finally:
+        await store.cleanup()
+
+
+class WarmingEmbedder(CountingEmbedder):
+    """A counting embedder with a model to load: its first ``warm`` fails, later ones log
+    ``"warm"`` into ``events``."""
+
+    capabilities = dataclasses.replace(CountingEmbedder.capabilities, warm=True)
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+        self.fail = True
+
+    async def warm(self) -> None:
+        if self.fail:
+            self.fail = False
+            raise EmbeddingError("model not loaded yet", driver="hashing")
+        self.events.append("warm")
+
+
+def _spy(events: list[str], name: str, call):
+    """``call``, logging ``name`` into ``events`` first."""
+
+    def spied(*args, **kwargs):
+        events.append(name)
+        return call(*args, **kwargs)
+
+    return spied
+
+
+async def test_a_worker_warms_its_embedder_before_it_beats_or_claims(tmp_path, caplog):
+    events: list[str] = []
+    cfg = base_config(tmp_path, "memory", "memory", vector_writes="worker")
+    store = await SemanticStore.create("warm", config=cfg, embedder=WarmingEmbedder(events))
+    primary = store.primary
+    for name in ("beat_worker", "claim"):
+        setattr(primary, name, _spy(events, name, getattr(primary, name)))
+    try:
+        await store.insert_many([{"text": f"warm entry {i}"} for i in range(5)])
+        summary = await run_worker([store], once=True)
+        # the first warm failed: logged, and the batch's own warm loaded the model
+        assert "warming the embedder of" in caplog.text
+        assert summary["written"] == 5 and summary["failed"] == 0
+        assert events.index("beat_worker") < events.index("claim") < events.index("warm")
+        events.clear()
+        await store.insert_many([{"text": f"warm entry {i}"} for i in range(5, 8)])
+        assert (await run_worker([store], once=True))["written"] == 3
+        assert events.index("warm") < events.index("beat_worker") < events.index("claim")
+    finally:
+        await store.cleanup()
+
+
+class GatedEmbedder(CountingEmbedder):
+    """A counting embedder whose first request waits for ``go``, announcing itself on ``started``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.started.set()
+        await self.go.wait()
+        return await super().embed(texts)
+
+
+async def test_after_a_partial_batch_a_worker_looks_again_at_once(tmp_path):
+    cfg = base_config(tmp_path, "memory", "memory", vector_writes="worker")
+    embedder = GatedEmbedder()
+    store = await SemanticStore.create("trickle", config=cfg, embedder=embedder)
+    await store.insert_many([{"text": f"early entry {i}"} for i in range(3)])  # a partial batch
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker([store], batch_size=8, poll_ms=60_000, stop=stop))
+    try:
+        await asyncio.wait_for(embedder.started.wait(), 10)
+        await store.insert_many([{"text": f"later entry {i}"} for i in range(3)])  # written meanwhile
+        embedder.go.set()
+        deadline = time.monotonic() + 10  # far below the poll interval
+        while (await store.vector_counts())["indexed"] < 6:
+            assert time.monotonic() < deadline, "the worker slept a poll interval with work due"
+            await asyncio.sleep(0.02)
+        stop.set()
+        assert (await asyncio.wait_for(worker, 10))["written"] == 6
+        assert set(embedder.texts.values()) == {1}
+    finally:
+        stop.set()
+        await asyncio.gather(worker, return_exceptions=True)
         await store.cleanup()
 
 

@@ -118,3 +118,37 @@ async def test_two_stores_on_one_file_neither_lose_nor_duplicate(tmp_path, drive
     finally:
         await a.cleanup()
         await b.cleanup()
+
+
+@pytest.mark.parametrize("drivers", PERSISTENT)
+async def test_a_bulk_write_the_primary_refuses_writes_no_vector(tmp_path, drivers):
+    # its texts are embedded while the primary writes (``_outbox_front.EARLY_MIN``): that
+    # work is dropped with the write, and the next bulk write is not served stale vectors
+    from promethean_persistence import BackendUnavailable
+    from promethean_persistence.testing.embedding_server import EmbeddingServer, hashing_encoder
+
+    server = EmbeddingServer({"m": hashing_encoder(64)}).start()  # a remote embedder: embedded early
+    remote = {"embedding_driver": "ollama", "embedding_function": "m", "ollama": {"url": server.url, "dimensions": 64}}
+    store = await SemanticStore.create("refused", config={**base_config(tmp_path, *drivers), **remote})
+    try:
+        put = store.primary.put
+
+        async def refuse(records, **kwargs):
+            raise BackendUnavailable("primary refused", driver=store.primary.name)
+
+        store.primary.put = refuse
+        batch = [{"id": f"r{i}", "text": f"refused entry {i}"} for i in range(64)]
+        with pytest.raises(BackendUnavailable):
+            await store.insert_many(batch)
+        store.primary.put = put
+        await asyncio.sleep(0.05)
+        assert (await store.count(), await store.vector.count()) == (0, 0)
+        await store.insert_many([{**e, "text": e["text"] + " again"} for e in batch])
+        await store.flush()
+        hits = await store.get_most_relevant("refused entry 5 again", 1)
+        assert hits[0]["id"] == "r5" and hits[0]["text"] == "refused entry 5 again"
+        report = await store.get_consistency_report()
+        assert (report["missing_vectors"], report["stale_vectors"], await store.vector.count()) == (0, 0, 64)
+    finally:
+        await store.cleanup()
+        server.stop()

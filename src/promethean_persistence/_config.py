@@ -109,6 +109,9 @@ class StoreConfig(BaseModel):
     #: metadata keys (dotted for nested ones) the SQLite primary and the local vector driver
     #: index, so selective filters on them use an index instead of a scan
     metadata_indexes: tuple[str, ...] = ()
+    #: how the local vector driver stores vectors: ``float16`` halves their bytes (searched as
+    #: float32 in memory); other vector drivers ignore it
+    vector_dtype: Literal["float32", "float16"] = "float32"
 
     sqlite: SQLiteConfig = SQLiteConfig()
     postgresql: PostgresConfig = PostgresConfig()
@@ -197,7 +200,7 @@ class StoreConfig(BaseModel):
             return tuple(dict.fromkeys(keys))
         return keys
 
-    @field_validator("consistency", "vector_writes", mode="before")
+    @field_validator("consistency", "vector_writes", "vector_dtype", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v

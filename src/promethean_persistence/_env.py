@@ -25,6 +25,7 @@ _ENV_SCALARS = {
     "TTL_MS": "ttl_ms",
     "VECTOR_WRITES": "vector_writes",
     "METADATA_INDEXES": "metadata_indexes",
+    "VECTOR_DTYPE": "vector_dtype",
 }
 _ENV_SECTIONS = {
     "SQLITE_PATH": ("sqlite", "path"),

@@ -17,7 +17,7 @@ from ._lexical import MODES, fetch_depth, rrf
 from ._mmr import check_mmr, mmr_order
 from ._telemetry import traced, traced_embed
 from ._types import VectorHit
-from .drivers.base import LexicalPrimary, QueryEmbedder
+from .drivers.base import BesideEmbedder, LexicalPrimary, QueryEmbedder
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -169,7 +169,11 @@ class Search:
         return cast(str, mode)
 
     @traced_embed("query")
-    async def _embed(self, queries: list[str]) -> Any:
+    async def _embed(self, queries: list[str], beside: bool = False) -> Any:
+        # beside: other work runs meanwhile, which an embedder computing on every core (the
+        # local ONNX model) would slow; its ``embed_beside`` leaves it a core
+        if beside and self.embedder.capabilities.beside:
+            return await cast(BesideEmbedder, self.embedder).embed_beside(queries)
         # an embedder may embed queries differently from documents (e.g. LangChain models)
         if self.embedder.capabilities.query_embedding:
             return await cast(QueryEmbedder, self.embedder).embed_queries(queries)
@@ -202,11 +206,13 @@ class Search:
             vectors = await self._embed(queries) if vectors is None else vectors
             return await self._nearest(vectors, limit, node, min_score, distinct)
         by_words = await self._depth(fetch, self.primary.count)
-        # the lexical ranking runs on the primary's side while the queries are embedded here
+        # the lexical ranking runs on the primary's thread while the queries are embedded
         words = asyncio.ensure_future(asyncio.gather(*(lexical.lexical_query(q, by_words, node) for q in queries)))
         try:
-            vectors = await self._embed(queries) if vectors is None else vectors
+            vectors = await self._embed(queries, beside=True) if vectors is None else vectors
             by_vector = await self._depth(fetch, self.vector.count)
+            # gathered (a task), even for one vector: the lexical queries reach the primary's
+            # thread first where the embedder never yielded (the search below holds this one)
             near = await asyncio.gather(*(self.vector.query(v, by_vector, node) for v in vectors))
             vector_best, lexical_best = _best(near), _best(await words)
         finally:

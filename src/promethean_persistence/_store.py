@@ -315,10 +315,17 @@ class SemanticStore(Reads, EmbeddingSpace, OutboxFront, Consistency, Expiry):
         if self._atomic:
             await self._strict.atomic(unique, now)
             return [r.id for r in records]
-        previous = await self._writer.put(unique)
+        early = await self._embed_early(unique)
+        try:
+            previous = await self._writer.put(unique)
+        except BaseException:
+            for task in {e.task for e in early.values()}:
+                task.cancel()
+            raise
         jobs = [j for j in (self._planner.job(r, p) for r, p in zip(unique, previous)) if j is not None]
         if self._deferred:  # embedding is the workers' (a vector delete needs no embedder)
             jobs = [j for j in jobs if j.kind == "delete"]
+        self._use_early(jobs, early)
         errors = await self._run_jobs(jobs)
         if self._manifest_pending:
             try:

@@ -286,6 +286,24 @@ def _described(describe: Callable[[tuple[Any, ...]], _Described]) -> Callable[[t
     return safe
 
 
+def _wrapped(
+    fn: Callable[P, Awaitable[T]],
+    describe: Callable[[tuple[Any, ...]], _Described | None],
+    on_success: Callable[[_Instruments, T], None] | None = None,
+) -> Callable[P, Awaitable[T]]:
+    """``fn`` in a span that ``describe`` names, timed into ``duration``; untraced while no
+    provider is configured or ``describe`` fails."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        if (tel := _live()) is None or (described := describe(args)) is None:
+            return await fn(*args, **kwargs)
+        name, attributes, extra = described
+        return await _run(tel, fn, args, kwargs, name, attributes, "duration", extra, on_success)
+
+    return wrapper
+
+
 def traced(
     operation: str, *, of: int = 0, items: int | None = None, read: bool = False
 ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
@@ -310,14 +328,7 @@ def traced(
                 extra["db.operation.batch.size"] = n  # the conventions: never 1, only batches
             return f"{operation} {store.name}", attributes, extra
 
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            if (tel := _live()) is None or (described := describe(args)) is None:
-                return await fn(*args, **kwargs)
-            name, attributes, extra = described
-            return await _run(tel, fn, args, kwargs, name, attributes, "duration", extra, _rows if read else None)
-
-        return wrapper
+        return _wrapped(fn, describe, _rows if read else None)
 
     return decorate
 
@@ -370,62 +381,40 @@ def traced_embed(purpose: str) -> Callable[[Callable[P, Awaitable[T]]], Callable
     return decorate
 
 
-def traced_batch(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Trace a vector write queue's batch (``fn``, a method of the queue taking the batch's
-    jobs) as ``vector_batch``: the root span of its embedding and upsert spans, on the vector
-    store's system and the queue's collection. Returns the wrapper; without
-    ``opentelemetry`` ``fn`` itself. Raises nothing."""
+def _traced_write(
+    fn: Callable[P, Awaitable[T]], operation: str, driver: Callable[[Any], Any]
+) -> Callable[P, Awaitable[T]]:
+    """Trace ``fn``, whose first positional argument has the ``collection`` written and, through
+    ``driver``, the vector driver, and whose second the items written, as ``operation``."""
     if not ENABLED:
         return fn
 
     @_described
     def describe(args: tuple[Any, ...]) -> _Described:
-        queue: Any = args[0]
-        system = _system(queue.vector.name)
+        owner: Any = args[0]
+        system = _system(driver(owner).name)
         attributes: dict[str, Any] = {
             "db.system.name": system,
             "db.system": system,
-            "db.collection.name": queue.collection,
-            "db.operation.name": "vector_batch",
+            "db.collection.name": owner.collection,
+            "db.operation.name": operation,
         }
         extra = {"db.operation.batch.size": n} if (n := _count(args[1])) and n > 1 else {}
-        return f"vector_batch {queue.collection}", attributes, extra
+        return f"{operation} {owner.collection}", attributes, extra
 
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        if (tel := _live()) is None or (described := describe(args)) is None:
-            return await fn(*args, **kwargs)
-        name, attributes, extra = described
-        return await _run(tel, fn, args, kwargs, name, attributes, "duration", extra)
+    return _wrapped(fn, describe)
 
-    return wrapper
+
+def traced_batch(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Trace a vector write queue's batch (``fn``, a method of the queue taking the batch's
+    jobs) as ``vector_batch``: the root span of its embedding and upsert spans, on the vector
+    store's system and the queue's collection. Returns the wrapper; without
+    ``opentelemetry`` ``fn`` itself. Raises nothing."""
+    return _traced_write(fn, "vector_batch", lambda queue: queue.vector)
 
 
 def traced_upsert(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Trace an async vector write whose first positional argument is the vector driver and
     whose second the records written (``fn``) as ``upsert`` on the driver's system and
     collection. Returns the wrapper; without ``opentelemetry`` ``fn`` itself. Raises nothing."""
-    if not ENABLED:
-        return fn
-
-    @_described
-    def describe(args: tuple[Any, ...]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        vector: Any = args[0]
-        system = _system(vector.name)
-        attributes: dict[str, Any] = {
-            "db.system.name": system,
-            "db.system": system,
-            "db.collection.name": vector.collection,
-            "db.operation.name": "upsert",
-        }
-        extra = {"db.operation.batch.size": n} if (n := _count(args[1])) and n > 1 else {}
-        return f"upsert {vector.collection}", attributes, extra
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        if (tel := _live()) is None or (described := describe(args)) is None:
-            return await fn(*args, **kwargs)
-        name, attributes, extra = described
-        return await _run(tel, fn, args, kwargs, name, attributes, "duration", extra)
-
-    return wrapper
+    return _traced_write(fn, "upsert", lambda vector: vector)

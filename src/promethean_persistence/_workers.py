@@ -8,12 +8,13 @@ LOCKED``, MongoDB claim tokens, SQLite's write lock for processes of one machine
 leased to the worker that claimed it, renewed while the work runs; when a worker dies its
 items become claimable again once their lease ends (2 x ``vector_timeout_ms`` + 1 s).
 
-Each worker beats every ``heartbeat_ms`` in the primary store (``OutboxStatsPrimary``): a
-worker whose beat is older than ``DEAD_AFTER_BEATS`` beats counts as dead in
-``get_outbox_stats()``. On stop (SIGTERM/SIGINT, or the ``stop`` event) a worker claims no
-more, finishes the batch in hand, releases the leases of anything it holds unstarted (so it
-is claimable at once), removes its heartbeat and returns; a second signal stops at once,
-releasing the leases of the batch too.
+Each worker, once its embedders are warm (a model loaded), beats every ``heartbeat_ms`` in the
+primary store (``OutboxStatsPrimary``): a worker whose beat is older than ``DEAD_AFTER_BEATS``
+beats counts as dead in ``get_outbox_stats()``. After a batch it claims again at once; it
+waits ``poll_ms`` only when a claim found nothing. On stop (SIGTERM/SIGINT, or the ``stop``
+event) a worker claims no more, finishes the batch in hand, releases the leases of anything
+it holds unstarted (so it is claimable at once), removes its heartbeat and returns; a second
+signal stops at once, releasing the leases of the batch too.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class _Run:
     async def run(self) -> None:
         """Drain every store until stopped (or, ``once``, until nothing is due); a worker of
         every store looks for new stores every ``RESCAN_MS`` meanwhile, even while it has none."""
+        await self._ready(self.stores)
         await self.beat()
         beats = asyncio.get_running_loop().create_task(self._beats(), name="worker-heartbeat")
         rescans = self.opener is not None and not self.once
@@ -148,14 +150,23 @@ class _Run:
         except Exception:  # noqa: BLE001 - the stores already served go on
             log.warning("outbox worker: looking for new stores failed", exc_info=True)
             return
+        await self._ready(opened)
         for store in opened:
             self.stores.append(store)
             self._spawn(store)
             await self._beat_one(store, now_ms())
 
+    async def _ready(self, stores: list[SemanticStore]) -> None:
+        # a worker beats, then claims, only once its embedders are warm: a first model load
+        # (seconds) must not stall its first batch while it holds their leases
+        for store in stores:
+            try:
+                await store._queue.warm()
+            except Exception:  # noqa: BLE001 - its batches record the failure, as they always do
+                log.warning("outbox worker: warming the embedder of %s failed", store.name, exc_info=True)
+
     async def _drain(self, store: SemanticStore) -> None:
         worker = store._worker
-        batch = store._queue.batch_size
         while not self.stop.is_set():
             await worker.purge_due()
             try:
@@ -166,15 +177,16 @@ class _Run:
                 log.warning("outbox worker: claiming from %s failed", store.name, exc_info=True)
                 ran = []
             self.claimed += len(ran)
-            if len(ran) >= batch and not self.stop.is_set():
+            # after any work, look again at once: what was written during the batch is due now,
+            # and a partial batch must not cost a poll interval (1 s by default) per batch
+            if ran:
                 continue
-            if self.once and not ran:
+            if self.once:
                 return
-            if not ran:
-                try:
-                    await asyncio.wait_for(self.stop.wait(), self.poll_ms / 1000)
-                except TimeoutError:
-                    pass
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.poll_ms / 1000)
+            except TimeoutError:
+                pass
 
     async def _beats(self) -> None:
         while True:

@@ -1,17 +1,19 @@
 """The SQLite primary's lexical index: an FTS5 table over the collection table's ``text``
 (external content, Porter stemming over Unicode words, BM25 ranking), kept by triggers so
-every writer of the table (this driver, a user's SQL) updates it in the same transaction."""
+every writer of the table (this driver, a user's SQL) updates it in the same transaction
+(this driver's own inserts index their rows in one statement instead: ``adding``)."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._sqlite import quote
 
-SUFFIXES = ("__lexical", "__lexical_data", "__lexical_idx", "__lexical_docsize", "__lexical_config")
+SUFFIXES = ("__lexical", "__lexical_data", "__lexical_idx", "__lexical_docsize", "__lexical_config", "__lexical_bulk")
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 #: a word in more of the rows than this share (and than ``COMMON_MIN``) only adds to the scores
 #: of rows holding a rarer query word: BM25 would score every row holding it, which is what
@@ -43,6 +45,7 @@ class FtsIndex:
         self.table = quote(base)
         self.fts = quote(f"{base}__lexical")
         self.docsize = quote(f"{base}__lexical_docsize")
+        self.bulk = quote(f"{base}__lexical_bulk")
         self._trigger = f"{base}__lexical"
         self._content = base.replace("'", "''")
         self._counts: dict[str, tuple[float, int]] = {}  #: rows holding each word ("": all rows), and when
@@ -62,13 +65,42 @@ class FtsIndex:
             f"INSERT INTO {self.fts} ({self.fts}, rowid, text) SELECT 'delete', old.rowid, old.text WHERE {indexed};"
         )
         add = f"INSERT INTO {self.fts} (rowid, text) VALUES (new.rowid, new.text);"
+        # the insert trigger stands aside while ``adding`` marks the bulk table (inside a
+        # write transaction, so no other connection ever sees the mark)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.bulk} (mark INTEGER)")
+        bulk = f"WHEN NOT EXISTS (SELECT 1 FROM {self.bulk})"
         for suffix, event, body in (
-            ("_ai", "AFTER INSERT", add),
-            ("_ad", "AFTER DELETE", remove),
-            ("_au", "AFTER UPDATE OF text", remove + " " + add),
+            ("_ai", f"AFTER INSERT ON {self.table} {bulk}", add),
+            ("_ad", f"AFTER DELETE ON {self.table}", remove),
+            ("_au", f"AFTER UPDATE OF text ON {self.table}", remove + " " + add),
         ):
             name = quote(self._trigger + suffix)
-            conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {event} ON {self.table} BEGIN {body} END")
+            found = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (self._trigger + suffix,)).fetchone()
+            sql = found[0] if found else ""
+            if suffix == "_ai" and sql and bulk not in sql:  # an earlier version's, indexing row by row
+                conn.execute(f"DROP TRIGGER {name}")
+            conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {event} BEGIN {body} END")
+
+    @contextmanager
+    def adding(self, conn: sqlite3.Connection, ids: list[str]) -> Iterator[None]:
+        """Rows inserted inside (on ``conn``, in the caller's transaction) are indexed together
+        at the end: those of ``ids`` that the index lacks. One statement instead of the
+        insert trigger's one per row: FTS5 writes its pending terms out at every trigger's
+        statement, which cost 5x (measured 15 against 3 ms per 500 rows). Raises
+        ``sqlite3.Error``."""
+        conn.execute(f"INSERT INTO {self.bulk} VALUES (1)")
+        try:
+            yield
+        finally:
+            conn.execute(f"DELETE FROM {self.bulk}")
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            conn.execute(
+                f"INSERT INTO {self.fts} (rowid, text) SELECT t.rowid, t.text FROM {self.table} AS t "
+                f"WHERE t.id IN ({','.join('?' * len(chunk))}) "
+                f"AND NOT EXISTS (SELECT 1 FROM {self.docsize} WHERE id = t.rowid)",
+                chunk,
+            )
 
     def search(
         self,

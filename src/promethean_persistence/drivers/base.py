@@ -63,6 +63,10 @@ class Capabilities:
         images: ``ImageEmbedder`` (``embed_images``) for ``metadata.type == "image"`` entries.
         query_embedding: ``QueryEmbedder`` (``embed_queries``): queries embed differently.
         warm: ``Warmable`` (``warm()``): a slow first load the store awaits outside any timeout.
+        in_process: it computes in this process (as a ``warm`` model does): a bulk write
+            does not embed while its records are written, which would only share the CPU.
+        beside: ``BesideEmbedder`` (``embed_beside``): it can leave a core to work running
+            meanwhile (it would otherwise compute on every core).
     """
 
     transactions: bool = False
@@ -78,6 +82,7 @@ class Capabilities:
     images: bool = False
     query_embedding: bool = False
     warm: bool = False
+    beside: bool = False
 
 
 NO_CAPABILITIES = Capabilities()
@@ -119,6 +124,11 @@ class PrimaryDriver(Protocol):
     async def get(self, ids: Sequence[str]) -> list[Record | None]:
         """The records of ``ids``, aligned with them; None where missing. Raises
         ``BackendUnavailable`` or ``BackendRejected``."""
+
+    async def versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """The version of each of ``ids`` that ``get`` would return, by id (the write queue
+        checks what it wrote without reading texts back). Raises ``BackendUnavailable`` or
+        ``BackendRejected``."""
 
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
         """Delete ``ids``; return the ones that existed. Missing ids are not an error.
@@ -495,6 +505,14 @@ class QueryEmbedder(Protocol):
         """Vectors for the search queries ``texts`` (documents go through ``embed``): an
         array shaped like ``embed``'s. Raises ``EmbeddingError``, ``BackendUnavailable`` or
         ``BackendRejected``."""
+
+
+class BesideEmbedder(Protocol):
+    """``Capabilities.beside`` of an embedder."""
+
+    async def embed_beside(self, texts: Sequence[str]) -> np.ndarray:
+        """``embed``'s vectors of ``texts`` computed on a core fewer, for work that runs
+        meanwhile (a hybrid search's lexical ranking). Raises what ``embed`` raises."""
 
 
 class Warmable(Protocol):

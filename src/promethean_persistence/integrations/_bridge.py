@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .._entries import now_ms
 from .._errors import SemanticStoreError
 
 T = TypeVar("T")
+
+
+class _Closable(Protocol):
+    """A store an adapter closes: ``SemanticStore`` (not imported: the adapters' shared layer stays below it)."""
+
+    async def cleanup(self) -> None: ...
 
 
 class Runner:
@@ -63,6 +69,16 @@ class Runner:
         except BaseException:
             runner.close()
             raise
+
+    def close_store(self, store: _Closable) -> None:
+        """From sync code: close ``store`` (its ``cleanup``) on its loop, then stop the private loop."""
+        self.call(store.cleanup)
+        self.close()
+
+    async def aclose_store(self, store: _Closable) -> None:
+        """From async code: close ``store`` (its ``cleanup``) on its loop, then stop the private loop."""
+        await self.acall(store.cleanup)
+        self.close()
 
     def close(self) -> None:
         """Stop the private loop and its thread, if this runner started one."""

@@ -31,8 +31,7 @@ class SemanticStoreKVStore(BaseKVStore):
 
     def close(self) -> None:
         """Close the store and its event loop."""
-        self._runner.call(self.store.cleanup)
-        self._runner.close()
+        self._runner.close_store(self.store)
 
     def put(self, key: str, val: dict[str, Any], collection: str = DEFAULT_COLLECTION) -> None:
         """Store ``val`` (a JSON dict) under ``key`` in ``collection``, replacing what was there."""

@@ -76,8 +76,7 @@ class SemanticStoreDocumentStore:
 
     def close(self) -> None:
         """Close the store."""
-        self._runner.call(self.store.cleanup)
-        self._runner.close()
+        self._runner.close_store(self.store)
 
     # -- the DocumentStore protocol -------------------------------------------------------
 

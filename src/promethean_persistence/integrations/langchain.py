@@ -455,13 +455,11 @@ class SemanticStoreVectorStore(VectorStore):
 
     def close(self) -> None:
         """Close the store (and the private loop of one opened by ``create``)."""
-        self._runner.call(self.store.cleanup)
-        self._runner.close()
+        self._runner.close_store(self.store)
 
     async def aclose(self) -> None:
         """Close the store."""
-        await self._runner.acall(self.store.cleanup)
-        self._runner.close()
+        await self._runner.aclose_store(self.store)
 
 
 async def _open(name: str, config: Any, embedding: Embeddings | None, keys: _Keys) -> SemanticStore:

@@ -201,8 +201,7 @@ class SemanticStoreVectorStore(BasePydanticVectorStore):
 
     def close(self) -> None:
         """Close the store and its event loop."""
-        self._runner.call(self._store.cleanup)
-        self._runner.close()
+        self._runner.close_store(self._store)
 
     # -- LlamaIndex's vector store API ---------------------------------------------------------
 

@@ -132,8 +132,7 @@ class SemanticStoreMem0(VectorStoreBase):  # type: ignore[misc]  # mem0 has no t
 
     def close(self) -> None:
         """Close the store and its event loop."""
-        self._runner.call(self.store.cleanup)
-        self._runner.close()
+        self._runner.close_store(self.store)
 
     # -- mem0's provider API --------------------------------------------------------------------
 
@@ -233,12 +232,19 @@ class SemanticStoreMem0(VectorStoreBase):  # type: ignore[misc]  # mem0 has no t
             raise ValueError(f"memory {id_!r} has a {len(vector)}-dimensional vector; this store takes {size}")
         return np.asarray(vector, dtype=np.float32)
 
-    async def _write(self, items: Sequence[tuple[str, Mapping[str, Any], Sequence[float] | None]]) -> None:
-        found = {e["id"]: e for e in await self.store.get_many([i for i, _, _ in items]) if e is not None}
+    async def _write(
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any], Sequence[float] | None]],
+        times: Mapping[str, int] | None = None,
+    ) -> None:
+        # a memory written again keeps its time (``times``: those already read, by id)
+        if times is None:
+            found = await self.store.get_many([i for i, _, _ in items])
+            times = {e["id"]: e["timestamp"] for e in found if e is not None}
         records, vectors = [], {}
         for id_, payload, vector in items:
-            old = found.get(id_)
-            records.append(self._record(id_, payload, old["timestamp"] if old else self._clock.tick()))
+            old = times.get(id_)
+            records.append(self._record(id_, payload, old if old is not None else self._clock.tick()))
             if vector is not None:
                 vectors[id_] = self._vector(id_, vector)
         failed = await Copier(self.store).write(records, vectors)
@@ -257,7 +263,8 @@ class SemanticStoreMem0(VectorStoreBase):  # type: ignore[misc]  # mem0 has no t
             await self.store.insert_many([entry])
             return
         current = payload if payload is not None else {**record.metadata, _TEXT: record.text}
-        await self._write([(id_, current, vector)])
+        await self.store.settle()  # what the read it spares did first: buffered writes land
+        await self._write([(id_, current, vector)], {id_: record.timestamp})
 
     async def _get(self, id_: str) -> OutputData | None:
         [record] = await self.store.primary.get([id_])

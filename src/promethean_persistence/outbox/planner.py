@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .._errors import BackendRejected, ValidationError
 from .._policy import wants_vector
@@ -21,13 +21,15 @@ class Job:
     A delete carrying a tombstone record records its outcome in the outbox too. Fields:
     ``kind`` (``"upsert"`` or ``"delete"``), ``id`` (the entry id), ``record`` (the record
     an upsert writes, or a delete's tombstone), ``embed`` (False: metadata only),
-    ``future`` (resolved with None or the write's error; made on the running loop)."""
+    ``future`` (resolved with None or the write's error; made on the running loop),
+    ``early`` (the record's vector being embedded already: see ``VectorWriteQueue.prefetch``)."""
 
     kind: Literal["upsert", "delete"]
     id: str
     record: Record | None = None
     embed: bool = True
     future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    early: Early | None = None
 
     @property
     def upserted(self) -> Record:
@@ -35,6 +37,16 @@ class Job:
         job without one)."""
         assert self.record is not None, f"{self.kind} job for {self.id} has no record"
         return self.record
+
+
+@dataclass(frozen=True)
+class Early:
+    """A vector embedded ahead of its job: row ``index`` of what ``task`` returns, made by
+    ``embedder`` (unused once the store's embedder has changed)."""
+
+    task: asyncio.Future[Any]
+    index: int
+    embedder: object
 
 
 class Planner:

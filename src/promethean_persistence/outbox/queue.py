@@ -15,6 +15,8 @@ import time
 from collections import deque
 from typing import Any, cast
 
+import numpy as np
+
 from .._entries import content_hash, now_ms
 from .._errors import (
     BackendUnavailable,
@@ -26,7 +28,7 @@ from .._errors import (
 from .._telemetry import traced_batch
 from .._types import Record
 from ..drivers.base import Embedder, VectorDriver, Warmable
-from .planner import Job, Planner
+from .planner import Early, Job, Planner
 from .vectors import consume, describe_error, embed_records, upsert_records
 from .writer import OutboxWriter
 
@@ -131,6 +133,20 @@ class VectorWriteQueue:
         in the jobs' futures, never raised here."""
         self.submit(jobs)
         await asyncio.wait([j.future for j in jobs], timeout=timeout_s)
+
+    def prefetch(self, records: list[Record]) -> list[Early]:
+        """Start embedding ``records`` now (in the windows the queue embeds), so that the work
+        overlaps the primary write their jobs wait for; each job takes its vector from the
+        ``Early`` returned for its record (one per record, in order). An embedding failure is
+        met by the jobs, as one of the queue's own. Returns the list; raises nothing."""
+        early: list[Early] = []
+        size = self.batch_size * WINDOW_BATCHES
+        for start in range(0, len(records), size):
+            part = records[start : start + size]
+            task = asyncio.ensure_future(self._embed(part, warm=True))
+            task.add_done_callback(consume)
+            early += [Early(task, i, self.embedder) for i in range(len(part))]
+        return early
 
     def outstanding(self) -> int:
         """How many writes are queued or in the batch being processed. Returns an int."""
@@ -306,11 +322,14 @@ class VectorWriteQueue:
                 pass
         jobs, self._unverified = list(self._unverified.values()), {}
         try:
-            current = await self.writer.primary.get([j.id for j in jobs])
+            # versions first: the texts just written are not read back unless they moved on
+            stored = await self.writer.primary.versions([j.id for j in jobs])
+            moved = [j for j in jobs if stored.get(j.id) != j.upserted.version]
+            current = await self.writer.primary.get([j.id for j in moved]) if moved else []
         except Exception:  # noqa: BLE001 - the report and repair still see any drift
             log.debug("could not re-read records after a vector write", exc_info=True)
             return
-        follow = self._follow_ups(jobs, current)
+        follow = self._follow_ups(moved, current)
         for job in follow:
             job.future.add_done_callback(consume)
         if follow:
@@ -345,7 +364,7 @@ class VectorWriteQueue:
                 try:
                     # never abandoned: in-process models are slow, not failed, on a busy machine,
                     # and HTTP embedders fail on their own client timeout
-                    vectors = await self._embed(records)
+                    vectors = await self._vectors(jobs)
                 except (EmbeddingMismatchError, DriverError):
                     raise  # the server or the vector space, not one input
                 except Exception as exc:
@@ -372,6 +391,7 @@ class VectorWriteQueue:
     async def _one_by_one(self, jobs: list[Job]) -> dict[str, BaseException | None]:
         outcomes: dict[str, BaseException | None] = {}
         for job in jobs:
+            job.early = None  # embedded with the batch that failed
             outcomes.update(await self._upsert([job], embed=True))
         return outcomes
 
@@ -381,8 +401,23 @@ class VectorWriteQueue:
         if self.embedder.capabilities.warm:
             await cast(Warmable, self.embedder).warm()
 
-    async def _embed(self, records: list[Record]) -> Any:
+    async def _embed(self, records: list[Record], *, warm: bool = False) -> Any:
+        if warm:
+            await self.warm()
         return await embed_records(self.embedder, records, images=self.planner.images)
+
+    async def _vectors(self, jobs: list[Job]) -> Any:
+        """The vectors of ``jobs``' records: embedded early where a job has them (by this
+        embedder), the others now. Raises what embedding raises."""
+        early = [j.early if j.early is not None and j.early.embedder is self.embedder else None for j in jobs]
+        if not any(early):
+            return await self._embed([j.upserted for j in jobs])
+        late = [j.upserted for j, e in zip(jobs, early) if e is None]
+        fresh = iter(await self._embed(late) if late else [])
+        # shielded: the task is shared by every job of its window
+        return np.asarray(
+            [next(fresh) if e is None else (await asyncio.shield(e.task))[e.index] for e in early], dtype=np.float32
+        )
 
     def _record(self, jobs: list[Job], outcomes: dict[str, BaseException | None]) -> None:
         now = now_ms()

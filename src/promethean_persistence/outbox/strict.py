@@ -12,11 +12,12 @@ from typing import Any, cast
 
 from .._entries import now_ms
 from .._errors import SemanticStoreError, ValidationError, VectorWriteError
+from .._telemetry import traced_upsert
 from .._types import Record
 from ..drivers.base import PrimaryDriver, TransactionalPrimary, TransactionalVector
 from .planner import Planner
 from .queue import VectorWriteQueue
-from .vectors import consume, vector_metadata
+from .vectors import consume, embed_records, vector_metadata
 from .writer import OutboxWriter
 
 
@@ -29,6 +30,17 @@ def shares_transactions(primary: PrimaryDriver, vector: Any) -> bool:
         and vector.capabilities.transactions
         and cast(TransactionalPrimary, primary).shares_transactions_with(vector)
     )
+
+
+@traced_upsert
+async def upsert_records_in(
+    vector: TransactionalVector, records: list[Record], vectors: Any, model: str | None, conn: Any
+) -> None:
+    """``upsert_records`` inside the primary's transaction ``conn``: the vectors of ``records``
+    into ``vector`` (``vectors`` aligned with them, None: metadata only), metadata
+    fingerprinted with ``model``; traced as the queue's upserts are. Returns None; raises what
+    ``TransactionalVector.upsert_in`` raises."""
+    await vector.upsert_in(conn, [r.id for r in records], vectors, [vector_metadata(r, model) for r in records])
 
 
 class StrictWrites:
@@ -55,11 +67,8 @@ class StrictWrites:
 
     async def _embed_into(self, embedded: dict[str, Any], records: list[Record]) -> None:
         if records:
-            for r, v in zip(records, await self.queue.embedder.embed([r.text for r in records])):
+            for r, v in zip(records, await embed_records(self.queue.embedder, records, images=self.planner.images)):
                 embedded[r.id] = v
-
-    def _metadata(self, records: list[Record]) -> list[dict[str, Any]]:
-        return [vector_metadata(r, self.planner.model) for r in records]
 
     async def atomic(self, records: list[Record], now: int) -> None:
         """Write ``records`` (validated, states started at ``now``) and their vectors: embed
@@ -87,19 +96,15 @@ class StrictWrites:
                     await self._embed_into(embedded, changed)  # someone changed them since we looked
                     full = [r for r in records if r.id in embedded]
                     if full:
-                        await vector.upsert_in(
-                            conn, [r.id for r in full], [embedded[r.id] for r in full], self._metadata(full)
-                        )
+                        await upsert_records_in(vector, full, [embedded[r.id] for r in full], plan.model, conn)
                     same = [r for r in records if r.vector_status == "synced" and r.id not in embedded]
                     if same:
                         try:
                             async with conn.transaction():  # a savepoint: the vector may be gone
-                                await vector.upsert_in(conn, [r.id for r in same], None, self._metadata(same))
+                                await upsert_records_in(vector, same, None, plan.model, conn)
                         except ValidationError:
                             await self._embed_into(embedded, same)
-                            await vector.upsert_in(
-                                conn, [r.id for r in same], [embedded[r.id] for r in same], self._metadata(same)
-                            )
+                            await upsert_records_in(vector, same, [embedded[r.id] for r in same], plan.model, conn)
                     gone = [
                         r.id
                         for r, p in zip(records, previous)

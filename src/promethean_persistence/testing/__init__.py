@@ -7,7 +7,8 @@ the same contract. Subclass a suite in your tests and provide its fixture:
 * ``StoreSuite`` and ``WritePathSuite`` need ``make_store``: ``await make_store(**config_overrides)`` returns an
   open SemanticStore on the drivers under test (closed by the fixture).
 
-The suites use pytest and pytest-asyncio (``asyncio_mode = "auto"``).
+The suites use pytest and pytest-asyncio (``asyncio_mode = "auto"``). ``filter_strategies`` holds
+hypothesis strategies of metadata and filters (imported on its own: it needs hypothesis).
 """
 
 from .embedding import EmbedderSuite

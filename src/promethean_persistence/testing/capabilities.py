@@ -23,9 +23,14 @@ VECTOR = {
     "collection_switch": base.CollectionSwitch,
     "field_names": base.FieldNames,
 }
-EMBEDDER = {"images": base.ImageEmbedder, "query_embedding": base.QueryEmbedder, "warm": base.Warmable}
+EMBEDDER = {
+    "images": base.ImageEmbedder,
+    "query_embedding": base.QueryEmbedder,
+    "warm": base.Warmable,
+    "beside": base.BesideEmbedder,
+}
 _KIND_FLAGS = {"primary": PRIMARY, "vector": VECTOR, "embedder": EMBEDDER}
-_OWN = {"primary": set(PRIMARY), "vector": set(VECTOR) | {"in_process"}, "embedder": set(EMBEDDER)}
+_OWN = {"primary": set(PRIMARY), "vector": set(VECTOR) | {"in_process"}, "embedder": set(EMBEDDER) | {"in_process"}}
 
 
 def members(protocol: type) -> list[str]:
@@ -50,6 +55,7 @@ def check_declared(driver: Any, kind: str) -> None:
                 if member in (
                     "embed_images",
                     "embed_queries",
+                    "embed_beside",
                     "warm",
                     "dedupe",
                     "vector_collection",

@@ -64,6 +64,7 @@ class ExpirySuite:
         await _load(primary)
         got = await primary.get(["always", "gone", "later", "old", "never"])
         assert [r.id if r else None for r in got] == ["always", None, "later", None, None]
+        assert await primary.versions(["always", "gone", "later", "old", "never"]) == {"always": 1, "later": 1}
         assert [r.id for r in await primary.most_recent(10)] == ["later", "always"]
         assert [r.id for r in await primary.most_recent(10, order="asc", include_empty=True)] == ["always", "later"]
         assert [r.id for r in await primary.most_recent(10, parse({"kind": "b"}))] == ["later"]

@@ -115,6 +115,18 @@ class PrimaryDriverSuite:
         [got] = await primary.get(["a"])
         assert got is not None and got.text == "four"
 
+    async def test_versions_are_those_get_returns(self, primary: PrimaryDriver) -> None:
+        assert await primary.versions([]) == {} and await primary.versions(["nope"]) == {}
+        await primary.put([rec("a"), rec("b")])
+        await primary.put([rec("a", text="again")])
+        ids = ["b", "missing", "a", "b", *(f"x{i}" for i in range(600))]  # past one statement's chunk
+        assert await primary.versions(ids) == {"a": 2, "b": 1}
+        await primary.put([rec(f"x{i}") for i in range(0, 600, 7)])
+        found = await primary.versions(ids)
+        assert found == {r.id: r.version for r in await primary.get(ids) if r is not None} and len(found) == 88
+        await primary.delete(["a"])
+        assert "a" not in await primary.versions(["a"])
+
     async def test_get_is_aligned_with_input(self, primary: PrimaryDriver) -> None:
         await primary.put([rec("a"), rec("b")])
         got = await primary.get(["b", "missing", "a", "b"])

@@ -107,6 +107,33 @@ class StoreSuite:
         assert (await store.get("a"))["text"] == "second words"
         assert (await store.get_most_relevant("second words", 1))[0]["id"] == "a"
 
+    async def test_bulk_insert_embeds_each_new_or_changed_text_once(self, make_store: MakeStore) -> None:
+        # bulk writes embed while their records are written (``_outbox_front.EARLY_MIN``)
+        store = await make_store(faults=True)
+        inner = store.embedder.inner
+        embed, seen = inner.embed, []
+
+        async def counting(batch: list[str]) -> Any:
+            seen.extend(batch)
+            return await embed(batch)
+
+        inner.embed = counting
+        texts = [f"bulk entry number {i}" for i in range(80)]
+        entries = [{"id": f"b{i}", "text": t, "metadata": {"v": 1}} for i, t in enumerate(texts)]
+        await store.insert_many(entries)
+        assert sorted(seen) == sorted(texts)
+        seen.clear()
+        await store.insert_many([{**e, "metadata": {"v": 2}} for e in entries])
+        assert seen == []  # metadata only
+        changed = [f"{t} changed" for t in texts[1::2]]
+        await store.insert_many([{**e, "text": t} for e, t in zip(entries[1::2], changed)] + entries[::2])
+        assert sorted(seen) == sorted(changed)
+        await store.flush()  # a busy machine may still be writing them: slow is not failed
+        assert (await store.get_most_relevant("bulk entry number 7 changed", 1))[0]["id"] == "b7"
+        assert user_meta(await store.get("b7")) == {"v": 1} and user_meta(await store.get("b8")) == {"v": 1}
+        report = await store.get_consistency_report()
+        assert (report["missing_vectors"], report["stale_vectors"]) == (0, 0)
+
     async def test_insert_many_returns_ids_in_order(self, make_store: MakeStore) -> None:
         store = await make_store()
         ids = await store.insert_many([{"text": f"entry {i}", "id": f"e{i}"} for i in range(150)] + [{"text": "anon"}])

@@ -26,7 +26,7 @@ class HashingEmbedder:
     """Test-only embedder: hashed word and character-trigram counts, L2-normalised."""
 
     name: ClassVar[str] = "hashing"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: ClassVar[Capabilities] = Capabilities(in_process=True)
     supports_images = False
     normalize = True
 

@@ -14,7 +14,6 @@ import asyncio
 import importlib.util
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..._deps import check_installed, require
 from ..._errors import EmbeddingError
+from .._threaded import ThreadedModel
 from ..base import Capabilities
 from .sentence_transformers import MAX_CHARS, SentenceTransformersEmbedder
 
@@ -104,13 +104,15 @@ class TorchLocalEmbedder(SentenceTransformersEmbedder):
         )
 
 
-class OnnxLocalEmbedder:
+class OnnxLocalEmbedder(ThreadedModel):
     """all-MiniLM-L6-v2 on ONNX Runtime (CPU): the graph is built from the packaged weights
     at load (see ``_bert_onnx``), texts are tokenised together, sorted by length and run in
-    batches of about ``TOKENS_PER_RUN`` tokens on every core this process may use."""
+    batches of about ``TOKENS_PER_RUN`` tokens on every core this process may use (a core
+    fewer for ``embed_beside``)."""
 
     name: ClassVar[str] = "local"
-    capabilities: ClassVar[Capabilities] = Capabilities(warm=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(warm=True, beside=True)
+    _THREAD: ClassVar[str] = "embedder"
     extra: ClassVar[str] = "local"
     supports_images: ClassVar[bool] = False
 
@@ -123,9 +125,8 @@ class OnnxLocalEmbedder:
         self.normalize = normalize
         self.threads = threads or _cpus()
         self._session: Any = None
+        self._beside: Any = None  #: ``embed_beside``'s session (a thread fewer), loaded on first use
         self._tokenizer: Any = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._loading: asyncio.Future[None] | None = None
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> OnnxLocalEmbedder:
@@ -140,40 +141,53 @@ class OnnxLocalEmbedder:
     def _load(self) -> None:
         if self._session is not None:
             return
-        ort = require("onnxruntime", extra=self.extra, driver=self.name)
         tokenizers = require("tokenizers", extra=self.extra, driver=self.name)
-        from ._bert_onnx import build_encoder
-
-        directory = _model_dir()
         try:
-            tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+            tokenizer = tokenizers.Tokenizer.from_file(str(_model_dir() / "tokenizer.json"))
             tokenizer.no_padding()  # batches are padded here, to their own longest text
             tokenizer.enable_truncation(MAX_TOKENS)
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            graph = build_encoder(str(directory / "model.safetensors"), heads=12)
-            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            session = self._new_session(self.threads)
         except Exception as exc:
-            raise EmbeddingError(
-                f"Cannot load embedding model {self.model!r} on ONNX Runtime: {exc}", driver=self.name
-            ) from exc
+            raise self._cannot_load(exc) from exc
         self._tokenizer, self._session = tokenizer, session
+
+    def _cannot_load(self, exc: Exception) -> EmbeddingError:
+        return EmbeddingError(f"Cannot load embedding model {self.model!r} on ONNX Runtime: {exc}", driver=self.name)
+
+    def _new_session(self, threads: int) -> Any:
+        """An ONNX Runtime session of the model on ``threads`` threads; raises what loading raises."""
+        ort = require("onnxruntime", extra=self.extra, driver=self.name)
+        from ._bert_onnx import build_encoder
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # the threads spin between a run's operators (fast), not after it: left spinning they
+        # take a core for tens of ms from the work that follows (a hybrid search's lexical ranking)
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        graph = build_encoder(str(_model_dir() / "model.safetensors"), heads=12)
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def _beside_session(self) -> Any:
+        """``embed_beside``'s session, on a thread fewer than ``embed``'s (one thread: that
+        session), loaded on first use; raises ``EmbeddingError`` when it cannot be loaded."""
+        if self._beside is None:
+            try:
+                self._beside = self._session if self.threads == 1 else self._new_session(self.threads - 1)
+            except Exception as exc:
+                raise self._cannot_load(exc) from exc
+        return self._beside
 
     async def warm(self) -> None:
         """Build the graph and the session (about a second, once). Returns None; raises
         ``EmbeddingError`` when the model cannot be loaded."""
-        if self._session is not None:
-            return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
-        if self._loading is None:
-            self._loading = asyncio.get_running_loop().run_in_executor(self._executor, self._load)
-        await asyncio.shield(self._loading)
+        if self._session is None:
+            await self._load_in_thread(self._load)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], beside: bool = False) -> np.ndarray:
+        session = self._beside_session() if beside else self._session
         encodings = self._tokenizer.encode_batch([t[:MAX_CHARS] for t in texts])
         lengths = np.array([len(e.ids) for e in encodings])
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
@@ -189,7 +203,7 @@ class OnnxLocalEmbedder:
                 n = int(lengths[i])
                 ids[r, :n] = encodings[i].ids
                 mask[r, :n] = 1
-            (hidden,) = self._session.run(
+            (hidden,) = session.run(
                 None, {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask}
             )
             pooled = (hidden * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)  # mean of real tokens
@@ -200,18 +214,27 @@ class OnnxLocalEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """See ``Embedder.embed``: the vectors of ``texts``, in order."""
-        texts = list(texts)
+        return await self._embed(list(texts), beside=False)
+
+    async def embed_beside(self, texts: Sequence[str]) -> np.ndarray:
+        """``embed``'s vectors of ``texts`` computed on a thread fewer, leaving a core to work
+        running meanwhile (a hybrid search's lexical ranking): ``embed``'s threads would take
+        every core and slow both. Its session (about 180 MB more memory) is loaded on first
+        use. Returns the vectors in order; raises ``EmbeddingError``."""
+        return await self._embed(list(texts), beside=True)
+
+    async def _embed(self, texts: list[str], beside: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         await self.warm()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, texts)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, texts, beside)
+        except EmbeddingError:
+            raise
         except Exception as exc:
             raise EmbeddingError(f"{self.model!r} failed to embed {len(texts)} texts: {exc}", driver=self.name) from exc
 
     async def aclose(self) -> None:
         """See ``Embedder.aclose``."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        self._session = self._tokenizer = self._loading = None
+        self._stop_thread()
+        self._session = self._beside = self._tokenizer = None

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..._deps import check_installed, require
 from ..._errors import EmbeddingError
+from .._threaded import ThreadedModel
 from ..base import Capabilities
 
 if TYPE_CHECKING:
@@ -25,13 +26,14 @@ if TYPE_CHECKING:
 MAX_CHARS = 16_384  # far beyond the model's token window; spares the tokenizer megabytes
 
 
-class SentenceTransformersEmbedder:
+class SentenceTransformersEmbedder(ThreadedModel):
     """Any sentence-transformers model by name or path; ``device`` is cpu, cuda or auto."""
 
     name: ClassVar[str] = "sentence-transformers"
     #: images when the model has an image modality (CLIP): see ``supports_images``
     capabilities: ClassVar[Capabilities] = Capabilities(images=True, warm=True)
     extra: ClassVar[str] = "local"
+    _THREAD = "embedder"
 
     def __init__(
         self,
@@ -126,11 +128,7 @@ class SentenceTransformersEmbedder:
     async def _ready(self) -> Any:
         if self._model is not None:
             return self._model
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
-        if self._loading is None:
-            self._loading = asyncio.get_running_loop().run_in_executor(self._executor, self._load)
-        return await asyncio.shield(self._loading)
+        return await self._load_in_thread(self._load)
 
     def _encode(self, inputs: list[Any]) -> np.ndarray:
         out = self._model.encode(
@@ -179,11 +177,8 @@ class SentenceTransformersEmbedder:
 
     async def aclose(self) -> None:
         """See ``Embedder.aclose``."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self._stop_thread()
         self._model = None
-        self._loading = None
 
 
 def sentence_transformers_on(device: str, *, extra: str, driver: str) -> tuple[Any, str]:

@@ -82,6 +82,11 @@ class MemoryPrimary:
         found = ((i, self._records.get(i)) for i in ids)
         return [copy.deepcopy(r) if _live(r, now) else None for i, r in found]
 
+    async def versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """See ``PrimaryDriver.versions``."""
+        now = _now_ms()
+        return {i: r.version for i in ids if (r := self._records.get(i)) is not None and _live(r, now)}
+
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
         """See ``PrimaryDriver.delete``."""
         gone = [i for i in dict.fromkeys(ids) if self._records.pop(i, None) is not None]

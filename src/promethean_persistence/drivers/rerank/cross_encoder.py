@@ -17,17 +17,20 @@ import numpy as np
 
 from ..._deps import check_installed
 from ..._errors import EmbeddingError
+from .._threaded import ThreadedModel
 from ..embedding.sentence_transformers import MAX_CHARS, sentence_transformers_on
 
 if TYPE_CHECKING:
     from ..._config import StoreConfig
 
 
-class CrossEncoderReranker:
+class CrossEncoderReranker(ThreadedModel):
     """Any sentence-transformers CrossEncoder by name or path; ``device`` is cpu, cuda or auto."""
 
     name: ClassVar[str] = "cross-encoder"
     extra: ClassVar[str] = "local"
+    _THREAD = "reranker"
+    _RETRY = (EmbeddingError,)  # a later call may load again (a download that failed once)
 
     def __init__(self, model: str, *, device: str = "auto", batch_size: int = 32) -> None:
         """``model`` is the CrossEncoder's name or the path of a saved one; ``device`` is ``cpu``,
@@ -72,17 +75,7 @@ class CrossEncoderReranker:
     async def _ready(self) -> Any:
         if self._model is not None:
             return self._model
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reranker")
-        if self._loading is None:
-            self._loading = asyncio.get_running_loop().run_in_executor(self._executor, self._load)
-        loading = self._loading
-        try:
-            return await asyncio.shield(loading)
-        except EmbeddingError:
-            if self._loading is loading:
-                self._loading = None  # a later call may retry (a download that failed once)
-            raise
+        return await self._load_in_thread(self._load)
 
     def _predict(self, query: str, texts: list[str]) -> list[float]:
         query = query[:MAX_CHARS]
@@ -115,8 +108,5 @@ class CrossEncoderReranker:
 
     async def aclose(self) -> None:
         """See ``Reranker.aclose``: drops the model and stops the worker thread."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self._stop_thread()
         self._model = None
-        self._loading = None

@@ -259,6 +259,11 @@ class MongoPrimary(Connection, Legacy, Outbox, Lexical):
             found = await self._current(list(dict.fromkeys(ids)), live=True)
         return [found.get(i) for i in ids]
 
+    async def versions(self, ids: Sequence[str]) -> dict[str, int]:
+        """See ``PrimaryDriver.versions`` (the records are read whole: which of an id's
+        documents is current depends on more than its version)."""
+        return {r.id: r.version for r in await self.get(ids) if r is not None}
+
     async def delete(self, ids: Sequence[str], *, tombstone_at: int | None = None) -> list[str]:
         """See ``PrimaryDriver.delete``."""
         ids = list(dict.fromkeys(ids))

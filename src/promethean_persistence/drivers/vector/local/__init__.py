@@ -4,10 +4,14 @@ searched through an HNSW index (hnswlib) kept in a file beside it as an accelera
 Durability and crash safety
     Every write is one SQLite transaction that also bumps the collection's change counter
     (``seq``); each row remembers the ``seq`` that wrote it and every dropped HNSW label is
-    logged with its ``seq``. The index file is a checkpoint: a sidecar names the file and
-    the ``seq`` it covers. On open the checkpoint is loaded (a missing, unreadable or
-    mismatched file is ignored) and every change after its ``seq`` is replayed; when
-    another store or process writes, the same replay runs before the next read.
+    logged with its ``seq``. The index file is a checkpoint: a sidecar names the file, the
+    ids of its live labels and the ``seq`` it covers. On open the checkpoint is loaded (a
+    missing, unreadable or mismatched file is ignored) and every change after its ``seq``
+    is replayed; when another store or process writes, the same replay runs before the
+    next read. So the rows after the checkpoint are its log: a new checkpoint is written
+    (by a forked child, in the background or on close) only once the graph changed by
+    ``_checkpoint.CHECKPOINT_MIN`` / ``CHECKPOINT_SHARE``, which bounds what a crash leaves
+    to index again.
 
 Never missing an acknowledged vector
     Vectors not yet in the HNSW graph (just written, replayed, or all of them while the
@@ -27,7 +31,8 @@ from __future__ import annotations
 # The package is split by responsibility (no module imports this one, so no cycles):
 #   driver.py       LocalVector: construction, open / close; composes the mixins below
 #   _storage.py     the SQLite tables, seq / generation bookkeeping, replay, writes, stored reads
-#   _checkpoint.py  saving and loading the HNSW checkpoint and its sidecar
+#   _checkpoint.py  when to save the HNSW checkpoint, saving and loading it and its sidecar
+#   _codec.py       vector blobs: float32 or float16 (``vector_dtype``)
 #   _indexing.py    the background step moving the delta into the graph (owns INDEX_CHUNK)
 #   _search.py      exact delta search, graph search and merging
 from .driver import LocalVector

@@ -32,7 +32,10 @@ class _Indexing:
         _delta: dict[int, np.ndarray]
         _delta_cache: tuple[list[int], np.ndarray] | None
         _indexing: asyncio.Task[None] | None
-        _graph_changed: bool
+        _saving: asyncio.Task[None] | None
+        _unsaved: int
+
+        async def _checkpoint(self, closing: bool = False) -> None: ...
 
     # -- background indexing --------------------------------------------------------------
 
@@ -48,6 +51,15 @@ class _Indexing:
     async def _index_delta(self) -> None:
         while self._delta and len(self._labels) > self.exact_threshold:
             await self._db.run(self._index_step, operation="index")
+            await self._checkpoint()  # when due; indexing waits meanwhile (the fork shares its pages)
+
+    async def _stop_background(self) -> None:
+        """Stop background indexing and wait for a checkpoint being written."""
+        for task, cancel in ((self._indexing, True), (self._saving, False)):
+            if task is not None:
+                if cancel:
+                    task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def _index_step(self) -> None:
         labels = list(islice(self._delta, INDEX_CHUNK))
@@ -69,7 +81,7 @@ class _Indexing:
         graph.add_items(
             matrix, np.asarray(labels, dtype=np.int64), num_threads=min(2, os.cpu_count() or 1), replace_deleted=True
         )
-        self._graph_changed = True
+        self._unsaved += len(labels)
         for label in labels:
             del self._delta[label]
         self._delta_cache = None

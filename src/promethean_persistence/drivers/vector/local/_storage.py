@@ -16,6 +16,7 @@ from ...._types import FINGERPRINT_KEY
 from ..._sqlite import quote, table_base
 from ..._sqlite_filter import index_sql, key_digest
 from .._exact import as_matrix
+from ._codec import as_stored, decode, encode
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from ..._sqlite import SQLiteConnection
 
 GENERATIONS = "_semantic_store_vector_generations"
-_NAMES = ("__vectors", "__vector_drops", "__vectors_seq", "__drops_seq")  #: a collection's tables and indexes
+#: a collection's tables and indexes
+_NAMES = ("__vectors", "__vector_drops", "__vectors_seq", "__drops_seq", "__vectors_label_id")
 LABELS_PER_SEQ = 1 << 20  # labels are seq * LABELS_PER_SEQ + position: unique, never reused
 
 
@@ -45,12 +47,14 @@ class _Storage:
         _delta_cache: tuple[list[int], np.ndarray] | None
         _indexing: asyncio.Task[None] | None
         _checkpoint_seq: int
-        _graph_changed: bool
+        _unsaved: int
         _indexed: tuple[tuple[str, ...], ...]
+        vector_dtype: str
 
         def _reset(self) -> None: ...
         def _meta_path(self) -> Path: ...
         def _schedule_indexing(self) -> None: ...
+        async def _stop_background(self) -> None: ...
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -66,8 +70,11 @@ class _Storage:
             "vector BLOB NOT NULL, metadata TEXT NOT NULL, seq INTEGER NOT NULL)"
         )
         conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__vectors_seq')} ON {self._table} (seq)")
-        # exact searches read the vectors of filtered or not yet indexed labels by label
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__vectors_label')} ON {self._table} (label)")
+        # exact searches read the vectors of filtered or not yet indexed labels by label, and
+        # opening reads every (label, id) pair from this index alone, not from the table's
+        # pages full of vectors (3x faster); it replaces the label-only index of older versions
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__vectors_label_id')} ON {self._table} (label, id)")
+        conn.execute(f"DROP INDEX IF EXISTS {quote(base + '__vectors_label')}")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self._dropped} (label INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {quote(base + '__drops_seq')} ON {self._dropped} (seq)")
         for path in self._indexed:
@@ -106,7 +113,7 @@ class _Storage:
             if old is not None and old != label:
                 self._forget(old)
             if label not in self._ids:
-                self._add_delta(id_, label, np.frombuffer(blob, dtype=np.float32))
+                self._add_delta(id_, label, decode(blob))
         self._seq = generation
 
     def _forget(self, label: int) -> None:
@@ -124,7 +131,7 @@ class _Storage:
                 self._graph.mark_deleted(label)
             except RuntimeError:
                 return  # not in the graph, or already deleted
-            self._graph_changed = True
+            self._unsaved += 1
 
     def _add_delta(self, id_: str, label: int, vector: np.ndarray) -> None:
         self.dims = self.dims or len(vector)
@@ -178,7 +185,7 @@ class _Storage:
 
             await self._write(update)
             return
-        matrix = as_matrix(vectors, self.dims, self.name)
+        matrix = as_stored(as_matrix(vectors, self.dims, self.name), self.vector_dtype)
         if len(matrix) != len(ids):
             raise ValidationError("ids and vectors must have the same length", driver=self.name)
         latest = {id_: k for k, id_ in enumerate(ids)}  # a repeated id: the last one wins
@@ -193,7 +200,7 @@ class _Storage:
                 old = self._labels.get(id_)
                 if old is not None:
                     drops.append((old, seq))
-                rows.append((id_, seq * LABELS_PER_SEQ + pos, matrix[k].tobytes(), metas[k], seq))
+                rows.append((id_, seq * LABELS_PER_SEQ + pos, encode(matrix[k], self.vector_dtype), metas[k], seq))
             conn.executemany(
                 f"INSERT INTO {self._table} VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "label = excluded.label, vector = excluded.vector, metadata = excluded.metadata, seq = excluded.seq",
@@ -230,9 +237,7 @@ class _Storage:
 
     async def drop(self) -> None:
         """See ``VectorDriver.drop``: the rows and the HNSW checkpoint go."""
-        if self._indexing is not None:
-            self._indexing.cancel()
-            await asyncio.gather(self._indexing, return_exceptions=True)
+        await self._stop_background()
 
         def clear(conn: sqlite3.Connection, seq: int) -> Callable[[], None]:
             conn.execute(f"DELETE FROM {self._table}")
@@ -285,7 +290,7 @@ class _Storage:
                 rows = self._db.conn.execute(
                     f"SELECT id, vector FROM {self._table} WHERE id IN ({','.join('?' * len(chunk))})", chunk
                 )
-                found.update((i, np.frombuffer(blob, dtype=np.float32)) for i, blob in rows)
+                found.update((i, decode(blob)) for i, blob in rows)
             return found
 
         return await self._db.run(read, operation="fetch") if ids else {}

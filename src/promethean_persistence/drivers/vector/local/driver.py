@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ...._errors import ValidationError
 from ..._names import file_name
 from ..._sqlite import SQLiteConnection, quote
 from ..._sqlite_filter import metadata_paths
 from ...base import Capabilities
 from ._checkpoint import _Checkpoint
+from ._codec import DTYPES
 from ._indexing import _Indexing
 from ._search import _Search
 from ._storage import _Storage
@@ -47,6 +49,7 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         exact_threshold: int = 5_000,
         index_dir: str | None = None,
         metadata_indexes: Sequence[str] = (),
+        vector_dtype: str = "float32",
     ) -> None:
         """``path``: the SQLite file. ``collection``: the table prefix. ``synchronous`` and
         ``busy_timeout_ms``: SQLite's durability level and lock wait. ``m``,
@@ -54,8 +57,17 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         limit and the collection's size, ``_ef.auto_ef``). ``exact_threshold``:
         collections this small stay exact. ``index_dir``: where the HNSW checkpoint goes
         (default: beside the file). ``metadata_indexes``: metadata keys (dotted: nested) to
-        index for filters. Raises ``ValidationError`` for a collection name SQLite cannot
-        quote."""
+        index for filters. ``vector_dtype``: how new vectors are stored, ``float32`` or
+        ``float16`` (half the bytes; searched as float32 in memory; rows of either kind read
+        back whatever the setting). Raises ``ValidationError`` for a collection name SQLite
+        cannot quote or another ``vector_dtype``."""
+        if vector_dtype not in DTYPES:
+            raise ValidationError(
+                f"vector_dtype must be one of {', '.join(DTYPES)}, not {vector_dtype!r}",
+                field="vector_dtype",
+                driver=self.name,
+            )
+        self.vector_dtype = vector_dtype
         self.path = path
         self._indexed = tuple(metadata_paths(metadata_indexes))
         self.collection = collection
@@ -80,7 +92,8 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         self._delta_cache: tuple[list[int], np.ndarray] | None = None
         self._indexing: asyncio.Task[None] | None = None
         self._checkpoint_seq = -1
-        self._graph_changed = False  # the graph differs from the last checkpoint written or loaded
+        self._unsaved = 0  # labels indexed or deleted in the graph since the last checkpoint written or loaded
+        self._saving: asyncio.Task[None] | None = None  # the checkpoint being written
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> LocalVector:
@@ -97,6 +110,7 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
             ef_search=local.hnsw.ef_search,
             exact_threshold=local.exact_threshold,
             metadata_indexes=config.metadata_indexes,
+            vector_dtype=config.vector_dtype,
         )
 
     for_collection = from_config
@@ -108,8 +122,9 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
 
     async def open(self) -> None:
         """See ``VectorDriver.open``: creates the tables, loads the HNSW checkpoint (a bad
-        one is ignored and rebuilt) and replays what changed since. Without hnswlib search
-        stays exact (no error)."""
+        one is ignored and rebuilt) and replays what changed since, which the background
+        step then indexes (searched exactly meanwhile). Without hnswlib search stays exact
+        (no error)."""
         try:
             import hnswlib  # noqa: F401 - optional accelerator
         except ImportError:
@@ -123,16 +138,13 @@ class LocalVector(_Storage, _Checkpoint, _Indexing, _Search):
         await self._db.run(self._db.transaction, self._create, operation="open")
         await self._db.run(self._load_checkpoint, operation="open")
         await self._refresh()
+        self._schedule_indexing()  # the replayed tail, even if this process never writes
 
     async def aclose(self) -> None:
         """See ``VectorDriver.aclose``: stops background indexing and saves the HNSW
-        checkpoint (a failure is only logged)."""
-        if self._indexing is not None:
-            self._indexing.cancel()
-            await asyncio.gather(self._indexing, return_exceptions=True)
+        checkpoint if one is due (``_checkpoint.CHECKPOINT_MIN``): after fewer changes the
+        next open replays them from SQLite. A failure is only logged."""
+        await self._stop_background()
         if self._db._executor is not None:
-            try:
-                await self._db.run(self._save_checkpoint, operation="checkpoint")
-            except Exception:  # noqa: BLE001 - the durable table is the truth; reopen replays
-                log.warning("could not save the HNSW checkpoint of %s", self.collection, exc_info=True)
+            await self._checkpoint(closing=True)
         await self._db.close()
