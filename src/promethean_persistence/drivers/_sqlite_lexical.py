@@ -69,17 +69,15 @@ class FtsIndex:
         # write transaction, so no other connection ever sees the mark)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self.bulk} (mark INTEGER)")
         bulk = f"WHEN NOT EXISTS (SELECT 1 FROM {self.bulk})"
+        found = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (self._trigger + "_ai",)).fetchone()
+        if found and bulk not in found[0]:  # an earlier version's insert trigger, indexing row by row
+            conn.execute(f"DROP TRIGGER {quote(self._trigger + '_ai')}")
         for suffix, event, body in (
             ("_ai", f"AFTER INSERT ON {self.table} {bulk}", add),
             ("_ad", f"AFTER DELETE ON {self.table}", remove),
             ("_au", f"AFTER UPDATE OF text ON {self.table}", remove + " " + add),
         ):
-            name = quote(self._trigger + suffix)
-            found = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (self._trigger + suffix,)).fetchone()
-            sql = found[0] if found else ""
-            if suffix == "_ai" and sql and bulk not in sql:  # an earlier version's, indexing row by row
-                conn.execute(f"DROP TRIGGER {name}")
-            conn.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {event} BEGIN {body} END")
+            conn.execute(f"CREATE TRIGGER IF NOT EXISTS {quote(self._trigger + suffix)} {event} BEGIN {body} END")
 
     @contextmanager
     def adding(self, conn: sqlite3.Connection, ids: list[str]) -> Iterator[None]:

@@ -7,6 +7,9 @@ import json
 import time
 from typing import Any
 
+from ..._errors import BackendRejected
+from ..._types import SCHEMA_VERSION
+
 CATALOG = "_semantic_store_collections"  #: one row per collection: schema version and manifest
 COLUMNS = (
     "id, text, timestamp, metadata, extra, version, vector_status, vector_attempts, vector_error, "
@@ -24,3 +27,28 @@ def dumps(value: Any) -> str:
     """``value`` as compact JSON text (non-ASCII kept). Raises ``TypeError`` for what JSON
     cannot hold."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def check_schema(version: int | None, collection: str, where: str, driver: str) -> None:
+    """Refuse a collection whose stored schema ``version`` (None: new) is newer than this
+    package reads; ``where`` says where it is (``at <server>``, ``in '<path>'``) and ``driver``
+    names the driver. Raises ``BackendRejected``."""
+    if version is not None and version > SCHEMA_VERSION:
+        raise BackendRejected(
+            f"Collection {collection!r} {where} has schema version {version}; this version of "
+            f"promethean-persistence reads up to {SCHEMA_VERSION}. Upgrade the package.",
+            driver=driver,
+            operation="open",
+        )
+
+
+def recent_sql(table: str, clauses: list[str], order: str, mark: str) -> str:
+    """The query of ``most_recent``: the records of ``table`` matching every one of
+    ``clauses``, newest first (``order`` ``"desc"``) or oldest first, ties by id, at most a
+    ``mark`` (the driver's parameter marker) of them."""
+    direction = "DESC" if order == "desc" else "ASC"
+    return (
+        f"SELECT {COLUMNS} FROM {table}"
+        + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        + f" ORDER BY timestamp {direction}, id {direction} LIMIT {mark}"
+    )

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...._errors import BackendRejected
 from ...._types import SCHEMA_VERSION
 from .. import _pg_lexical
-from .._sql_layout import CATALOG
+from .._sql_layout import CATALOG, check_schema
 
 if TYPE_CHECKING:
     from ...base import Capabilities
@@ -39,13 +38,7 @@ class Schema:
         row = await (
             await conn.execute(f"SELECT schema_version FROM {CATALOG} WHERE collection = %s", (self.collection,))
         ).fetchone()
-        if row and row[0] > SCHEMA_VERSION:
-            raise BackendRejected(
-                f"Collection {self.collection!r} at {self.shown} has schema version {row[0]}; this "
-                f"version of promethean-persistence reads up to {SCHEMA_VERSION}. Upgrade the package.",
-                driver=self.name,
-                operation="open",
-            )
+        check_schema(row[0] if row else None, self.collection, f"at {self.shown}", self.name)
         if row is None:
             await conn.execute(
                 f"INSERT INTO {CATALOG} (collection, schema_version) VALUES (%s, %s) ON CONFLICT DO NOTHING",

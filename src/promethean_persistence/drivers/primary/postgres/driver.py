@@ -15,7 +15,7 @@ from ..._postgres import PoolUser, conninfo, filter_sql, table_name
 from ..._sql import window
 from ...base import Capabilities, Order
 from .. import _pg_lexical
-from .._sql_layout import CATALOG, COLUMNS, FILTER_COLUMNS, dumps, now_ms
+from .._sql_layout import CATALOG, COLUMNS, FILTER_COLUMNS, dumps, now_ms, recent_sql
 from ._outbox import Outbox
 from ._rows import LIVE, WRITTEN, record_of, row_of
 from ._schema import Schema
@@ -205,12 +205,7 @@ class PostgresPrimary(PoolUser, Schema, Outbox):
         clauses.append(LIVE)
         params.append(now_ms())
         self._where(where, clauses, params)
-        direction = "DESC" if order == "desc" else "ASC"
-        sql = (
-            f"SELECT {COLUMNS} FROM {self._t}"
-            + (" WHERE " + " AND ".join(clauses) if clauses else "")
-            + f" ORDER BY timestamp {direction}, id {direction} LIMIT %s"
-        )
+        sql = recent_sql(self._t, clauses, order, "%s")
         return [record_of(r) for r in await self._fetch(sql, [*params, limit], "most_recent")]
 
     async def iterate(self, batch_size: int, after: str | None = None) -> AsyncIterator[list[Record]]:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, ClassVar
 
-from ...._errors import BackendRejected
 from ...._types import SCHEMA_VERSION
 from ..._sqlite import quote, table_base
 from ..._sqlite_filter import index_sql, key_digest
 from ..._sqlite_lexical import FtsIndex
-from .._sql_layout import CATALOG
+from .._sql_layout import CATALOG, check_schema
 from ._rows import NAMES
 
 if TYPE_CHECKING:
@@ -38,13 +37,7 @@ class Schema:
             "schema_version INTEGER NOT NULL, manifest TEXT)"
         )
         row = conn.execute(f"SELECT schema_version FROM {CATALOG} WHERE collection = ?", (self.collection,)).fetchone()
-        if row and row[0] > SCHEMA_VERSION:
-            raise BackendRejected(
-                f"Collection {self.collection!r} in {self.path!r} has schema version {row[0]}; "
-                f"this version of promethean-persistence reads up to {SCHEMA_VERSION}. Upgrade the package.",
-                driver=self.name,
-                operation="open",
-            )
+        check_schema(row[0] if row else None, self.collection, f"in {self.path!r}", self.name)
         # its own tables even where SQLite's case-blind names would meet another's (Notes/notes)
         base = table_base(conn, CATALOG, self.collection, NAMES)
         t = self._table = quote(base)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...._filters import Node
@@ -16,7 +17,7 @@ from ..._sqlite import SQLiteConnection, filter_sql, quote
 from ..._sqlite_filter import metadata_paths
 from ..._sqlite_lexical import FtsIndex
 from ...base import Capabilities, Order
-from .._sql_layout import CATALOG, COLUMNS, FILTER_COLUMNS, dumps, now_ms
+from .._sql_layout import CATALOG, COLUMNS, FILTER_COLUMNS, dumps, now_ms, recent_sql
 from ._outbox import Outbox
 from ._rows import LIVE, UPDATES, record_of, row_of
 from ._schema import Schema
@@ -104,12 +105,10 @@ class SQLitePrimary(Schema, Outbox):
                 r.version = prev.version + 1 if prev else 1
                 previous.append(prev)
                 current[r.id] = r
-            rows = [row_of(r) for r in records]
-            if self._fts is None:
-                conn.executemany(sql, rows)
-            else:  # new rows are indexed together (a replaced one by the update trigger)
-                with self._fts.adding(conn, [r.id for r, p in zip(records, previous) if p is None]):
-                    conn.executemany(sql, rows)
+            # new rows are indexed together (a replaced one by the update trigger)
+            new = [r.id for r, p in zip(records, previous) if p is None]
+            with self._fts.adding(conn, new) if self._fts is not None else nullcontext():
+                conn.executemany(sql, [row_of(r) for r in records])
             conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", [(r.id,) for r in records])
             return previous
 
@@ -197,12 +196,7 @@ class SQLitePrimary(Schema, Outbox):
         clauses.append(LIVE)
         params.append(now_ms())
         self._where(where, clauses, params)
-        direction = "DESC" if order == "desc" else "ASC"
-        sql = (
-            f"SELECT {COLUMNS} FROM {self._table}"
-            + (" WHERE " + " AND ".join(clauses) if clauses else "")
-            + f" ORDER BY timestamp {direction}, id {direction} LIMIT ?"
-        )
+        sql = recent_sql(self._table, clauses, order, "?")
         params.append(limit)
         rows = await self._db.run(lambda: self._db.conn.execute(sql, params).fetchall(), operation="most_recent")
         return [record_of(r) for r in rows]
