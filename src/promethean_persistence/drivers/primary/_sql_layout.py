@@ -30,9 +30,9 @@ def dumps(value: Any) -> str:
 
 
 def check_schema(version: int | None, collection: str, where: str, driver: str) -> None:
-    """Refuse a collection whose stored schema ``version`` (None: new) is newer than this
-    package reads; ``where`` says where it is (``at <server>``, ``in '<path>'``) and ``driver``
-    names the driver. Raises ``BackendRejected``."""
+    """Refuse the collection ``collection`` whose stored schema ``version`` (None: new) is newer
+    than this package reads; ``where`` says where it is (``at <server>``, ``in '<path>'``) and
+    ``driver`` names the driver. Raises ``BackendRejected``."""
     if version is not None and version > SCHEMA_VERSION:
         raise BackendRejected(
             f"Collection {collection!r} {where} has schema version {version}; this version of "
