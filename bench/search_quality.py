@@ -1,6 +1,7 @@
 """Search quality benchmark: the store's three search modes (``vector``, ``lexical``, ``hybrid``)
-on corpora with relevance judgments that ship in ``bench/data`` (see its README), against the
-same rankings computed by hand (the raw baseline) in the same run.
+on corpora with relevance judgments (two ship in ``bench/data``, one is built from this
+machine's package lists; see ``bench/data/README.md``), against the same rankings computed by
+hand (the raw baseline) in the same run.
 
 Corpora:
 
@@ -11,6 +12,17 @@ Corpora:
   that *other* NumPy docstrings give of them in their "See Also" sections (descriptions that
   copy the target's own summary left out): a known-item set whose judgments come from NumPy's
   authors, not from us.
+* ``debian``: the "apt search" task, built at run time (nothing of it ships): the long
+  descriptions of the packages apt knows (``apt-cache dumpavail`` and the lists'
+  ``Translation-en`` files, plus dpkg's status for the installed ones), one document per
+  distinct text, queried by the packages' synopses (3 words or more; relevant: every document
+  holding the long description of a package with that synopsis; synopses shared by more than 5
+  documents left out). A fixed-seed sample of 500 queries and 10,000 documents holding every
+  judged one. Queries share words with their answers by construction, so it favours lexical
+  search as stdlib's paraphrases disfavour it. Where apt fetched no ``Translation-en``
+  (``Acquire::Languages "none"``, as in Debian's Docker images) only the installed packages are
+  there; where nothing is, the default run leaves it out and says why under ``unavailable``.
+* ``--beir DIR`` (repeatable): any collection in the BEIR layout, named by its directory.
 
 Each corpus goes into a store on the embedded default (SQLite + local HNSW vectors + the
 local all-MiniLM-L6-v2 on ONNX; ``--embedder hashing`` for a fast, non-semantic run) with
@@ -25,12 +37,13 @@ JSON object; per corpus and mode:
 * ``hybrid_ge_best_single`` (hybrid nDCG@10 >= the better single mode's),
   ``hybrid_gain_over_vector`` and ``hybrid_gain_over_best_single`` (nDCG@10 ratios), and the
   same differences in nDCG points (``hybrid_delta_*``); ``by_kind`` splits the stdlib
-  questions into paraphrases and identifier queries.
+  questions into paraphrases and identifier queries; ``source`` (debian, BEIR) says what the
+  corpus was built from (for debian: its packages, documents and queries before the sample).
 
 ``summary`` holds the mean of each over the corpora.
 
-    python bench/search_quality.py [--embedder local|hashing] [--corpora stdlib,numpy_seealso]
-        [--max-docs N] [--max-queries N]
+    python bench/search_quality.py [--embedder local|hashing] [--corpora stdlib,numpy_seealso,debian]
+        [--beir DIR]... [--apt-lists DIR] [--max-docs N] [--max-queries N]
     python bench/search_quality.py --rebuild-data  # re-extract the corpora from this Python and NumPy
 """
 
@@ -41,9 +54,12 @@ import asyncio
 import gzip
 import json
 import math
+import random
 import re
+import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,25 +70,36 @@ import numpy as np
 DATA = Path(__file__).resolve().parent / "data"
 LIMIT = 100
 MODES = ("vector", "lexical", "hybrid")
-CORPORA = ("stdlib", "numpy_seealso")
+SHIPPED = ("stdlib", "numpy_seealso")  # read from bench/data
+CORPORA = (*SHIPPED, "debian")  # debian: built at run time from this machine's package lists
+DEBIAN_DOCS, DEBIAN_QUERIES, DEBIAN_SEED = 10_000, 500, 20
+DEBIAN_MAX_JUDGED = 5  # a synopsis shared by more packages says nothing of any one ("transitional dummy package")
+APT_HELPER = "/usr/lib/apt/apt-helper"
 TOKENIZER = "porter unicode61 remove_diacritics 2"  # what the SQLite primary's index uses
 
 
 # -- data -------------------------------------------------------------------------------------
 
 
-def load_corpus(name: str) -> tuple[list[dict], list[dict]]:
-    """``(docs, queries)``: docs ``{"id", "text"}``, queries ``{"query", "kind", "relevant": {id: grade}}``."""
+class Unavailable(Exception):
+    """A corpus this machine cannot build (the message says why)."""
+
+
+def load_corpus(name: str, apt_lists: str | None = None) -> tuple[list[dict], list[dict], dict]:
+    """``(docs, queries, source)``: docs ``{"id", "text"}``, queries ``{"query", "kind",
+    "relevant": {id: grade}}``, and what a corpus built at run time was built from."""
+    if name == "debian":
+        return debian_corpus(apt_lists)
     if name == "stdlib":
         with gzip.open(DATA / "stdlib_docs.jsonl.gz", "rt", encoding="utf-8") as f:
             docs = [json.loads(line) for line in f]
         questions = json.loads((DATA / "stdlib_questions.json").read_text(encoding="utf-8"))["questions"]
-        return docs, questions
+        return docs, questions, {}
     if name == "numpy_seealso":
         with gzip.open(DATA / "numpy_seealso.json.gz", "rt", encoding="utf-8") as f:
             data = json.load(f)
-        return data["docs"], data["queries"]
-    raise SystemExit(f"unknown corpus {name!r}: one of {', '.join(CORPORA)}")
+        return data["docs"], data["queries"], {}
+    raise SystemExit(f"unknown corpus {name!r}: one of {', '.join(CORPORA)} (or a directory with --beir)")
 
 
 def cut(docs: list[dict], queries: list[dict], max_docs: int | None, max_queries: int | None):
@@ -98,6 +125,182 @@ def cut(docs: list[dict], queries: list[dict], max_docs: int | None, max_queries
         if any(d in ids for d in q["relevant"])
     ]
     return docs, queries
+
+
+# -- debian: the package descriptions apt knows, queried by their synopses ----------------------
+
+
+def deb822(text: str) -> list[dict[str, str]]:
+    """The stanzas of a Debian control file (``Packages``, ``Translation-en``, dpkg's ``status``);
+    a field's continuation lines stay in its value after a newline."""
+    stanzas = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = None
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += "\n" + line
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if fields:
+            stanzas.append(fields)
+    return stanzas
+
+
+def split_description(field: str) -> tuple[str, str]:
+    """``(synopsis, long description)`` of a Description field: the body's " ." lines become
+    paragraph breaks and whitespace is collapsed within paragraphs."""
+    synopsis, *body = field.split("\n")
+    paragraphs: list[list[str]] = [[]]
+    for line in body:
+        if line.strip() == ".":
+            paragraphs.append([])
+        else:
+            paragraphs[-1].append(line)
+    text = "\n\n".join(" ".join(" ".join(p).split()) for p in paragraphs)
+    return " ".join(synopsis.split()), text.strip()
+
+
+def _command(*args: str) -> str:
+    if not shutil.which(args[0]):
+        raise FileNotFoundError(args[0])
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+def _apt_dir(option: str, default: str) -> str:
+    """An apt directory or file setting as apt resolves it (``Dir::State::Lists/d``), or ``default``."""
+    try:
+        out = _command("apt-config", "shell", "X", option)
+    except (OSError, subprocess.CalledProcessError):
+        return default
+    return out.partition("=")[2].strip().strip("'") or default
+
+
+def apt_descriptions(lists: str) -> tuple[list[tuple[str, str, str]], str | None]:
+    """``(package, synopsis, long description)`` of every package in apt's lists at ``lists``
+    whose long description is there: ``apt-cache dumpavail`` names the packages and their
+    descriptions' md5, and the lists' ``Translation-en`` files (fetched only when apt's
+    ``Acquire::Languages`` includes ``en``) hold the long texts. Second: why none, if so."""
+    files = sorted(p for p in Path(lists).glob("*_i18n_Translation-en*") if p.is_file())
+    if not files:
+        return [], f"apt's lists in {lists} hold no Translation-en files (the long descriptions)"
+    try:
+        longs = {}
+        for path in files:
+            for stanza in deb822(_command(APT_HELPER, "cat-file", str(path))):
+                if "Description-md5" in stanza and "Description-en" in stanza:
+                    longs[stanza["Description-md5"]] = split_description(stanza["Description-en"])
+        available = deb822(_command("apt-cache", "-o", f"Dir::State::Lists={lists}", "dumpavail"))
+    except (OSError, subprocess.CalledProcessError) as e:
+        return [], f"apt's tools cannot be run ({e})"
+    found = [(s["Package"], *longs[s["Description-md5"]]) for s in available if s.get("Description-md5") in longs]
+    return found, None if found else f"no package in apt's lists at {lists} has its long description there"
+
+
+def dpkg_descriptions(status: str) -> tuple[list[tuple[str, str, str]], str | None]:
+    """``(package, synopsis, long description)`` of the installed packages: dpkg's status file
+    keeps their descriptions whole. Second: why none, if so."""
+    try:
+        text = Path(status).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return [], f"there is no dpkg status file at {status}"
+    return [
+        (s["Package"], *split_description(s["Description"]))
+        for s in deb822(text)
+        if "Description" in s and "installed" in s.get("Status", "").split()
+    ], None
+
+
+def debian_packages(apt_lists: str | None = None) -> tuple[list[tuple[str, str, str]], dict]:
+    """Every distinct ``(package, synopsis, long description)`` this machine's package lists and
+    dpkg's status hold, and where they came from; :class:`Unavailable` when there are none."""
+    lists = apt_lists or _apt_dir("Dir::State::Lists/d", "/var/lib/apt/lists/")
+    status = _apt_dir("Dir::State::status/f", "/var/lib/dpkg/status")
+    from_apt, apt_why = apt_descriptions(lists)
+    from_dpkg, dpkg_why = dpkg_descriptions(status)
+    triples = sorted({t for t in from_apt + from_dpkg if t[2]})
+    if not triples:
+        why = "; ".join(w for w in (apt_why, dpkg_why) if w) or "every description found is a synopsis alone"
+        raise Unavailable(
+            f"debian: no long package descriptions on this machine: {why}. On Debian, "
+            "`apt-get update -o Acquire::Languages=en` fetches them (into another directory with "
+            "`-o Dir::State::Lists=DIR`, then `--apt-lists DIR`)"
+        )
+    source = {"apt_lists": lists if from_apt else None, "from_apt_lists": len(from_apt)}
+    source["from_dpkg_status"] = len(from_dpkg)
+    return triples, source
+
+
+def debian_corpus(apt_lists: str | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Documents: the distinct long descriptions (id: the first of their packages' names, in
+    sorted order). Queries: the synopses of 3 words or more, each relevant (grade 1) to every
+    document holding the long description of a package with that synopsis, at most
+    ``DEBIAN_MAX_JUDGED`` of them. A fixed-seed sample of ``DEBIAN_QUERIES`` queries and
+    ``DEBIAN_DOCS`` documents, every judged one among them."""
+    triples, source = debian_packages(apt_lists)
+    packages: dict[str, list[str]] = {}  # long description -> its packages
+    for package, _, text in triples:
+        packages.setdefault(text, []).append(package)
+    doc_id = {text: min(names) for text, names in packages.items()}
+    judged: dict[str, set[str]] = {}
+    for _, synopsis, text in triples:
+        if len(_WORD.findall(synopsis)) >= 3:
+            judged.setdefault(synopsis, set()).add(doc_id[text])
+    queries = [
+        {"query": synopsis, "kind": "synopsis", "relevant": dict.fromkeys(sorted(ids), 1)}
+        for synopsis, ids in sorted(judged.items())
+        if len(ids) <= DEBIAN_MAX_JUDGED
+    ]
+    source |= {"packages": len({t[0] for t in triples}), "documents": len(packages), "queries": len(queries)}
+    rng = random.Random(DEBIAN_SEED)
+    queries = rng.sample(queries, min(DEBIAN_QUERIES, len(queries)))
+    keep = {d for q in queries for d in q["relevant"]}
+    others = sorted(set(doc_id.values()) - keep)
+    keep |= set(rng.sample(others, max(0, min(len(others), DEBIAN_DOCS - len(keep)))))
+    docs = [
+        {"id": doc_id[text], "text": text, "packages": sorted(names)}
+        for text, names in packages.items()
+        if doc_id[text] in keep
+    ]
+    return sorted(docs, key=lambda d: d["id"]), queries, source
+
+
+# -- BEIR-layout collections -------------------------------------------------------------------
+
+
+def _open_text(directory: Path, name: str):
+    """``name`` or ``name.gz`` in ``directory``, opened for reading text."""
+    if (directory / name).exists():
+        return open(directory / name, encoding="utf-8")
+    if (directory / f"{name}.gz").exists():
+        return gzip.open(directory / f"{name}.gz", "rt", encoding="utf-8")
+    raise SystemExit(f"{directory}: neither {name} nor {name}.gz (expected the BEIR layout)")
+
+
+def load_beir(directory: str) -> tuple[list[dict], list[dict], dict]:
+    """A collection in the BEIR layout: ``corpus.jsonl`` (``_id``, ``title``, ``text``; the
+    document's text is ``title + ". " + text`` when the title is non-empty), ``queries.jsonl``
+    (``_id``, ``text``) and ``qrels/test.tsv`` (header, then ``query-id corpus-id score``); each
+    file may be gzipped. Queries without a positive judgment are left out."""
+    root = Path(directory)
+    relevant: dict[str, dict[str, int]] = {}
+    with _open_text(root / "qrels", "test.tsv") as f:
+        for line in list(f)[1:]:
+            fields = line.split("\t")
+            if len(fields) >= 3 and int(fields[2]) > 0:
+                relevant.setdefault(fields[0].strip(), {})[fields[1].strip()] = int(fields[2])
+    with _open_text(root, "corpus.jsonl") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    docs = [{"id": str(r["_id"]), "text": ". ".join(p for p in (r.get("title"), r.get("text")) if p)} for r in rows]
+    with _open_text(root, "queries.jsonl") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    queries = [
+        {"query": r["text"], "kind": "beir", "relevant": relevant[str(r["_id"])]}
+        for r in rows
+        if str(r["_id"]) in relevant
+    ]
+    return docs, queries, {"beir": str(root.resolve())}
 
 
 def rebuild_data() -> dict:
@@ -385,10 +588,39 @@ def summary(corpora: dict[str, dict]) -> dict:
     }
 
 
+def corpora(args: argparse.Namespace, result: dict) -> dict[str, tuple[list[dict], list[dict], dict]]:
+    """The corpora asked for, by name, then the ``--beir`` ones by their directory's name. A
+    corpus this machine cannot build stops the run when named, and is noted in
+    ``result["unavailable"]`` when only implied by the default."""
+    names = args.corpora.split(",") if args.corpora else list(CORPORA)
+    loaded: dict[str, tuple[list[dict], list[dict], dict]] = {}
+    for name in names:
+        try:
+            loaded[name] = load_corpus(name, args.apt_lists)
+        except Unavailable as e:
+            if args.corpora:
+                raise SystemExit(str(e)) from None
+            result.setdefault("unavailable", {})[name] = str(e)
+    for directory in args.beir:
+        name = Path(directory).resolve().name
+        if name in loaded:
+            raise SystemExit(f"--beir {directory}: a corpus named {name!r} is already in this run")
+        loaded[name] = load_beir(directory)
+    return loaded
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--embedder", choices=("local", "hashing"), default="local")
-    parser.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated: " + ", ".join(CORPORA))
+    parser.add_argument(
+        "--corpora",
+        default=None,
+        help=f"comma-separated, of {', '.join(CORPORA)} (default: all; debian only where this machine can build it)",
+    )
+    parser.add_argument(
+        "--beir", action="append", default=[], metavar="DIR", help="also a collection in the BEIR layout (repeatable)"
+    )
+    parser.add_argument("--apt-lists", metavar="DIR", help="debian: read apt's lists there (default: apt's own)")
     parser.add_argument("--max-docs", type=int, default=None, help="cut each corpus (judged documents kept)")
     parser.add_argument("--max-queries", type=int, default=None, help="cut each query set (evenly spread)")
     parser.add_argument("--rebuild-data", action="store_true", help="re-extract bench/data's corpora, then stop")
@@ -408,10 +640,13 @@ def main(argv: list[str] | None = None) -> dict:
         "fetch_k": defaults.fetch_k,
         "corpora": {},
     }
-    for name in args.corpora.split(","):
-        docs, queries = cut(*load_corpus(name), args.max_docs, args.max_queries)
+    for name, (docs, queries, source) in corpora(args, result).items():
+        docs, queries = cut(docs, queries, args.max_docs, args.max_queries)
         with tempfile.TemporaryDirectory() as home:
-            result["corpora"][name] = asyncio.run(evaluate(name, docs, queries, args.embedder, home))
+            store_name = re.sub(r"\W+", "_", name)
+            result["corpora"][name] = asyncio.run(evaluate(store_name, docs, queries, args.embedder, home))
+        if source:
+            result["corpora"][name]["source"] = source
     result["summary"] = summary(result["corpora"])
     result["targets"] = {
         "hybrid_ge_best_single": "true on every corpus",

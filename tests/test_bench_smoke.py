@@ -232,12 +232,35 @@ def test_consistency_benchmark_smoke():
     assert_ratios(result, {"result.ratio.min", "result.ratio.median", "result.ratio.max"})
 
 
-def test_search_quality_benchmark_smoke():
+def test_search_quality_benchmark_smoke(tmp_path):
+    import gzip
+    import os
+
+    # a tiny collection in the BEIR layout: gzipped corpus, a title-only match, a score-0 judgment
+    beir = tmp_path / "tinybeir"
+    (beir / "qrels").mkdir(parents=True)
+    corpus = [
+        {"_id": "d1", "title": "Photosynthesis", "text": "Plants turn light into sugar."},
+        {"_id": "d2", "title": "", "text": "Volcanoes erupt molten rock."},
+        {"_id": "d3", "title": "Tides", "text": "The moon pulls the oceans."},
+        {"_id": "d4", "title": "Glaciers", "text": "Ice carves valleys slowly."},
+    ]
+    with gzip.open(beir / "corpus.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(d) + "\n" for d in corpus)
+    queries = [
+        {"_id": "q1", "text": "photosynthesis"},
+        {"_id": "q2", "text": "volcanoes erupt"},
+        {"_id": "q3", "text": "tides"},
+    ]
+    (beir / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\nq3\td3\t0\n")
+
     result = run_bench(
-        "search_quality.py", "--embedder", "hashing", "--max-docs", "300", "--max-queries", "20", timeout=120
-    )
+        "search_quality.py", "--embedder", "hashing", "--max-docs", "300", "--max-queries", "20", "--beir", str(beir),
+        timeout=120,
+    )  # fmt: skip
     metrics = {"ndcg_at_10": NUMBER, "recall_at_100": NUMBER, "mrr_at_10": NUMBER}
-    corpus = {
+    corpus_shape = {
         "docs": int,
         "queries": int,
         "judged_per_query": NUMBER,
@@ -252,6 +275,7 @@ def test_search_quality_benchmark_smoke():
         "hybrid_delta_over_vector": NUMBER,
         "hybrid_delta_over_best_single": NUMBER,
     }
+    shipped = {"stdlib": corpus_shape, "numpy_seealso": corpus_shape, "tinybeir": corpus_shape}
     assert_shape(
         result,
         {
@@ -259,7 +283,7 @@ def test_search_quality_benchmark_smoke():
             "embedder": str,
             "limit": int,
             "rrf_k": int,
-            "corpora": {"stdlib": corpus, "numpy_seealso": corpus},
+            "corpora": shipped,
             "summary": {"hybrid_ge_best_single": bool, "hybrid_delta_over_vector": NUMBER},
             "targets": dict,
         },
@@ -267,8 +291,15 @@ def test_search_quality_benchmark_smoke():
     assert result["benchmark"] == "search_quality" and result["limit"] == 100
     stdlib = result["corpora"]["stdlib"]
     assert set(stdlib["by_kind"]) == {"paraphrase", "identifier"}  # the even cut keeps both kinds
+    # on Debian (CI) dpkg's status alone holds the installed packages' long descriptions
+    if Path("/var/lib/dpkg/status").exists():
+        debian = result["corpora"]["debian"]
+        assert_shape(debian, corpus_shape | {"source": {"packages": int, "documents": int, "from_dpkg_status": int}})
+        assert debian["source"]["from_dpkg_status"] > 0 and debian["docs"] == min(300, debian["source"]["documents"])
+        assert debian["judged_per_query"] <= 5  # synopses shared by more packages are left out
     for name, c in result["corpora"].items():
-        assert 300 <= c["docs"] <= 320 and 0 < c["queries"] <= 20, name  # judged documents may pass the cap
+        if name in ("stdlib", "numpy_seealso"):
+            assert 300 <= c["docs"] <= 320 and 0 < c["queries"] <= 20, name  # judged documents may pass the cap
         for side in (c, c["raw"]):
             for mode in ("vector", "lexical", "hybrid"):
                 assert all(0 <= side[mode][k] <= 1 for k in metrics), (name, mode)
@@ -277,6 +308,27 @@ def test_search_quality_benchmark_smoke():
         assert -1 <= c["hybrid_delta_over_vector"] <= 1
         gains = [c["hybrid_gain_over_vector"], c["hybrid_gain_over_best_single"], *c["ratio_to_raw"].values()]
         assert all(g is None or (math.isfinite(g) and g > 0) for g in gains), gains  # None: a zero denominator
+    tiny = result["corpora"]["tinybeir"]
+    assert (tiny["docs"], tiny["queries"], tiny["judged_per_query"]) == (4, 2, 1)  # q3's only judgment scores 0
+    assert tiny["vector"]["recall_at_100"] == 1  # 4 documents, limit 100: the judged ids are the store's ids
+    # "photosynthesis" is only in d1's title and "volcanoes" only in d2's text (empty title): both come first
+    assert tiny["lexical"]["mrr_at_10"] == 1 and tiny["lexical"]["recall_at_100"] == 1
+
+    # where no package lists nor dpkg status hold long descriptions, debian says why: left out of
+    # the default corpora, an error when named
+    (tmp_path / "lists").mkdir()
+    apt_conf = tmp_path / "apt.conf"
+    apt_conf.write_text(f'Dir::State::Lists "{tmp_path}/lists/";\nDir::State::status "{tmp_path}/no-status";\n')
+    env = os.environ | {"APT_CONFIG": str(apt_conf)}
+    script = [sys.executable, str(BENCH / "search_quality.py"), "--embedder", "hashing", "--max-docs", "50"]
+    done = subprocess.run([*script, "--max-queries", "3"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    without = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(without["corpora"]) == {"stdlib", "numpy_seealso"}
+    why = without["unavailable"]["debian"]
+    assert "no long package descriptions" in why and "Translation-en" in why and "dpkg status" in why, why
+    done = subprocess.run([*script, "--corpora", "debian"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and why in done.stderr, done.stderr
 
 
 def test_search_speed_benchmark_smoke():

@@ -193,6 +193,66 @@ async def test_closing_with_work_in_hand_releases_its_leases(tmp_path):
         await store.cleanup()
 
 
+@pytest.mark.parametrize("pair", PRIMARIES[:2])
+async def test_insert_many_returns_once_every_batch_has_its_vectors_or_the_timeout(pair, tmp_path):
+    """The caller waits for all its vector batches (several here), and only up to
+    ``vector_timeout_ms`` for a batch whose embedding is held back."""
+    config = base_config(tmp_path, *pair, vector_batch_size=2, vector_timeout_ms=300)
+    gated = GatedEmbedder(hold="held")
+    store = await SemanticStore.create("waits", config=config, embedder=gated)
+    try:
+        ids = await store.insert_many([{"id": f"e{i}", "text": f"entry number {i}"} for i in range(7)])
+        assert await store.vector.count() == 7  # no flush: every batch was written before the return
+        assert await store.vector_counts(ids) == {"indexed": 7, "pending": 0, "failed": 0, "skipped": 0}
+        started = time.monotonic()
+        late = await store.insert_many([{"id": "h1", "text": "fine text"}, {"id": "h2", "text": "held text"}])
+        waited = time.monotonic() - started
+        assert 0.25 <= waited < 5, waited  # it waited for the held batch, then returned without it
+        assert (await store.vector_counts(late))["pending"] == 2
+        gated.gate.set()
+        await store.flush()
+        assert await store.vector_counts(late) == {"indexed": 2, "pending": 0, "failed": 0, "skipped": 0}
+    finally:
+        gated.gate.set()
+        await store.cleanup()
+
+
+@pytest.mark.parametrize("pair", PRIMARIES[:2])
+async def test_flush_re_reads_written_vectors_without_waiting_for_more_work(pair, tmp_path, monkeypatch):
+    """The queue re-reads the records it wrote after a pause for more work; a flush brings
+    none, so it must not sit out that pause (made a minute long here)."""
+    from promethean_persistence.outbox import queue
+
+    monkeypatch.setattr(queue, "VERIFY_DELAY_S", 60.0)
+    store = await SemanticStore.create("reread", config=base_config(tmp_path, *pair))
+    try:
+        await store.insert_many([{"id": "a", "text": "ducks swim"}, {"id": "b", "text": "geese fly"}])
+        await asyncio.wait_for(store.flush(), timeout=20)
+        assert not store._queue._unverified  # re-read, not skipped
+        assert await store.vector_counts(["a", "b"]) == {"indexed": 2, "pending": 0, "failed": 0, "skipped": 0}
+    finally:
+        await store.cleanup()
+
+
+async def test_the_writer_remembers_at_least_its_latest_puts(tmp_path, monkeypatch):
+    """``written`` (what the re-read consults to skip ids this process wrote again) keeps the
+    newest ids with their versions, however many are put, and stays bounded."""
+    from promethean_persistence.outbox import writer
+
+    monkeypatch.setattr(writer, "REMEMBERED", 5)
+    store = await SemanticStore.create("remember", config=base_config(tmp_path, "memory", "memory"))
+    try:
+        for i in range(23):
+            await store.insert({"id": f"e{i}", "text": f"entry {i}"})
+        await store.insert({"id": "e3", "text": "entry 3 again"})
+        written = store._writer.written
+        assert len(written) <= 2 * 5
+        assert list(written)[-5:] == ["e19", "e20", "e21", "e22", "e3"]
+        assert written["e3"] == 2 and written["e22"] == 1
+    finally:
+        await store.cleanup()
+
+
 def test_cli_flush_drains_what_an_earlier_process_left(sh, tmp_path, monkeypatch):
     monkeypatch.setenv("EMBEDDING_DRIVER", "hashing")
     home = tmp_path / "home"

@@ -353,6 +353,25 @@ async def test_lone_surrogate_key_and_nul_are_named(store):
         assert error.field == field and "NUL character ('\\x00')" in str(error)
 
 
+@pytest.mark.parametrize("leaf", ["x", "é ✓", 7, -(2**63), 2**63 - 1, 1.5, True, None, datetime(2024, 1, 2)])
+def test_metadata_values_at_the_depth_limit_are_kept_and_one_level_deeper_refused(leaf):
+    """Flat values take a shortcut through the validation: each kind is still kept as the
+    full check keeps it, up to the depth limit and not past it."""
+    from promethean_persistence._entries import MAX_DEPTH as ENTRY_DEPTH
+    from promethean_persistence._entries import build_record, to_json_value
+
+    def build(metadata: Any) -> Any:
+        entry = {"text": "t", "metadata": metadata}
+        return build_record(entry, text_key="text", time_key="createdAt", max_text_bytes=99)
+
+    kept = to_json_value(leaf, "leaf")
+    assert build({"v": leaf, "w": [leaf]}).metadata == {"v": kept, "w": [kept]}
+    assert build(nested(ENTRY_DEPTH, leaf)).metadata == nested(ENTRY_DEPTH, kept)
+    with pytest.raises(ValidationError) as error:
+        build(nested(ENTRY_DEPTH + 1, leaf))
+    assert error.value.field == "metadata" + ".k" * (ENTRY_DEPTH + 1) and "deeper than" in str(error.value)
+
+
 @on_module_loop
 async def test_min_score_must_be_a_number(store):
     for bad in ("high", float("nan")):

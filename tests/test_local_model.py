@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,28 +117,6 @@ def test_the_onnx_runtime_never_imports_torch(tmp_path):
     assert out.split("\n")[:2] == ["OnnxLocalEmbedder a", "[]"], out
 
 
-async def test_embed_beside_gives_embeds_vectors_on_a_thread_fewer():
-    texts = [e["text"] for e in stdlib_entries(40)] + ["", "x" * 5000, "héllo wörld ✓ 漢字"]
-    onnx = OnnxLocalEmbedder(threads=2)
-    try:
-        a = await onnx.embed(texts)
-        assert onnx._beside is None  # its session is loaded on first use only
-        b = await onnx.embed_beside(texts)
-        assert b.shape == a.shape and b.dtype == np.float32
-        assert float(np.abs(a - b).max()) <= 1e-5
-        assert onnx._beside.get_session_options().intra_op_num_threads == 1
-        assert onnx._session.get_session_options().intra_op_num_threads == 2
-        assert (await onnx.embed_beside([])).shape == (0, 384)
-    finally:
-        await onnx.aclose()
-    one = OnnxLocalEmbedder(threads=1)
-    try:
-        await one.embed_beside(["hello"])
-        assert one._beside is one._session  # one thread: no thread to spare, no second session
-    finally:
-        await one.aclose()
-
-
 async def test_onnx_threads_stop_spinning_when_a_run_returns():
     """ONNX Runtime's threads spin between runs by default, taking a core for tens of ms from
     the work that follows an embedding (a hybrid search's lexical ranking)."""
@@ -158,18 +135,3 @@ async def test_onnx_threads_stop_spinning_when_a_run_returns():
         assert idle < 0.045, f"{idle * 1000:.0f} ms of CPU while idle"
     finally:
         await onnx.aclose()
-
-
-async def test_hybrid_results_are_the_same_with_the_query_embedded_beside(tmp_path):
-    entries = list(stdlib_entries(300))
-    queries = ["how do I parse a date", "read a file line by line", "random numbers", "json encode"]
-    async with await SemanticStore.create("beside", config={"home": str(tmp_path)}) as store:
-        assert isinstance(store.embedder, OnnxLocalEmbedder)
-        await store.insert_many(entries)
-        await store.flush()
-        beside = [await store.get_most_relevant(q, 10, mode="hybrid") for q in queries]
-        assert store.embedder._beside is not None  # the hybrid mode took the path beside
-        # hidden: the store embeds as the vector mode does
-        store.embedder.capabilities = replace(store.embedder.capabilities, beside=False)
-        every_core = [await store.get_most_relevant(q, 10, mode="hybrid") for q in queries]
-        assert beside == every_core and all(len(hits) == 10 for hits in beside)

@@ -71,6 +71,17 @@ async def test_failed_tombstones_and_leases(store):
     assert stats["tombstones"] == 1 and stats["by_status"] == {"pending": 1, "failed": 2, "deleting": 1}
 
 
+async def test_writing_a_deleted_id_again_drops_only_its_own_tombstone(store):
+    await store.insert_many([{"text": f"note {i}", "id": f"n{i}"} for i in range(3)])
+    await store.primary.delete(["n0", "n1"], tombstone_at=now_ms() + 60_000)
+    assert (await store.get_outbox_stats())["tombstones"] == 2
+    await store.insert({"text": "note 0 again", "id": "n0"})  # its vector must not be deleted after this
+    await store.insert({"text": "note 9", "id": "n9"})  # no tombstone of its own: the others stay
+    stats = await store.get_outbox_stats()
+    assert stats["tombstones"] == 1
+    assert [r.id for r in await store.primary.claim(10, now_ms() + 120_000, 60_000) if not r.text] == ["n1"]
+
+
 async def test_heartbeats_count_live_workers_only(store):
     primary = store.primary
     now = now_ms()

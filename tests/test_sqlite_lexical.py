@@ -138,6 +138,26 @@ async def test_large_indexes_rank_rows_with_a_rare_word_first_with_exact_scores(
     await driver.aclose()
 
 
+async def test_large_indexes_break_ties_across_the_cut_by_id(tmp_path):
+    # the pruned ranking reads one row past the cut: rows tied with the last kept one go by id
+    import random
+
+    path, name = tmp_path / "s.db", "ties"
+    driver = await _open(path, name)
+    rows = [rec(f"c{i:05d}", i, f"river stone water f{i % 50}") for i in range(21_000)]
+    tied = [f"t{i:02d}" for i in range(40)]
+    random.Random(7).shuffle(tied)  # written in no particular order
+    rows += [rec(i, 1, "heron water filler filler") for i in tied]
+    rows += [rec(f"h{i}", 1, "heron heron water") for i in range(5)]
+    await driver.put(rows)
+    for limit in (3, 10, 30):
+        hits = await driver.lexical_query("heron water", limit)
+        expected = [f"h{i}" for i in range(5)] + [f"t{i:02d}" for i in range(40)]
+        assert [h.id for h in hits] == expected[:limit]
+        assert len({h.score for h in hits[5:]}) <= 1  # exactly tied
+    await driver.aclose()
+
+
 async def test_bulk_puts_index_their_rows_in_one_statement(tmp_path):
     path, name = tmp_path / "s.db", "bulk"
     driver = await _open(path, name)

@@ -126,6 +126,8 @@ def to_json_value(value: Any, field: str, depth: int = 0) -> Any:
     """
     if depth > MAX_DEPTH:
         raise _invalid(field, f"nested deeper than {MAX_DEPTH} levels")
+    if type(value) is dict:  # the usual metadata: past the other types' checks
+        return _json_object(value, field, depth)
     if value is None or isinstance(value, (str, bool)):
         if isinstance(value, str):
             check_text(value, field, "string")
@@ -145,23 +147,46 @@ def to_json_value(value: Any, field: str, depth: int = 0) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise _invalid(field, f"keys must be strings, got {shown(key)}")
-            path = key_field(field, key)
-            check_text(key, path, "key")
-            out[key] = to_json_value(item, path, depth + 1)
-        return out
+        return _json_object(value, field, depth)
     if isinstance(value, (list, tuple)):
         return [to_json_value(item, f"{field}[{i}]", depth + 1) for i, item in enumerate(value)]
     raise _invalid(field, f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _json_object(value: Mapping[Any, Any], field: str, depth: int) -> dict[str, Any]:
+    """``to_json_value`` of the mapping ``value`` (named ``field``, at ``depth``)."""
+    out = {}
+    nested = depth < MAX_DEPTH  # a value one level down is within the depth limit
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise _invalid(field, f"keys must be strings, got {shown(key)}")
+        if not _plain(key):
+            check_text(key, key_field(field, key), "key")
+        # the usual flat values are taken here, without a call and a path each (bulk
+        # writes validate every entry); the others, and every error, take the full path
+        kind = type(item)
+        if nested and (
+            (kind is str and _plain(item))
+            or (kind is int and MIN_INT <= item <= MAX_INT)
+            or (kind is float and math.isfinite(item))
+            or kind is bool
+            or item is None
+        ):
+            out[key] = item
+        else:
+            out[key] = to_json_value(item, key_field(field, key), depth + 1)
+    return out
 
 
 def key_field(field: str, key: str) -> str:
     """How errors name the key ``key`` of ``field``: dotted, or quoted and escaped when the
     key holds characters a message must not carry (NUL, lone surrogates, control characters)."""
     return f"{field}.{key}" if key.isprintable() else f"{field}[{key!a}]"
+
+
+def _plain(value: str) -> bool:
+    """Whether ``value`` is ASCII without NUL: ``text_problem`` finds nothing (cheap to ask)."""
+    return value.isascii() and "\x00" not in value
 
 
 def text_problem(value: str) -> str | None:
@@ -171,6 +196,8 @@ def text_problem(value: str) -> str | None:
     nul = value.find("\x00")
     if nul >= 0:
         return f"contains a NUL character ('\\x00') at position {nul}, which not every backend stores"
+    if value.isascii():  # a lone surrogate is not ASCII
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -246,7 +273,7 @@ def build_record(
     without ``expires_at`` expires ``ttl_ms`` after ``now`` (None: never). Raises
     ValidationError for a malformed entry.
     """
-    if not isinstance(entry, Mapping):
+    if type(entry) is not dict and not isinstance(entry, Mapping):  # a dict skips the slower ABC check
         raise _invalid("entry", f"an entry must be a mapping, got {type(entry).__name__}")
     entry_id = validate_id(entry["id"]) if entry.get("id") is not None else str(uuid.uuid4())
 
@@ -256,14 +283,14 @@ def build_record(
     if not isinstance(text, str):
         raise _invalid(text_key, f"text must be a str, got {type(text).__name__}")
     check_text(text, text_key)
-    size = len(text.encode("utf-8"))
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > max_text_bytes:
         raise _invalid(text_key, f"text is {size} bytes; the limit (max_text_bytes) is {max_text_bytes}")
 
     raw_meta = entry.get("metadata")
     if raw_meta is None:
         raw_meta = {}
-    if not isinstance(raw_meta, Mapping):
+    if type(raw_meta) is not dict and not isinstance(raw_meta, Mapping):
         raise _invalid("metadata", f"metadata must be a mapping, got {type(raw_meta).__name__}")
     metadata = to_json_value({k: v for k, v in raw_meta.items() if k not in MANAGED_KEYS}, "metadata")
 

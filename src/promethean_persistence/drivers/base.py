@@ -64,9 +64,8 @@ class Capabilities:
         query_embedding: ``QueryEmbedder`` (``embed_queries``): queries embed differently.
         warm: ``Warmable`` (``warm()``): a slow first load the store awaits outside any timeout.
         in_process: it computes in this process (as a ``warm`` model does): a bulk write
-            does not embed while its records are written, which would only share the CPU.
-        beside: ``BesideEmbedder`` (``embed_beside``): it can leave a core to work running
-            meanwhile (it would otherwise compute on every core).
+            does not embed while its records are written, nor a hybrid search while it
+            ranks lexically, which would only share the CPU.
     """
 
     transactions: bool = False
@@ -82,7 +81,6 @@ class Capabilities:
     images: bool = False
     query_embedding: bool = False
     warm: bool = False
-    beside: bool = False
 
 
 NO_CAPABILITIES = Capabilities()
@@ -505,14 +503,6 @@ class QueryEmbedder(Protocol):
         """Vectors for the search queries ``texts`` (documents go through ``embed``): an
         array shaped like ``embed``'s. Raises ``EmbeddingError``, ``BackendUnavailable`` or
         ``BackendRejected``."""
-
-
-class BesideEmbedder(Protocol):
-    """``Capabilities.beside`` of an embedder."""
-
-    async def embed_beside(self, texts: Sequence[str]) -> np.ndarray:
-        """``embed``'s vectors of ``texts`` computed on a core fewer, for work that runs
-        meanwhile (a hybrid search's lexical ranking). Raises what ``embed`` raises."""
 
 
 class Warmable(Protocol):

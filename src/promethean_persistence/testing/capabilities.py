@@ -27,7 +27,6 @@ EMBEDDER = {
     "images": base.ImageEmbedder,
     "query_embedding": base.QueryEmbedder,
     "warm": base.Warmable,
-    "beside": base.BesideEmbedder,
 }
 _KIND_FLAGS = {"primary": PRIMARY, "vector": VECTOR, "embedder": EMBEDDER}
 _OWN = {"primary": set(PRIMARY), "vector": set(VECTOR) | {"in_process"}, "embedder": set(EMBEDDER) | {"in_process"}}
@@ -55,7 +54,6 @@ def check_declared(driver: Any, kind: str) -> None:
                 if member in (
                     "embed_images",
                     "embed_queries",
-                    "embed_beside",
                     "warm",
                     "dedupe",
                     "vector_collection",

@@ -107,11 +107,10 @@ class TorchLocalEmbedder(SentenceTransformersEmbedder):
 class OnnxLocalEmbedder(ThreadedModel):
     """all-MiniLM-L6-v2 on ONNX Runtime (CPU): the graph is built from the packaged weights
     at load (see ``_bert_onnx``), texts are tokenised together, sorted by length and run in
-    batches of about ``TOKENS_PER_RUN`` tokens on every core this process may use (a core
-    fewer for ``embed_beside``)."""
+    batches of about ``TOKENS_PER_RUN`` tokens on every core this process may use."""
 
     name: ClassVar[str] = "local"
-    capabilities: ClassVar[Capabilities] = Capabilities(warm=True, beside=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(warm=True)
     _THREAD: ClassVar[str] = "embedder"
     extra: ClassVar[str] = "local"
     supports_images: ClassVar[bool] = False
@@ -125,7 +124,6 @@ class OnnxLocalEmbedder(ThreadedModel):
         self.normalize = normalize
         self.threads = threads or _cpus()
         self._session: Any = None
-        self._beside: Any = None  #: ``embed_beside``'s session (a thread fewer), loaded on first use
         self._tokenizer: Any = None
 
     @classmethod
@@ -165,20 +163,10 @@ class OnnxLocalEmbedder(ThreadedModel):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # the threads spin between a run's operators (fast), not after it: left spinning they
-        # take a core for tens of ms from the work that follows (a hybrid search's lexical ranking)
+        # take a core for tens of ms from the work that follows (a hybrid search's ranking)
         options.add_session_config_entry("session.force_spinning_stop", "1")
         graph = build_encoder(str(_model_dir() / "model.safetensors"), heads=12)
         return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-    def _beside_session(self) -> Any:
-        """``embed_beside``'s session, on a thread fewer than ``embed``'s (one thread: that
-        session), loaded on first use; raises ``EmbeddingError`` when it cannot be loaded."""
-        if self._beside is None:
-            try:
-                self._beside = self._session if self.threads == 1 else self._new_session(self.threads - 1)
-            except Exception as exc:
-                raise self._cannot_load(exc) from exc
-        return self._beside
 
     async def warm(self) -> None:
         """Build the graph and the session (about a second, once). Returns None; raises
@@ -186,8 +174,8 @@ class OnnxLocalEmbedder(ThreadedModel):
         if self._session is None:
             await self._load_in_thread(self._load)
 
-    def _encode(self, texts: list[str], beside: bool = False) -> np.ndarray:
-        session = self._beside_session() if beside else self._session
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        session = self._session
         encodings = self._tokenizer.encode_batch([t[:MAX_CHARS] for t in texts])
         lengths = np.array([len(e.ids) for e in encodings])
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
@@ -214,27 +202,18 @@ class OnnxLocalEmbedder(ThreadedModel):
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """See ``Embedder.embed``: the vectors of ``texts``, in order."""
-        return await self._embed(list(texts), beside=False)
-
-    async def embed_beside(self, texts: Sequence[str]) -> np.ndarray:
-        """``embed``'s vectors of ``texts`` computed on a thread fewer, leaving a core to work
-        running meanwhile (a hybrid search's lexical ranking): ``embed``'s threads would take
-        every core and slow both. Its session (about 180 MB more memory) is loaded on first
-        use. Returns the vectors in order; raises ``EmbeddingError``."""
-        return await self._embed(list(texts), beside=True)
-
-    async def _embed(self, texts: list[str], beside: bool) -> np.ndarray:
-        if not texts:
+        batch = list(texts)
+        if not batch:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         await self.warm()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, texts, beside)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, batch)
         except EmbeddingError:
             raise
         except Exception as exc:
-            raise EmbeddingError(f"{self.model!r} failed to embed {len(texts)} texts: {exc}", driver=self.name) from exc
+            raise EmbeddingError(f"{self.model!r} failed to embed {len(batch)} texts: {exc}", driver=self.name) from exc
 
     async def aclose(self) -> None:
         """See ``Embedder.aclose``."""
         self._stop_thread()
-        self._session = self._beside = self._tokenizer = None
+        self._session = self._tokenizer = None

@@ -23,10 +23,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps with options builds one a call
+
+
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text (non-ASCII kept). Raises ``TypeError`` for what JSON
     cannot hold."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def check_schema(version: int | None, collection: str, where: str, driver: str) -> None:

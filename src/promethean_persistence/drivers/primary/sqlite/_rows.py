@@ -27,7 +27,7 @@ def row_of(record: Record) -> tuple[Any, ...]:
         record.timestamp,
         int(record.is_empty),
         dumps(record.metadata),
-        dumps(record.extra),
+        dumps(record.extra) if record.extra else "{}",  # mostly empty: no encoder call
         record.version,
         record.vector_status,
         record.vector_attempts,

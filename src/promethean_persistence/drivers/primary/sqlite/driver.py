@@ -109,7 +109,9 @@ class SQLitePrimary(Schema, Outbox):
             new = [r.id for r, p in zip(records, previous) if p is None]
             with self._fts.adding(conn, new) if self._fts is not None else nullcontext():
                 conn.executemany(sql, [row_of(r) for r in records])
-            conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", [(r.id,) for r in records])
+            # a record written again drops its tombstone; mostly there is none to look up
+            if conn.execute(f"SELECT 1 FROM {self._tombstones} LIMIT 1").fetchone():
+                conn.executemany(f"DELETE FROM {self._tombstones} WHERE id = ?", [(r.id,) for r in records])
             return previous
 
         return await self._db.run(self._db.transaction, put, operation="put") if records or states else []
