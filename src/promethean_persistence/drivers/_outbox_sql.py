@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ._sql import OUTBOX_PREDICATE
+
 WORKERS = "_semantic_store_workers"  #: worker heartbeats: one row per (collection, worker)
 FORGET_AFTER_MS = 86_400_000  #: a worker dead this long is removed at the next beat
 WORKER_COLUMNS = ("id", "host", "pid", "started_at", "last_beat_at")
@@ -73,7 +75,7 @@ def backlog_sql(table: str, mark: str) -> str:
     return (
         f"SELECT vector_status, COUNT(*), SUM(CASE WHEN vector_next_at > {mark} THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN vector_next_at IS NOT NULL THEN 1 ELSE 0 END), MIN(COALESCE(vector_updated_at, timestamp)) "
-        f"FROM {table} WHERE vector_status IN ('pending', 'failed') GROUP BY vector_status"
+        f"FROM {table} WHERE {OUTBOX_PREDICATE} GROUP BY vector_status"
     )
 
 

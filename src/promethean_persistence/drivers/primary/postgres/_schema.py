@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...._types import SCHEMA_VERSION
+from ..._sql import OUTBOX_PREDICATE
 from .. import _pg_lexical
 from .._sql_layout import CATALOG, check_schema
 
@@ -73,7 +74,7 @@ class Schema:
         )
         await conn.execute(
             f"CREATE INDEX IF NOT EXISTS {self._ident('__outbox')} ON {self._t} (vector_next_at) "
-            "WHERE vector_status IN ('pending', 'failed')"
+            f"WHERE {OUTBOX_PREDICATE}"
         )
         await conn.execute(
             f'CREATE TABLE IF NOT EXISTS {self._tomb} (id text COLLATE "C" PRIMARY KEY, '

@@ -8,6 +8,7 @@ import sqlite3
 from typing import TYPE_CHECKING, ClassVar
 
 from ...._types import SCHEMA_VERSION
+from ..._sql import OUTBOX_PREDICATE
 from ..._sqlite import quote, table_base
 from ..._sqlite_filter import index_sql, key_digest
 from ..._sqlite_lexical import FtsIndex
@@ -79,9 +80,7 @@ class Schema:
         idx = quote(f"{base}__time")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (timestamp, id)")
         idx = quote(f"{base}__outbox")
-        conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) WHERE vector_status IN ('pending', 'failed')"
-        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (vector_next_at) WHERE {OUTBOX_PREDICATE}")
         idx = quote(f"{base}__expires")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) WHERE expires_at IS NOT NULL")
         for path in self._indexed:  # the newest entries of a filter, too, come from these

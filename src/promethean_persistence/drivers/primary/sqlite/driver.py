@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...._filters import Node
+from ...._filters import Cmp, Node
 from ...._lexical import query_terms
 from ...._types import Manifest, Record, VectorHit, VectorState
-from ..._sql import window
+from ..._sql import OUTBOX_PREDICATE, OUTBOX_STATES, window
 from ..._sqlite import SQLiteConnection, filter_sql, quote
 from ..._sqlite_filter import metadata_paths
 from ..._sqlite_lexical import FtsIndex
@@ -180,6 +180,10 @@ class SQLitePrimary(Schema, Outbox):
     def _where(self, where: Node | None, clauses: list[str], params: list[Any]) -> None:
         if where is not None:
             sql, p = filter_sql(where, columns=FILTER_COLUMNS, indexed=self._indexed)
+            if isinstance(where, Cmp) and where.path == ("vectorStatus",) and where.value in OUTBOX_STATES:
+                # the outbox index's predicate, stated: SQLite then counts outbox rows in it
+                # (flush asks for the pending ones until none is left) instead of every row
+                clauses.append(OUTBOX_PREDICATE)
             clauses.append(sql)
             params.extend(p)
 
