@@ -275,7 +275,7 @@ def test_search_quality_benchmark_smoke(tmp_path):
         "hybrid_delta_over_vector": NUMBER,
         "hybrid_delta_over_best_single": NUMBER,
     }
-    shipped = {"stdlib": corpus_shape, "numpy_seealso": corpus_shape, "tinybeir": corpus_shape}
+    expected = {"stdlib": corpus_shape, "numpy_seealso": corpus_shape, "tinybeir": corpus_shape}
     assert_shape(
         result,
         {
@@ -283,7 +283,7 @@ def test_search_quality_benchmark_smoke(tmp_path):
             "embedder": str,
             "limit": int,
             "rrf_k": int,
-            "corpora": shipped,
+            "corpora": expected,
             "summary": {"hybrid_ge_best_single": bool, "hybrid_delta_over_vector": NUMBER},
             "targets": dict,
         },

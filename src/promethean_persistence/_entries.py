@@ -160,13 +160,13 @@ def _json_object(value: Mapping[Any, Any], field: str, depth: int) -> dict[str, 
     for key, item in value.items():
         if not isinstance(key, str):
             raise _invalid(field, f"keys must be strings, got {shown(key)}")
-        if not _plain(key):
+        if text_problem(key) is not None:  # an ASCII key without NUL is told apart at once
             check_text(key, key_field(field, key), "key")
         # the usual flat values are taken here, without a call and a path each (bulk
         # writes validate every entry); the others, and every error, take the full path
         kind = type(item)
         if nested and (
-            (kind is str and _plain(item))
+            (kind is str and text_problem(item) is None)
             or (kind is int and MIN_INT <= item <= MAX_INT)
             or (kind is float and math.isfinite(item))
             or kind is bool
@@ -182,11 +182,6 @@ def key_field(field: str, key: str) -> str:
     """How errors name the key ``key`` of ``field``: dotted, or quoted and escaped when the
     key holds characters a message must not carry (NUL, lone surrogates, control characters)."""
     return f"{field}.{key}" if key.isprintable() else f"{field}[{key!a}]"
-
-
-def _plain(value: str) -> bool:
-    """Whether ``value`` is ASCII without NUL: ``text_problem`` finds nothing (cheap to ask)."""
-    return value.isascii() and "\x00" not in value
 
 
 def text_problem(value: str) -> str | None:

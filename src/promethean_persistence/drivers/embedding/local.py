@@ -139,34 +139,30 @@ class OnnxLocalEmbedder(ThreadedModel):
     def _load(self) -> None:
         if self._session is not None:
             return
-        tokenizers = require("tokenizers", extra=self.extra, driver=self.name)
-        try:
-            tokenizer = tokenizers.Tokenizer.from_file(str(_model_dir() / "tokenizer.json"))
-            tokenizer.no_padding()  # batches are padded here, to their own longest text
-            tokenizer.enable_truncation(MAX_TOKENS)
-            session = self._new_session(self.threads)
-        except Exception as exc:
-            raise self._cannot_load(exc) from exc
-        self._tokenizer, self._session = tokenizer, session
-
-    def _cannot_load(self, exc: Exception) -> EmbeddingError:
-        return EmbeddingError(f"Cannot load embedding model {self.model!r} on ONNX Runtime: {exc}", driver=self.name)
-
-    def _new_session(self, threads: int) -> Any:
-        """An ONNX Runtime session of the model on ``threads`` threads; raises what loading raises."""
         ort = require("onnxruntime", extra=self.extra, driver=self.name)
+        tokenizers = require("tokenizers", extra=self.extra, driver=self.name)
         from ._bert_onnx import build_encoder
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # the threads spin between a run's operators (fast), not after it: left spinning they
-        # take a core for tens of ms from the work that follows (a hybrid search's ranking)
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        graph = build_encoder(str(_model_dir() / "model.safetensors"), heads=12)
-        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        directory = _model_dir()
+        try:
+            tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+            tokenizer.no_padding()  # batches are padded here, to their own longest text
+            tokenizer.enable_truncation(MAX_TOKENS)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            # the threads spin between a run's operators (fast), not after it: left spinning they
+            # take a core for tens of ms from the work that follows (a hybrid search's ranking)
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+            graph = build_encoder(str(directory / "model.safetensors"), heads=12)
+            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise EmbeddingError(
+                f"Cannot load embedding model {self.model!r} on ONNX Runtime: {exc}", driver=self.name
+            ) from exc
+        self._tokenizer, self._session = tokenizer, session
 
     async def warm(self) -> None:
         """Build the graph and the session (about a second, once). Returns None; raises
