@@ -9,8 +9,8 @@ Prints one JSON object; per mode (``embedded``, ``server``) and size:
   ``ratio_spread`` (min/median/max). Each round writes fresh collections on both sides and
   alternates which side goes first.
 * ``query``: p50 ms of ``get_most_relevant(text, 10)`` against embedding the text, a direct
-  ``collection.query`` and a lookup of the returned ids in the same SQLite table, every
-  query on one side then on the other in each round (alternating); ``ratio`` = ours / raw
+  ``collection.query`` and a lookup of the returned ids in the same SQLite table, each
+  query on one side then on the other (which goes first alternates); ``ratio`` = ours / raw
   time, median over rounds (target <= 1.2), with ``ratio_spread``.
 
     python bench/chroma.py [--sizes 10000,100000] [--modes embedded,server] [--queries 200] [--rounds 3]

@@ -14,8 +14,8 @@ Prints one JSON object; per mode (``lite``, ``server``) and size:
   writes fresh collections on both sides (created inside the timing: our driver creates its
   collection with the first vectors) and alternates which side goes first.
 * ``query``: p50 ms of ``get_most_relevant(text, 10)`` against embedding the text, a direct
-  ``client.search`` and a lookup of the returned ids in the same SQLite table, every query on
-  one side then on the other in each round (alternating); ``ratio`` = ours / raw time, median
+  ``client.search`` and a lookup of the returned ids in the same SQLite table, each query on
+  one side then on the other (which goes first alternates); ``ratio`` = ours / raw time, median
   over rounds (target <= 1.25), with ``ratio_spread``.
 
     python bench/milvus.py [--sizes 2000,20000] [--modes lite,server] [--uri URL] [--queries 200] [--rounds 3]

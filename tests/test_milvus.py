@@ -186,6 +186,41 @@ async def test_primary_keys_are_the_qdrant_uuid5_and_fields_keep_id_and_metadata
     assert rows[0]["metadata"] == meta
 
 
+class _OtherHandler:
+    """A connection handler whose ``upsert`` takes other arguments (another pymilvus)."""
+
+    async def upsert(self, rows):
+        raise AssertionError("not reached: the call itself fails")
+
+
+@pytest.mark.parametrize("handler", ["columns", "none", "other"])
+async def test_column_and_row_writes_store_the_same_rows(milvus, monkeypatch, handler):
+    # the installed pymilvus must take the column path (a faster request, through its
+    # handler): an upgrade that drops it fails here instead of silently writing rows
+    if handler == "none":
+        milvus._handler = False
+    elif handler == "other":
+        milvus._handler = _OtherHandler()
+    calls = []
+    row_upsert = milvus._client.upsert
+
+    async def counted(*args, **kwargs):
+        calls.append(len(args[1]))
+        return await row_upsert(*args, **kwargs)
+
+    monkeypatch.setattr(milvus._client, "upsert", counted)
+    ids = ["c/0", "c/1", "c/2"]
+    metas = [{"i": i, "nested": {"k": [i, "x", None]}, "s": "ü"} for i in range(3)]
+    await milvus.upsert(ids, np.eye(3, 8) + 0.5, metas)
+    assert calls == ([] if handler == "columns" else [3])
+    assert (milvus._handler is False) == (handler != "columns")  # a handler that failed is not tried again
+    rows = await milvus._client.get(milvus._name, ids=[point_id(i) for i in ids], output_fields=["id", "metadata"])
+    assert {r["pk"]: (r["id"], r["metadata"]) for r in rows} == {point_id(i): (i, m) for i, m in zip(ids, metas)}
+    fetched = await milvus.fetch(ids)
+    for i, row in zip(ids, np.eye(3, 8) + 0.5):
+        np.testing.assert_allclose(fetched[i], row / np.linalg.norm(row), atol=1e-6)
+
+
 async def test_metadata_only_upsert_keeps_the_vector_and_needs_one(milvus):
     vector = np.array([3.0, 4.0] + [0.0] * 6)
     await milvus.upsert(["a"], [vector], [{"v": 1}])

@@ -148,6 +148,7 @@ class MilvusVector:
         self.shown = f"milvus-lite {self.uri}" if self.local else redact(without_userinfo(uri), *self._secrets)
         self.dims: int | None = None
         self._client: Any = None
+        self._handler: Any = None  #: the client's handler for column upserts (False: none)
 
     @classmethod
     def from_config(cls, config: StoreConfig, collection: str) -> MilvusVector:
@@ -207,6 +208,7 @@ class MilvusVector:
             if self.db_name:
                 kwargs["db_name"] = self.db_name
             self._client = pymilvus.AsyncMilvusClient(**kwargs)
+            self._handler = None
             try:
                 await self._load_dims()
             except BaseException:
@@ -285,13 +287,50 @@ class MilvusVector:
             else:
                 matrix = matrix_for(ids, vectors, self.dims, self.name)
                 await self._ensure(int(matrix.shape[1]))
-            rows = [
-                # a dict as it is (the client only reads it): no copy per row of a bulk write
-                {"pk": point_id(i), "id": i, "vector": v.tolist(), "metadata": m if type(m) is dict else dict(m)}
-                for i, v, m in zip(ids, matrix, metadata)
+            # a dict as it is (the client only reads it): no copy per row of a bulk write
+            meta = [m if type(m) is dict else dict(m) for m in metadata]
+            for start in range(0, len(ids), _BATCH):
+                part = slice(start, start + _BATCH)
+                await self._write(ids[part], matrix[part], meta[part])
+
+    async def _write(self, ids: list[str], matrix: np.ndarray, metadata: list[dict[str, Any]]) -> None:
+        """Upsert one batch, column by column where this pymilvus allows it: its row API packs
+        each row's fields one call at a time (measured 15 against 5 ms of CPU per 500 rows,
+        about a fifth of a bulk write), while the column request it builds for its own ORM
+        packs each field in one go. The client has no public column upsert, so this reaches
+        its connection handler; a pymilvus without one gets the rows."""
+        pks = [point_id(i) for i in ids]
+        vectors = matrix.tolist()
+        handler = await self._columns()
+        if handler is not None:
+            from pymilvus import DataType
+
+            columns = [
+                {"name": "pk", "type": DataType.VARCHAR, "values": pks},
+                {"name": "id", "type": DataType.VARCHAR, "values": ids},
+                {"name": "vector", "type": DataType.FLOAT_VECTOR, "values": vectors},
+                {"name": "metadata", "type": DataType.JSON, "values": metadata},
             ]
-            for start in range(0, len(rows), _BATCH):
-                await self._client.upsert(self._name, rows[start : start + _BATCH])
+            try:
+                await handler.upsert(
+                    self._name, columns, timeout=self.timeout, context=self._client._generate_call_context()
+                )
+                return
+            except TypeError:  # another handler signature: never again, and the rows now (an upsert repeats safely)
+                self._handler = False
+        rows = [{"pk": p, "id": i, "vector": v, "metadata": m} for p, i, v, m in zip(pks, ids, vectors, metadata)]
+        await self._client.upsert(self._name, rows)
+
+    async def _columns(self) -> Any:
+        """The client's connection handler for column upserts, or None where this pymilvus has
+        none (checked once)."""
+        if self._handler is None:
+            connect = getattr(self._client, "_get_connection", None)
+            handler = (
+                await connect() if connect is not None and hasattr(self._client, "_generate_call_context") else None
+            )
+            self._handler = handler if callable(getattr(handler, "upsert", None)) else False
+        return self._handler or None
 
     async def query(self, vector: Sequence[float], limit: int, where: Node | None = None) -> list[VectorHit]:
         """See ``VectorDriver.query``: a broader native filter, the exact one checked on the
