@@ -193,7 +193,21 @@ class _OtherHandler:
         raise AssertionError("not reached: the call itself fails")
 
 
-@pytest.mark.parametrize("handler", ["columns", "none", "other"])
+class _RefusingHandler:
+    """A connection handler whose column request is refused (a schema cached before the
+    collection changed elsewhere): the rows go, which refresh the schema."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def upsert(self, name, columns, **kwargs):
+        from pymilvus.exceptions import DataNotMatchException
+
+        self.calls += 1
+        raise DataNotMatchException(message="stale schema")
+
+
+@pytest.mark.parametrize("handler", ["columns", "none", "other", "refusing"])
 async def test_column_and_row_writes_store_the_same_rows(milvus, monkeypatch, handler):
     # the installed pymilvus must take the column path (a faster request, through its
     # handler): an upgrade that drops it fails here instead of silently writing rows
@@ -201,6 +215,8 @@ async def test_column_and_row_writes_store_the_same_rows(milvus, monkeypatch, ha
         milvus._handler = False
     elif handler == "other":
         milvus._handler = _OtherHandler()
+    elif handler == "refusing":
+        milvus._handler = refusing = _RefusingHandler()
     calls = []
     row_upsert = milvus._client.upsert
 
@@ -213,7 +229,10 @@ async def test_column_and_row_writes_store_the_same_rows(milvus, monkeypatch, ha
     metas = [{"i": i, "nested": {"k": [i, "x", None]}, "s": "ü"} for i in range(3)]
     await milvus.upsert(ids, np.eye(3, 8) + 0.5, metas)
     assert calls == ([] if handler == "columns" else [3])
-    assert (milvus._handler is False) == (handler != "columns")  # a handler that failed is not tried again
+    # a handler of another signature is not tried again; one that refused a batch is
+    assert (milvus._handler is False) == (handler in ("none", "other"))
+    if handler == "refusing":
+        assert refusing.calls == 1
     rows = await milvus._client.get(milvus._name, ids=[point_id(i) for i in ids], output_fields=["id", "metadata"])
     assert {r["pk"]: (r["id"], r["metadata"]) for r in rows} == {point_id(i): (i, m) for i, m in zip(ids, metas)}
     fetched = await milvus.fetch(ids)
