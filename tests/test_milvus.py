@@ -21,6 +21,7 @@ from promethean_persistence._errors import (
     BackendUnavailable,
     ConfigurationError,
     MissingDependencyError,
+    ValidationError,
 )
 from promethean_persistence._filters import evaluate, parse
 from promethean_persistence.drivers.vector import _milvus_expr as expr
@@ -238,6 +239,21 @@ async def test_column_and_row_writes_store_the_same_rows(milvus, monkeypatch, ha
     fetched = await milvus.fetch(ids)
     for i, row in zip(ids, np.eye(3, 8) + 0.5):
         np.testing.assert_allclose(fetched[i], row / np.linalg.norm(row), atol=1e-6)
+
+
+async def test_a_query_of_any_length_scores_as_its_unit_vector(milvus):
+    # float32 queries go to Milvus as they are (COSINE does not depend on their length)
+    await milvus.upsert(["a", "b", "c"], np.eye(3, 8, dtype=np.float32) + 0.1, [{}, {}, {}])
+    query = np.array([3.0, 1.0, 0.5] + [0.0] * 5, dtype=np.float32)
+    unit = [(h.id, round(h.score, 5)) for h in await milvus.query(query / np.linalg.norm(query), 3)]
+    for same in (query * 1000, query.astype(np.float64), query.tolist()):
+        assert [(h.id, round(h.score, 5)) for h in await milvus.query(same, 3)] == unit
+    assert [i for i, _ in unit] == ["a", "b", "c"]
+    for bad in (np.array([np.nan] + [0.0] * 7, dtype=np.float32), np.array([np.inf] + [0.0] * 7, dtype=np.float32)):
+        with pytest.raises(ValidationError, match="NaN or Infinity"):
+            await milvus.query(bad, 3)
+    with pytest.raises(ValidationError, match="dimension 4"):
+        await milvus.query(np.ones(4, dtype=np.float32), 3)
 
 
 async def test_metadata_only_upsert_keeps_the_vector_and_needs_one(milvus):
