@@ -139,7 +139,7 @@ async def test_large_indexes_rank_rows_with_a_rare_word_first_with_exact_scores(
 
 
 async def test_large_indexes_break_ties_across_the_cut_by_id(tmp_path):
-    # the pruned ranking reads one row past the cut: rows tied with the last kept one go by id
+    # the pruned ranking reads a few rows past the cut, deeper while they tie: ties go by id
     import random
 
     path, name = tmp_path / "s.db", "ties"

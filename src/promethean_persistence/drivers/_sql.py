@@ -6,7 +6,7 @@ from typing import Any
 
 OUTBOX_STATES = ("pending", "failed")  #: the vector states the outbox index holds
 #: the outbox index's predicate: SQLite uses a partial index only for a query that states it
-OUTBOX_PREDICATE = "vector_status IN ('pending', 'failed')"
+OUTBOX_PREDICATE = f"vector_status IN ({', '.join(repr(s) for s in OUTBOX_STATES)})"
 
 
 def window(
